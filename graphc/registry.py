@@ -1,0 +1,151 @@
+"""The pass interface and registry.
+
+A pass is a frozen dataclass: its fields are its options, ``name`` is its kebab-case name
+(the same on the CLI), and ``run(graph, ctx) -> PassResult``. A plain function
+``f(graph, ctx) -> bool`` can be registered too (:func:`register_function_pass`). Third-party
+passes arrive through the ``graphc.passes`` entry-point group.
+
+Each pass declares ``exact`` (outputs unchanged up to float rounding) or lossy, and which
+cached analyses it keeps valid (``preserves``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+from graphc.ir.graph import Graph
+
+
+@dataclass
+class PassResult:
+    changed: bool
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class PassContext:
+    """What a pass may need beyond the graph: options shared across passes, data for
+    training passes, a cache of analyses (invalidated by the manager after a change), an RNG
+    seed, and a progress flag."""
+
+    def __init__(self, *, data=None, seed: int = 0, quiet: bool = False, example_inputs=None, **options):
+        self.data = data
+        self.seed = seed
+        self.quiet = quiet
+        self.example_inputs = example_inputs
+        self.options = options
+        self._analyses: dict[str, Any] = {}
+        self.log: list[str] = []
+
+    def analysis(self, name: str, graph: Graph, compute: Callable[[Graph], Any]):
+        """Cached analysis result, recomputed after any change that did not preserve it."""
+        if name not in self._analyses:
+            self._analyses[name] = compute(graph)
+        return self._analyses[name]
+
+    def invalidate(self, keep: frozenset | set = frozenset()) -> None:
+        for k in list(self._analyses):
+            if k not in keep:
+                del self._analyses[k]
+
+    def info(self, msg: str) -> None:
+        self.log.append(msg)
+
+
+class Pass:
+    """Base of all passes (subclass as a frozen dataclass)."""
+
+    name: ClassVar[str] = ""
+    exact: ClassVar[bool] = True
+    needs_data: ClassVar[bool] = False
+    preserves: ClassVar[frozenset] = frozenset()
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def options(cls) -> list[dataclasses.Field]:
+        return [f for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+
+    @classmethod
+    def summary(cls) -> str:
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+_PASSES: dict[str, type[Pass]] = {}
+_PRESETS: dict[str, str] = {}
+
+
+def register_pass(cls: type[Pass]) -> type[Pass]:
+    """Class decorator: add a pass to the registry under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in _PASSES and _PASSES[cls.name] is not cls:
+        raise ValueError(f"pass {cls.name!r} registered twice")
+    _PASSES[cls.name] = cls
+    return cls
+
+
+def register_function_pass(name: str | None = None, *, exact: bool = True, doc: str | None = None):
+    """Decorator: register ``f(graph, ctx) -> bool`` as an option-less pass."""
+
+    def deco(fn: Callable[[Graph, PassContext], bool]):
+        pname = name or fn.__name__.replace("_", "-")
+
+        def run(self, graph, ctx):
+            return PassResult(changed=bool(fn(graph, ctx)))
+
+        cls = dataclass(frozen=True)(type(
+            fn.__name__, (Pass,),
+            {"name": pname, "exact": exact, "run": run, "__doc__": doc or fn.__doc__ or pname,
+             "__annotations__": {}},
+        ))
+        register_pass(cls)
+        return fn
+
+    return deco
+
+
+def register_preset(name: str, pipeline: str) -> None:
+    _PRESETS[name] = pipeline
+
+
+def get_pass(name: str) -> type[Pass]:
+    load_builtin_passes()
+    return _PASSES[name]
+
+
+def all_passes() -> dict[str, type[Pass]]:
+    load_builtin_passes()
+    return dict(sorted(_PASSES.items()))
+
+
+def all_presets() -> dict[str, str]:
+    load_builtin_passes()
+    return dict(sorted(_PRESETS.items()))
+
+
+_loaded = False
+
+
+def load_builtin_passes() -> None:
+    """Import every module in graphc.passes, then entry-point plugins (once)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import importlib
+    import pkgutil
+
+    import graphc.passes as pkg
+
+    for mod in sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)):
+        if not mod.startswith("_"):
+            importlib.import_module(f"graphc.passes.{mod}")
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="graphc.passes"):
+        obj = ep.load()
+        if isinstance(obj, type) and issubclass(obj, Pass):
+            register_pass(obj)

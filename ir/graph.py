@@ -1,0 +1,484 @@
+"""graphc's IR: Graph, Node, Value, Param.
+
+Invariants (checked by :mod:`graphc.ir.verify`):
+
+- A Value has exactly one producer: a node output, a graph input, or a Param. Its use list
+  holds one ``Use(node, index)`` per operand slot that reads it; ``uses()`` returns a snapshot,
+  so code may edit the graph while iterating it.
+- A Node's inputs are a tuple. They change only through ``set_input``/``set_inputs``, which keep
+  use lists exact.
+- ``Graph.erase`` refuses while an output of the node is still used; ``replace_all_uses_with``
+  refuses to rewire a graph output unless ``outputs=True`` is passed.
+- ``Graph.nodes`` is in topological order; node and value names are unique and come from the
+  source model, so the same model always gives the same dump.
+- Every Value has a static :class:`TensorType`; a Param's array matches its Value's type.
+- Weights are numpy arrays kept with their source name (``layer1.0.conv1.weight``).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, NamedTuple, Sequence
+
+import numpy as np
+
+from graphc.errors import IRError
+from graphc.ir.types import TensorType
+
+PARAM_KINDS = ("weight", "buffer", "const")
+
+
+class Use(NamedTuple):
+    node: "Node"
+    index: int
+
+
+class Value:
+    """An SSA value: produced once, used by any number of node operands."""
+
+    __slots__ = ("name", "type", "producer", "index", "param", "graph", "_uses")
+
+    def __init__(self, graph: "Graph", name: str, type: TensorType):
+        self.graph = graph
+        self.name = name
+        self.type = type
+        self.producer: Node | None = None
+        self.index = 0
+        self.param: Param | None = None
+        self._uses: list[Use] = []
+
+    # -- queries ---------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.type.shape
+
+    @property
+    def dtype(self) -> str:
+        return self.type.dtype
+
+    @property
+    def is_input(self) -> bool:
+        return self.producer is None and self.param is None
+
+    @property
+    def is_param(self) -> bool:
+        return self.param is not None
+
+    @property
+    def is_output(self) -> bool:
+        return any(o is self for o in self.graph.outputs)
+
+    def uses(self) -> list[Use]:
+        return list(self._uses)
+
+    def users(self) -> list["Node"]:
+        """Distinct consuming nodes, in use order."""
+        seen: dict[int, Node] = {}
+        for u in self._uses:
+            seen.setdefault(id(u.node), u.node)
+        return list(seen.values())
+
+    @property
+    def num_uses(self) -> int:
+        return len(self._uses) + sum(1 for o in self.graph.outputs if o is self)
+
+    # -- mutation ----------------------------------------------------------------------------
+    def replace_all_uses_with(self, other: "Value", *, outputs: bool = False) -> None:
+        if other is self:
+            return
+        if self.is_output:
+            if not outputs:
+                raise IRError(f"%{self.name} is a graph output; pass outputs=True to rewire it")
+            self.graph.outputs = [other if o is self else o for o in self.graph.outputs]
+        for use in self.uses():
+            use.node.set_input(use.index, other)
+
+    def __repr__(self) -> str:
+        return f"%{self.name}: {self.type}"
+
+
+class Param:
+    """A constant tensor owned by the graph: weight, buffer, or folded constant.
+
+    ``kind`` says where it came from: ``weight`` (a trainable parameter of the source
+    model), ``buffer`` (running statistics and other state) or ``const`` (a literal or a folded
+    constant). Parameter counts include only ``weight``.
+    """
+
+    __slots__ = ("value", "data", "source", "kind")
+
+    def __init__(self, value: Value, data: np.ndarray, source: str, kind: str):
+        if kind not in PARAM_KINDS:
+            raise ValueError(f"param kind must be one of {PARAM_KINDS}, got {kind!r}")
+        self.value = value
+        self.data = data
+        self.source = source
+        self.kind = kind
+
+    @property
+    def name(self) -> str:
+        return self.value.name
+
+    def set_data(self, data) -> None:
+        """Replace the array; the Value's type follows (callers fix consumers' types)."""
+        data = _as_array(data)
+        self.data = data
+        self.value.type = TensorType.of(data)
+
+    def __repr__(self) -> str:
+        return f"Param(%{self.value.name}, {self.value.type}, {self.source!r}, {self.kind})"
+
+
+class Node:
+    """An operation: ``op`` names an entry of the op table; ``attrs`` are its options."""
+
+    __slots__ = ("graph", "op", "name", "attrs", "_inputs", "outputs")
+
+    def __init__(self, graph: "Graph", op: str, name: str, attrs: dict[str, Any]):
+        self.graph = graph
+        self.op = op
+        self.name = name
+        self.attrs = attrs
+        self._inputs: tuple[Value, ...] = ()
+        self.outputs: tuple[Value, ...] = ()
+
+    @property
+    def inputs(self) -> tuple[Value, ...]:
+        return self._inputs
+
+    def input(self, i: int) -> Value:
+        return self._inputs[i]
+
+    @property
+    def output(self) -> Value:
+        if len(self.outputs) != 1:
+            raise IRError(f"node {self.name} ({self.op}) has {len(self.outputs)} outputs")
+        return self.outputs[0]
+
+    @property
+    def opdef(self):
+        from graphc.ir.ops import get_op
+
+        return get_op(self.op)
+
+    @property
+    def params(self) -> list[Param | None]:
+        """The Param behind each input (None where the input is not a param)."""
+        return [v.param for v in self._inputs]
+
+    def set_input(self, i: int, value: Value) -> None:
+        old = self._inputs[i]
+        old._uses.remove(Use(self, i))
+        lst = list(self._inputs)
+        lst[i] = value
+        self._inputs = tuple(lst)
+        value._uses.append(Use(self, i))
+
+    def set_inputs(self, values: Sequence[Value]) -> None:
+        for i, v in enumerate(self._inputs):
+            v._uses.remove(Use(self, i))
+        self._inputs = tuple(values)
+        for i, v in enumerate(self._inputs):
+            v._uses.append(Use(self, i))
+
+    def set_params(self, *arrays) -> None:
+        """Replace the arrays of this node's param inputs, in input order (None keeps one)."""
+        params = [v.param for v in self._inputs if v.param is not None]
+        if len(arrays) > len(params):
+            raise IRError(f"{self.name}: {len(arrays)} arrays for {len(params)} params")
+        for p, a in zip(params, arrays):
+            if a is not None:
+                p.set_data(a)
+
+    def infer_types(self) -> list[TensorType]:
+        return self.opdef.infer_node(self)
+
+    def retype(self) -> None:
+        """Recompute output types from the inputs (after a pass changed input shapes)."""
+        types = self.infer_types()
+        for v, t in zip(self.outputs, types):
+            v.type = t
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"%{v.name}" for v in self._inputs)
+        outs = ", ".join(f"%{v.name}" for v in self.outputs)
+        return f"<{outs} = {self.op}({ins}) # {self.name}>"
+
+
+_NAME_OK = re.compile(r"[^A-Za-z0-9_.]")
+
+
+def sanitize(name: str) -> str:
+    name = _NAME_OK.sub("_", name).strip(".")
+    return name or "v"
+
+
+def _as_array(data) -> np.ndarray:
+    if hasattr(data, "detach"):
+        data = data.detach().cpu()
+        if str(data.dtype) == "torch.bfloat16":
+            data = data.float()
+        data = data.numpy()
+    arr = np.asarray(data)
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)
+    return arr
+
+
+class Graph:
+    """A function from input tensors to output tensors, in SSA form."""
+
+    def __init__(self, name: str = "main"):
+        self.name = sanitize(name)
+        self.inputs: list[Value] = []
+        self.outputs: list[Value] = []
+        self._nodes: list[Node] = []
+        self.params: dict[str, Param] = {}
+        self._value_names: set[str] = set()
+        self._node_names: set[str] = set()
+        self.meta: dict[str, Any] = {}
+
+    # -- naming ------------------------------------------------------------------------------
+    def _unique(self, base: str, taken: set[str]) -> str:
+        base = sanitize(base)
+        if base not in taken:
+            taken.add(base)
+            return base
+        i = 1
+        while f"{base}_{i}" in taken:
+            i += 1
+        name = f"{base}_{i}"
+        taken.add(name)
+        return name
+
+    def unique_value_name(self, base: str) -> str:
+        return self._unique(base, self._value_names)
+
+    def unique_node_name(self, base: str) -> str:
+        return self._unique(base, self._node_names)
+
+    def value(self, name: str) -> Value:
+        for v in self.values():
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    def node(self, name: str) -> Node:
+        for n in self._nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    # -- construction ------------------------------------------------------------------------
+    def add_input(self, name: str, type: TensorType) -> Value:
+        v = Value(self, self.unique_value_name(name), type)
+        self.inputs.append(v)
+        return v
+
+    def add_param(self, data, source: str = "", name: str | None = None, kind: str = "weight") -> Value:
+        arr = _as_array(data)
+        v = Value(self, self.unique_value_name(name or source or "const"), TensorType.of(arr))
+        v.param = Param(v, arr, source or v.name, kind)
+        self.params[v.name] = v.param
+        return v
+
+    def add_const(self, data, name: str = "const") -> Value:
+        return self.add_param(data, source="", name=name, kind="const")
+
+    def add_node(
+        self,
+        op: str,
+        inputs: Sequence[Value],
+        attrs: dict[str, Any] | None = None,
+        name: str | None = None,
+        *,
+        out_types: Sequence[TensorType] | None = None,
+        out_names: Sequence[str] | None = None,
+        before: Node | None = None,
+        after: Node | None = None,
+    ) -> Node:
+        """Create a node, infer its output types (unless given) and place it.
+
+        Without ``before``/``after`` the node is appended, which keeps topological order
+        when inputs already exist. Output value names default to the node name.
+        """
+        node = Node(self, op, self.unique_node_name(name or op), dict(attrs or {}))
+        node.set_inputs(list(inputs))
+        if out_types is None:
+            try:
+                out_types = node.infer_types()
+            except IRError:
+                node.set_inputs([])
+                self._node_names.discard(node.name)
+                raise
+        base_names = list(out_names or [])
+        outs = []
+        for i, t in enumerate(out_types):
+            base = base_names[i] if i < len(base_names) else (node.name if i == 0 else f"{node.name}.{i}")
+            v = Value(self, self.unique_value_name(base), t)
+            v.producer = node
+            v.index = i
+            outs.append(v)
+        node.outputs = tuple(outs)
+        if before is not None:
+            self._nodes.insert(self._nodes.index(before), node)
+        elif after is not None:
+            self._nodes.insert(self._nodes.index(after) + 1, node)
+        else:
+            self._nodes.append(node)
+        return node
+
+    def set_outputs(self, values: Iterable[Value]) -> None:
+        self.outputs = list(values)
+
+    # -- queries -----------------------------------------------------------------------------
+    @property
+    def nodes(self) -> list[Node]:
+        """Snapshot of the nodes in topological order."""
+        return list(self._nodes)
+
+    def __iter__(self):
+        return iter(list(self._nodes))
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def find(self, *ops: str) -> list[Node]:
+        return [n for n in self._nodes if n.op in ops]
+
+    def values(self) -> list[Value]:
+        vals = list(self.inputs) + [p.value for p in self.params.values()]
+        for n in self._nodes:
+            vals.extend(n.outputs)
+        return vals
+
+    def position(self, node: Node) -> int:
+        return self._nodes.index(node)
+
+    # -- mutation ----------------------------------------------------------------------------
+    def erase(self, node: Node) -> None:
+        for v in node.outputs:
+            if v._uses or v.is_output:
+                users = ", ".join(sorted({u.node.name for u in v._uses})) or "graph outputs"
+                raise IRError(f"cannot erase {node.name}: %{v.name} is still used by {users}")
+        node.set_inputs([])
+        self._nodes.remove(node)
+        self._node_names.discard(node.name)
+        for v in node.outputs:
+            self._value_names.discard(v.name)
+
+    def remove_param(self, param: Param) -> None:
+        if param.value._uses or param.value.is_output:
+            raise IRError(f"param %{param.name} is still used")
+        del self.params[param.name]
+        self._value_names.discard(param.name)
+
+    def prune_unused_params(self) -> int:
+        unused = [p for p in self.params.values() if not p.value._uses and not p.value.is_output]
+        for p in unused:
+            self.remove_param(p)
+        return len(unused)
+
+    def move_before(self, node: Node, anchor: Node) -> None:
+        self._nodes.remove(node)
+        self._nodes.insert(self._nodes.index(anchor), node)
+
+    def toposort(self) -> None:
+        """Restore topological order (stable: keeps the current order where it is valid)."""
+        import heapq
+
+        pos = {id(n): i for i, n in enumerate(self._nodes)}
+        indeg = {}
+        succ: dict[int, list[Node]] = {id(n): [] for n in self._nodes}
+        for n in self._nodes:
+            preds = {id(v.producer) for v in n.inputs if v.producer is not None}
+            indeg[id(n)] = len(preds)
+            for p in preds:
+                succ[p].append(n)
+        ready = [(pos[id(n)], n) for n in self._nodes if indeg[id(n)] == 0]
+        heapq.heapify(ready)
+        order = []
+        while ready:
+            _, n = heapq.heappop(ready)
+            order.append(n)
+            for s in succ[id(n)]:
+                indeg[id(s)] -= 1
+                if indeg[id(s)] == 0:
+                    heapq.heappush(ready, (pos[id(s)], s))
+        if len(order) != len(self._nodes):
+            raise IRError("graph has a cycle")
+        self._nodes = order
+
+    def rename_value(self, value: Value, name: str) -> None:
+        self._value_names.discard(value.name)
+        old = value.name
+        value.name = self.unique_value_name(name)
+        if value.param is not None:
+            del self.params[old]
+            self.params[value.name] = value.param
+
+    def clone(self) -> "Graph":
+        """Deep copy: structure and weights (arrays are copied)."""
+        g = Graph(self.name)
+        g.meta = dict(self.meta)
+        vmap: dict[int, Value] = {}
+        for v in self.inputs:
+            nv = Value(g, v.name, v.type)
+            g._value_names.add(v.name)
+            g.inputs.append(nv)
+            vmap[id(v)] = nv
+        for name, p in self.params.items():
+            nv = Value(g, name, p.value.type)
+            g._value_names.add(name)
+            nv.param = Param(nv, p.data.copy(), p.source, p.kind)
+            g.params[name] = nv.param
+            vmap[id(p.value)] = nv
+        for n in self._nodes:
+            nn_ = Node(g, n.op, n.name, _copy_attrs(n.attrs))
+            g._node_names.add(n.name)
+            nn_.set_inputs([vmap[id(v)] for v in n.inputs])
+            outs = []
+            for v in n.outputs:
+                nv = Value(g, v.name, v.type)
+                nv.producer = nn_
+                nv.index = v.index
+                g._value_names.add(v.name)
+                vmap[id(v)] = nv
+                outs.append(nv)
+            nn_.outputs = tuple(outs)
+            g._nodes.append(nn_)
+        g.outputs = [vmap[id(v)] for v in self.outputs]
+        return g
+
+    # -- views -------------------------------------------------------------------------------
+    def verify(self, *, types: bool = True) -> None:
+        from graphc.ir.verify import verify
+
+        verify(self, types=types)
+
+    def to_networkx(self):
+        """A networkx.MultiDiGraph of nodes (by name); edges carry the Value and operand index."""
+        import networkx as nx
+
+        G = nx.MultiDiGraph()
+        for n in self._nodes:
+            G.add_node(n.name, op=n.op, node=n)
+        for n in self._nodes:
+            for i, v in enumerate(n.inputs):
+                if v.producer is not None:
+                    G.add_edge(v.producer.name, n.name, value=v.name, index=i)
+        return G
+
+    def __str__(self) -> str:
+        from graphc.ir.printer import print_graph
+
+        return print_graph(self)
+
+    # -- statistics ----------------------------------------------------------------------------
+    def num_params(self) -> int:
+        return int(sum(p.data.size for p in self.params.values() if p.kind == "weight"))
+
+
+def _copy_attrs(attrs: dict) -> dict:
+    import copy
+
+    return copy.deepcopy(attrs)
