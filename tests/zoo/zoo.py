@@ -1,0 +1,110 @@
+"""The torchvision classification zoo, shared by every conformance test.
+
+One ``ZooCase`` per model: the model (random weights, seeded, eval mode), an example input
+(as small as the model allows, to keep CI inside its budget), its reference output, and lazily
+an ONNX export and graphc graphs from both front-ends. Cases are cached per process so the
+round-trip, cost, fuse and prune checks of one model share one build.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+# Input side length per model: the smallest that the architecture accepts and that still
+# exercises every layer; 224 where the model fixes its input size (ViT, Swin, MaxViT).
+FIXED_224 = {"vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14", "maxvit_t",
+             "swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b"}
+SIDE = {"inception_v3": 75, "alexnet": 64, "googlenet": 64, "squeezenet1_0": 64, "squeezenet1_1": 64}
+DEFAULT_SIDE = 64
+
+# Models whose build + checks take much longer than the rest on a 2-core CPU; `-m "not slow"`
+# skips them for a quick local run. CI runs them.
+SLOW = {"vit_h_14", "vit_l_16", "vit_l_32", "regnet_y_128gf", "regnet_y_32gf", "regnet_x_32gf",
+        "regnet_y_16gf", "regnet_x_16gf", "efficientnet_b7", "efficientnet_v2_l", "convnext_large",
+        "swin_v2_b", "swin_b", "vit_b_16", "resnext101_64x4d", "wide_resnet101_2", "maxvit_t"}
+
+
+def model_names() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def input_side(name: str) -> int:
+    if name in FIXED_224:
+        return 224
+    return SIDE.get(name, DEFAULT_SIDE)
+
+
+class ZooCase:
+    def __init__(self, name: str):
+        import torchvision
+
+        self.name = name
+        torch.manual_seed(0)
+        kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
+        self.model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
+        _randomize_bn(self.model)
+        side = input_side(name)
+        g = torch.Generator().manual_seed(1)
+        self.x = torch.randn(1, 3, side, side, generator=g)
+        with torch.no_grad():
+            self.y = self.model(self.x)
+        self._fx_graph = None
+        self._onnx_path = None
+        self._onnx_graph = None
+
+    def fx_graph(self):
+        """A fresh graphc graph from torch.fx (a clone: callers may mutate it)."""
+        import graphc
+
+        if self._fx_graph is None:
+            self._fx_graph = graphc.load(self.model, example_inputs=self.x)
+        return self._fx_graph.clone()
+
+    def onnx_path(self) -> Path:
+        """The model exported by torch.onnx (dynamo=False, opset 17), cached on disk."""
+        if self._onnx_path is None:
+            d = Path(os.environ.get("GRAPHC_ZOO_CACHE") or tempfile.mkdtemp(prefix="graphc-zoo-"))
+            d.mkdir(parents=True, exist_ok=True)
+            p = d / f"{self.name}.onnx"
+            if not p.exists():
+                tmp = p.with_suffix(".tmp.onnx")
+                with torch.no_grad():
+                    torch.onnx.export(self.model, (self.x,), str(tmp), dynamo=False, opset_version=17,
+                                      input_names=["x"], output_names=["y"])
+                tmp.replace(p)
+            self._onnx_path = p
+        return self._onnx_path
+
+    def onnx_graph(self):
+        """A fresh graphc graph imported from the ONNX export."""
+        import graphc
+
+        if self._onnx_graph is None:
+            self._onnx_graph = graphc.load(str(self.onnx_path()))
+        return self._onnx_graph.clone()
+
+
+def _randomize_bn(model: torch.nn.Module) -> None:
+    """Fresh BN layers are the identity (mean 0, var 1, weight 1, bias 0), which would let a
+    wrong BN fold pass unnoticed: give them non-trivial statistics."""
+    g = torch.Generator().manual_seed(2)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 0.5 + 0.75)
+                if m.weight is not None:
+                    m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.75)
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+
+
+@functools.lru_cache(maxsize=1)
+def case(name: str) -> ZooCase:
+    """The case for ``name``; only the latest is kept, so memory stays at one model."""
+    return ZooCase(name)
