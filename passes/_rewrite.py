@@ -1,0 +1,274 @@
+"""Shared machinery of the exact fusion passes: pattern queries, weight math, cost figures.
+
+Invariants the helpers keep, so every pass built on them keeps them too:
+
+- Weight math runs in float64 torch on the numpy arrays and is cast back to the array's own
+  dtype once, so a fold costs one rounding per weight, not one per step.
+- A param shared with another node is never edited in place: the rewritten node gets a fresh
+  param carrying the same source name, and the other users keep the original.
+- When a removed node produced a graph output, its replacement takes over the output's name,
+  so emitted models keep their input/output names.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+
+from graphc.ir.graph import Graph, Node, Value
+
+CONV_OPS = ("conv1d", "conv2d", "conv3d")
+
+
+# -- queries -----------------------------------------------------------------------------------
+def const_array(v: Value) -> np.ndarray | None:
+    """The array behind a param value, or None for anything computed at run time."""
+    return v.param.data if v.param is not None else None
+
+
+def sole_user(v: Value) -> Node | None:
+    """The one node reading ``v`` through exactly one operand, when ``v`` is not an output."""
+    uses = v.uses()
+    if len(uses) != 1 or v.is_output:
+        return None
+    return uses[0].node
+
+
+def is_float(v: Value) -> bool:
+    return v.dtype in ("f32", "f64", "f16", "bf16")
+
+
+def _as_list(x, nd: int) -> list[int]:
+    if isinstance(x, (list, tuple)):
+        out = [int(i) for i in x]
+        return out * nd if len(out) == 1 and nd > 1 else out
+    return [int(x)] * nd
+
+
+def conv_attrs(node: Node) -> dict:
+    """The conv's attributes with defaults filled in and every spatial option a list."""
+    nd = len(node.input(1).shape) - 2
+    a = node.attrs
+    return {
+        "stride": _as_list(a.get("stride", 1), nd),
+        "padding": _as_list(a.get("padding", 0), nd),
+        "dilation": _as_list(a.get("dilation", 1), nd),
+        "groups": int(a.get("groups", 1)),
+    }
+
+
+def conv_parts(node: Node):
+    """(weight array, bias array or None) of a conv/linear whose operands are params, else None."""
+    if node.op not in CONV_OPS + ("linear",) or len(node.inputs) < 2:
+        return None
+    w = const_array(node.input(1))
+    if w is None or not np.issubdtype(w.dtype, np.floating):
+        return None
+    b = None
+    if len(node.inputs) > 2:
+        b = const_array(node.input(2))
+        if b is None:
+            return None
+    return w, b
+
+
+def channel_vector(arr: np.ndarray, out_shape: tuple, axis: int) -> np.ndarray | None:
+    """If ``arr`` broadcast against a tensor of ``out_shape`` varies only along ``axis`` (and
+    does not grow that tensor), its per-channel values; else None."""
+    rank = len(out_shape)
+    if arr.ndim > rank:
+        return None
+    shape = (1,) * (rank - arr.ndim) + tuple(arr.shape)
+    axis = axis % rank
+    for i, (s, o) in enumerate(zip(shape, out_shape)):
+        if s != 1 and (i != axis or s != o):
+            return None
+    flat = np.asarray(arr, dtype=np.float64).reshape(-1)
+    c = out_shape[axis]
+    return np.full(c, flat[0]) if flat.size == 1 else flat.reshape(c)
+
+
+def bn_scale_shift(bn: Node):
+    """(scale, shift) in float64 with bn(x) = x*scale + shift per channel, or None when the BN's
+    statistics are not params."""
+    arrs = [const_array(v) for v in bn.inputs[1:5]]
+    if len(arrs) != 4 or any(a is None for a in arrs):
+        return None
+    w, b, mean, var = (np.asarray(a, dtype=np.float64) for a in arrs)
+    scale = w / np.sqrt(var + float(bn.attrs.get("eps", 1e-5)))
+    return scale, b - mean * scale
+
+
+# -- cost ----------------------------------------------------------------------------------------
+def conv_macs(out_shape, w_shape) -> int:
+    """Multiply-accumulates of a conv: every output element reads one group's inputs x kernel."""
+    return int(np.prod(out_shape)) * int(np.prod(w_shape[1:]))
+
+
+def linear_macs(out_shape, w_shape) -> int:
+    return int(np.prod(out_shape)) * int(w_shape[1])
+
+
+def node_macs(node: Node) -> int:
+    if node.op in CONV_OPS:
+        return conv_macs(node.output.shape, node.input(1).shape)
+    if node.op == "linear":
+        return linear_macs(node.output.shape, node.input(1).shape)
+    return 0
+
+
+# -- edits ---------------------------------------------------------------------------------------
+def set_param(graph: Graph, node: Node, index: int, arr: np.ndarray) -> None:
+    """Give operand ``index`` of ``node`` the array ``arr``, appending it when the node has
+    fewer operands (a bias added to a conv that had none)."""
+    arr = np.ascontiguousarray(arr)
+    if index < len(node.inputs):
+        v = node.input(index)
+        if v.param is not None and len(v.uses()) == 1 and not v.is_output:
+            v.param.set_data(arr)
+            return
+        source = v.param.source if v.param is not None else f"{node.name}.{index}"
+        kind = v.param.kind if v.param is not None else "weight"
+        nv = graph.add_param(arr, source=source, name=v.name, kind=kind)
+        node.set_input(index, nv)
+        return
+    if index != len(node.inputs):
+        raise ValueError(f"{node.name}: operand {index} would leave a gap")
+    nv = graph.add_param(arr, source=f"{node.name}.bias", name=f"{node.name}.bias", kind="weight")
+    node.set_inputs(list(node.inputs) + [nv])
+
+
+def replace_output(graph: Graph, node: Node, new: Value) -> None:
+    """Make every reader of ``node``'s output read ``new`` and erase ``node``."""
+    old = node.output
+    was_output = old.is_output
+    old_name = old.name
+    old.replace_all_uses_with(new, outputs=True)
+    graph.erase(node)
+    if (was_output and new.producer is not None and new.name != old_name
+            and sum(o is new for o in graph.outputs) == 1):
+        graph.rename_value(new, old_name)
+
+
+def alive(graph: Graph, node: Node) -> bool:
+    """Whether ``node`` is still in ``graph`` (passes iterate snapshots while erasing)."""
+    return any(n is node for n in graph._nodes)
+
+
+def erase_if_dead(graph: Graph, node: Node | None) -> None:
+    """Erase ``node`` and, recursively, producers that lose their last reader."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n is None or not alive(graph, n):
+            continue
+        if any(v.uses() or v.is_output for v in n.outputs):
+            continue
+        producers = [v.producer for v in n.inputs]
+        graph.erase(n)
+        stack.extend(producers)
+
+
+def cast_like(arr, like: np.ndarray) -> np.ndarray:
+    if isinstance(arr, torch.Tensor):
+        arr = arr.detach().cpu().numpy()
+    return np.ascontiguousarray(np.asarray(arr).astype(like.dtype))
+
+
+def t64(arr) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(arr, dtype=np.float64).copy())
+
+
+# -- conv composition ------------------------------------------------------------------------
+def dilate_kernel(w: torch.Tensor, dilation: list[int]) -> torch.Tensor:
+    """The same taps as a dilation-1 kernel (zeros between taps)."""
+    if all(d == 1 for d in dilation):
+        return w
+    k = w.shape[2:]
+    out = w.new_zeros(*w.shape[:2], *[d * (s - 1) + 1 for s, d in zip(k, dilation)])
+    out[(slice(None), slice(None)) + tuple(slice(None, None, d) for d in dilation)] = w
+    return out
+
+
+def dense_kernel(w: torch.Tensor, groups: int) -> torch.Tensor:
+    """A grouped kernel [O, I/g, k..] as the equivalent dense [O, I, k..] (zeros off-block)."""
+    if groups == 1:
+        return w
+    o, ig = w.shape[:2]
+    og = o // groups
+    out = w.new_zeros(o, ig * groups, *w.shape[2:])
+    for g in range(groups):
+        out[g * og:(g + 1) * og, g * ig:(g + 1) * ig] = w[g * og:(g + 1) * og]
+    return out
+
+
+def compose_taps(w1: torch.Tensor, w2: torch.Tensor, s1: list[int]) -> torch.Tensor:
+    """Kernel of conv(w2, stride s2) after conv(w1, stride s1), both dense and dilation 1:
+    W[o,c,u] = sum_{m,j} w2[o,m,j] w1[m,c,u - s1*j]; size k1 + s1*(k2-1) per axis."""
+    k1, k2 = w1.shape[2:], w2.shape[2:]
+    size = [a + s * (b - 1) for a, b, s in zip(k1, k2, s1)]
+    out = w1.new_zeros(w2.shape[0], w1.shape[1], *size)
+    for j in itertools.product(*[range(k) for k in k2]):
+        tap = w2[(slice(None), slice(None)) + j]
+        region = tuple(slice(s * jj, s * jj + k) for s, jj, k in zip(s1, j, k1))
+        out[(slice(None), slice(None)) + region] += torch.einsum("om,mc...->oc...", tap, w1)
+    return out
+
+
+def compose_depthwise(w1: torch.Tensor, w2: torch.Tensor, s1: list[int]) -> torch.Tensor:
+    """As :func:`compose_taps` when the second conv is depthwise (w2 is [O, 1, k2..]) over the
+    first's O output channels: each output channel keeps the first conv's input channels."""
+    k1, k2 = w1.shape[2:], w2.shape[2:]
+    size = [a + s * (b - 1) for a, b, s in zip(k1, k2, s1)]
+    out = w1.new_zeros(w1.shape[0], w1.shape[1], *size)
+    shape = (-1,) + (1,) * (w1.dim() - 1)
+    for j in itertools.product(*[range(k) for k in k2]):
+        tap = w2[(slice(None), 0) + j].reshape(shape)
+        region = tuple(slice(s * jj, s * jj + k) for s, jj, k in zip(s1, j, k1))
+        out[(slice(None), slice(None)) + region] += tap * w1
+    return out
+
+
+# Dense composition of large grouped convs would build tensors far bigger than the model.
+_DENSE_LIMIT = 1 << 26
+
+
+def compose_convs(w1, b1, a1: dict, w2, b2, a2: dict):
+    """Weight, bias and attrs of one conv equal to conv2(conv1(x)), where conv2 reads only
+    conv1's output, has no padding and dilation 1. Returns (w, b, attrs) in float64 torch, or
+    a string saying why the pair cannot be composed."""
+    g1, g2 = a1["groups"], a2["groups"]
+    o1 = w1.shape[0]
+    w1 = dilate_kernel(w1, a1["dilation"])
+    s1 = a1["stride"]
+    if g1 == g2:
+        og1, og2 = o1 // g1, w2.shape[0] // g2
+        parts = [compose_taps(w1[g * og1:(g + 1) * og1], w2[g * og2:(g + 1) * og2], s1) for g in range(g1)]
+        w, groups = torch.cat(parts, 0), g1
+    elif g2 == o1 and w2.shape[0] == o1:
+        w, groups = compose_depthwise(w1, w2, s1), g1
+    else:
+        cin = w1.shape[1] * g1
+        if w2.shape[0] * cin * math.prod(w1.shape[2:]) * 4 > _DENSE_LIMIT:
+            return f"groups {g1} then {g2} would need a dense kernel too large to build"
+        w = compose_taps(dense_kernel(w1, g1), dense_kernel(w2, g2), s1)
+        groups = 1
+    bias = None
+    if b1 is not None:
+        # conv2 sees conv1's bias at every tap: it adds sum_j w2[o, m, j] * b1[m].
+        w2d = dense_kernel(w2, g2) if g2 != o1 or w2.shape[0] != o1 else None
+        if w2d is not None:
+            bias = torch.einsum("om...,m->o", w2d, b1)
+        else:
+            bias = w2.reshape(o1, -1).sum(1) * b1
+    if b2 is not None:
+        bias = b2.clone() if bias is None else bias + b2
+    attrs = {
+        "stride": [x * y for x, y in zip(s1, a2["stride"])],
+        "padding": list(a1["padding"]),
+        "dilation": [1] * len(s1),
+        "groups": groups,
+    }
+    return w, bias, attrs

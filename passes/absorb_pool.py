@@ -1,0 +1,155 @@
+"""absorb-pool: an average pool right after a conv becomes part of the conv.
+
+Invariants: an average pool is a depthwise conv with constant taps, so conv -> avgpool is a
+conv pair composed exactly like merge-linear's (kernel k + s*(kp-1), stride s*sp); it happens
+only when the pool pads nothing (so its divisor is constant), the conv's output has no other
+reader, and the fused conv costs no more than conv plus pool. A global pool -> flatten ->
+linear head is reordered only when the reordered head is cheaper.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from graphc.ir.graph import Graph, Node
+from graphc.passes._rewrite import (CONV_OPS, alive, cast_like, compose_convs, conv_attrs, conv_parts,
+                                    node_macs, replace_output, set_param, sole_user, t64)
+from graphc.registry import Pass, PassContext, PassResult, register_pass
+
+_POOL_RANK = {"avg_pool1d": 1, "avg_pool2d": 2, "adaptive_avg_pool1d": 1, "adaptive_avg_pool2d": 2}
+
+
+def _ints(x, nd):
+    if x is None:
+        return None
+    x = list(x) if isinstance(x, (list, tuple)) else [x]
+    return [int(i) for i in (x * nd if len(x) == 1 else x)]
+
+
+def _pool_geometry(pool: Node) -> tuple[list[int], list[int]] | str:
+    """(kernel, stride) of an average pool equal to a conv with constant taps, or why not."""
+    nd = _POOL_RANK[pool.op]
+    ins, outs = pool.input(0).shape[2:], pool.output.shape[2:]
+    if pool.op.startswith("adaptive"):
+        if any(i % o for i, o in zip(ins, outs)):
+            return "adaptive pool bins are uneven"
+        k = [i // o for i, o in zip(ins, outs)]
+        return k, k
+    a = pool.attrs
+    if any(_ints(a.get("padding", 0), nd)):
+        return "the pool pads its input"
+    if a.get("divisor_override") is not None:
+        return "the pool overrides its divisor"
+    k = _ints(a["kernel_size"], nd)
+    s = _ints(a.get("stride") or k, nd)
+    # ceil_mode adds a partial window only where the floor formula leaves input over.
+    if [(i - kk) // ss + 1 for i, kk, ss in zip(ins, k, s)] != list(outs):
+        return "the pool has a partial (ceil-mode) window"
+    return k, s
+
+
+def _absorb(graph: Graph, conv: Node, pool: Node) -> str | None:
+    geo = _pool_geometry(pool)
+    if isinstance(geo, str):
+        return geo
+    k, s = geo
+    w1, b1 = conv_parts(conv)
+    a1 = conv_attrs(conv)
+    c = w1.shape[0]
+    w2 = torch.full((c, 1, *k), 1.0 / float(np.prod(k)), dtype=torch.float64)
+    a2 = {"stride": s, "padding": [0] * len(k), "dilation": [1] * len(k), "groups": c}
+    res = compose_convs(t64(w1), None if b1 is None else t64(b1), a1, w2, None, a2)
+    if isinstance(res, str):
+        return res
+    w, bias, attrs = res
+    before = node_macs(conv) + int(np.prod(pool.output.shape)) * int(np.prod(k))
+    after = int(np.prod(pool.output.shape)) * int(np.prod(w.shape[1:]))
+    if after > before:
+        return f"fused conv costs {after} MACs > {before} for conv and pool"
+    set_param(graph, conv, 1, cast_like(w, w1))
+    if bias is not None:
+        set_param(graph, conv, 2, cast_like(bias, w1))
+    conv.attrs.update(attrs)
+    conv.retype()
+    replace_output(graph, pool, conv.output)
+    return None
+
+
+def _swap_head(graph: Graph, pool: Node) -> str | None:
+    """adaptive_avg_pool2d(1) -> flatten -> linear  ==>  conv1x1 -> adaptive_avg_pool2d -> flatten."""
+    flat = sole_user(pool.output)
+    if flat is None or flat.op not in ("flatten", "reshape") or flat.output.shape != pool.output.shape[:2]:
+        return ""
+    lin = sole_user(flat.output)
+    if lin is None or lin.op != "linear" or lin.input(0) is not flat.output or conv_parts(lin) is None:
+        return ""
+    w, b = conv_parts(lin)
+    n, c, *sp = pool.input(0).shape
+    hw = int(np.prod(sp))
+    o = w.shape[0]
+    before = n * c * hw + node_macs(lin)
+    after = n * hw * c * o + n * o * hw
+    if after >= before:
+        return f"linear first would cost {after} MACs >= {before}"
+    x = pool.input(0)
+    conv = graph.add_node("conv2d", [x, graph.add_param(w.reshape(o, c, *([1] * len(sp))), source=lin.input(1).param.source,
+                                                        name=lin.input(1).name, kind="weight")]
+                          + ([lin.input(2)] if b is not None else []),
+                          {"stride": [1] * len(sp), "padding": [0] * len(sp), "dilation": [1] * len(sp), "groups": 1},
+                          lin.name, before=pool)
+    new_pool = graph.add_node(pool.op, [conv.output], dict(pool.attrs), pool.name, before=pool)
+    new_flat = graph.add_node("flatten", [new_pool.output], {"start_dim": 1, "end_dim": -1}, flat.name, before=pool)
+    replace_output(graph, lin, new_flat.output)
+    graph.erase(flat)
+    graph.erase(pool)
+    graph.prune_unused_params()
+    return None
+
+
+@register_pass
+@dataclass(frozen=True)
+class AbsorbPool(Pass):
+    """Absorb an average pool into the conv before it (one strided conv) when that costs no
+    more; reorder a global-pool -> flatten -> linear head when the linear is cheaper first.
+    Exact.
+
+        %c = conv2d(%x, %w) {kernel 1x1}       %c = conv2d(%x, %w/4 at 2x2) {stride=[2,2]}
+        %p = avg_pool2d(%c) {kernel_size=[2,2], stride=[2,2]}   ==>   (readers of %p read %c)
+
+    Refusals are listed in ``stats["refused"]`` (node name -> reason).
+    """
+
+    name: ClassVar[str] = "absorb-pool"
+    exact: ClassVar[bool] = True
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        absorbed = swapped = 0
+        refused: dict[str, str] = {}
+        for pool in graph.find(*_POOL_RANK):
+            if not alive(graph, pool):
+                continue
+            conv = pool.input(0).producer
+            if conv is not None and conv.op in CONV_OPS and len(conv.input(1).shape) - 2 == _POOL_RANK[pool.op]:
+                if conv_parts(conv) is None:
+                    refused[pool.name] = f"{conv.name} weights are not constants"
+                elif sole_user(conv.output) is not pool:
+                    refused[pool.name] = f"{conv.name} output has other readers"
+                else:
+                    why = _absorb(graph, conv, pool)
+                    if why is None:
+                        absorbed += 1
+                        continue
+                    refused[pool.name] = why
+            if pool.op == "adaptive_avg_pool2d" and pool.output.shape[2:] == (1, 1):
+                why = _swap_head(graph, pool)
+                if why is None:
+                    swapped += 1
+                elif why:
+                    refused.setdefault(pool.name, why)
+        if absorbed + swapped:
+            graph.prune_unused_params()
+        return PassResult(changed=absorbed + swapped > 0,
+                          stats={"absorbed": absorbed, "swapped": swapped, "refused": refused})

@@ -1,0 +1,93 @@
+"""fold-constants: evaluate nodes whose every operand is a param, once, at compile time.
+
+Invariant: a folded value is computed by the op's own torch semantics (the op table), so it
+is bit-identical to what the model computed at run time; nodes whose result would be much
+larger than their operands (an expand of a scalar) stay, so folding never bloats a model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from graphc.ir.graph import Graph, Node
+from graphc.passes._rewrite import alive
+from graphc.registry import Pass, PassContext, PassResult, register_pass
+
+# Results this small are always folded; larger ones only if no bigger than their operands.
+_SMALL = 4096
+
+
+def _foldable(node: Node) -> str | None:
+    """None when the node can be evaluated now, else why not."""
+    if not node.inputs or any(v.param is None for v in node.inputs):
+        return "reads a run-time value"
+    if any(v.is_output for v in node.outputs):
+        return "a graph output"
+    if node.op == "opaque" or node.opdef.torch is None:
+        return "no torch semantics to evaluate it"
+    size = sum(int(np.prod(v.shape)) for v in node.outputs)
+    if size > max(_SMALL, sum(v.param.data.size for v in node.inputs)):
+        return "result much larger than its operands"
+    return None
+
+
+@register_pass
+@dataclass(frozen=True)
+class FoldConstants(Pass):
+    """Replace nodes computed from params alone by their value (ONNX-style constant subgraphs:
+    shape arithmetic, weights built by transposes or casts). Exact.
+
+        %t = permute(%w) {dims=[1,0]}            %t = const f32[8,4]  (the permuted array)
+        %y = linear(%x, %t)               ==>    %y = linear(%x, %t)
+    """
+
+    name: ClassVar[str] = "fold-constants"
+    exact: ClassVar[bool] = True
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        folded = 0
+        refused: dict[str, str] = {}
+        for node in graph.nodes:
+            if not alive(graph, node) or not node.inputs or any(v.param is None for v in node.inputs):
+                continue
+            why = _foldable(node)
+            if why is not None:
+                refused[node.name] = why
+                continue
+            try:
+                with torch.no_grad():
+                    out = node.opdef.run([torch.from_numpy(np.array(v.param.data)) for v in node.inputs], node.attrs)
+            except Exception as e:  # an op that cannot run on these constants stays as it is
+                refused[node.name] = f"evaluation failed: {type(e).__name__}"
+                continue
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            params = [v.param for v in node.inputs]
+            weights = [p for p in params if p.kind == "weight"]
+            # A value built from weights is still a weight: parameter counts stay honest and
+            # reports still name the source layer.
+            kind = "weight" if weights else ("buffer" if any(p.kind == "buffer" for p in params) else "const")
+            source = max(weights, key=lambda p: p.data.size).source if weights else ""
+            if len(outs) != len(node.outputs):
+                refused[node.name] = "evaluation gave the wrong number of results"
+                continue
+            news = []
+            for v, t in zip(node.outputs, outs):
+                arr = t.detach().contiguous().numpy()
+                if tuple(arr.shape) != v.shape:
+                    break
+                news.append(graph.add_param(arr, source=source, name=v.name + ".folded", kind=kind))
+            else:
+                for v, nv in zip(node.outputs, news):
+                    v.replace_all_uses_with(nv)
+                graph.erase(node)
+                folded += 1
+                continue
+            for nv in news:
+                graph.remove_param(nv.param)
+            refused[node.name] = "evaluation gave a different shape"
+        if folded:
+            graph.prune_unused_params()
+        return PassResult(changed=folded > 0, stats={"folded": folded, "refused": refused})

@@ -1,0 +1,132 @@
+"""merge-linear: two linear maps in a row become one, when one is cheaper than two.
+
+Invariants: the first op's output has no other reader; the merged op is built only when its
+MACs do not exceed the pair's (both costs are computed here, from shapes); the composition
+carries the first bias through the second weight exactly, and zero padding is kept exact by
+merging only where the second conv pads nothing (or the first is a bias-free 1x1 conv, which
+maps padded zeros to zeros).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from graphc.ir.graph import Graph, Node
+from graphc.passes._rewrite import (CONV_OPS, alive, cast_like, compose_convs, conv_attrs, conv_parts,
+                                    node_macs, set_param, sole_user, t64)
+from graphc.registry import Pass, PassContext, PassResult, register_pass
+
+
+def _set_bias(graph: Graph, node: Node, bias, like: np.ndarray) -> None:
+    if bias is None:
+        if len(node.inputs) > 2:
+            node.set_inputs(list(node.inputs[:2]))
+        return
+    set_param(graph, node, 2, cast_like(bias, like))
+
+
+def _merge_linears(graph: Graph, first: Node, second: Node) -> str | None:
+    (w1, b1), (w2, b2) = conv_parts(first), conv_parts(second)
+    rows = int(np.prod(second.output.shape[:-1]))
+    before = node_macs(first) + node_macs(second)
+    after = rows * w2.shape[0] * w1.shape[1]
+    if after > before:
+        return f"merged linear costs {after} MACs > {before}"
+    W1, W2 = t64(w1), t64(w2)
+    w = W2 @ W1
+    bias = None
+    if b1 is not None:
+        bias = W2 @ t64(b1)
+    if b2 is not None:
+        bias = t64(b2) if bias is None else bias + t64(b2)
+    set_param(graph, second, 1, cast_like(w, w2))
+    _set_bias(graph, second, bias, w2)
+    second.set_input(0, first.input(0))
+    graph.erase(first)
+    return None
+
+
+def _pointwise(a: dict, w: np.ndarray) -> bool:
+    return all(k == 1 for k in w.shape[2:]) and all(s == 1 for s in a["stride"]) and not any(a["padding"])
+
+
+def _merge_convs(graph: Graph, first: Node, second: Node) -> str | None:
+    (w1, b1), (w2, b2) = conv_parts(first), conv_parts(second)
+    a1, a2 = conv_attrs(first), conv_attrs(second)
+    pointwise_first = _pointwise(a1, w1) and (b1 is None or not np.any(b1))
+    if any(d != 1 for d in a2["dilation"]) and not pointwise_first:
+        return f"{second.name} is dilated"
+    if any(a2["padding"]) and not pointwise_first:
+        return f"{second.name} pads its input (and {first.name} is not a bias-free 1x1 conv)"
+    res = compose_convs(t64(w1), None if b1 is None else t64(b1), a1, t64(w2), None if b2 is None else t64(b2), a2)
+    if isinstance(res, str):
+        return res
+    w, bias, attrs = res
+    if pointwise_first:
+        # The 1x1 conv adds no taps: the merged conv keeps the second's geometry.
+        attrs = {**attrs, "stride": a2["stride"], "padding": a2["padding"], "dilation": a2["dilation"]}
+    before = node_macs(first) + node_macs(second)
+    after = int(np.prod(second.output.shape)) * int(np.prod(w.shape[1:]))
+    if after > before:
+        return f"merged conv costs {after} MACs > {before}"
+    x = first.input(0)
+    spatial = []
+    for h, k, s, p, d in zip(x.shape[2:], w.shape[2:], attrs["stride"], attrs["padding"], attrs["dilation"]):
+        spatial.append((h + 2 * p - d * (k - 1) - 1) // s + 1)
+    if tuple(spatial) != tuple(second.output.shape[2:]) or w.shape[1] * attrs["groups"] != x.shape[1]:
+        return "merged conv would change the output shape"
+    set_param(graph, second, 1, cast_like(w, w2))
+    _set_bias(graph, second, bias, w2)
+    second.attrs.update(attrs)
+    second.set_input(0, x)
+    graph.erase(first)
+    second.retype()
+    return None
+
+
+@register_pass
+@dataclass(frozen=True)
+class MergeLinear(Pass):
+    """Merge linear->linear and conv->conv pairs with nothing between into one op, when that is
+    no more MACs than the pair. Exact.
+
+    conv(k1, s1) then conv(k2, s2) with no padding and dilation 1 on the second is one conv of
+    kernel k1 + s1*(k2-1) and stride s1*s2; a bias-free 1x1 conv folds into the conv after it
+    (EDP's merge of a decomposed pair, W' = A.B) whatever that conv's padding:
+
+        %a = conv2d(%x, %wa) {kernel 1x1}     %b = conv2d(%x, %w') {as %b}
+        %b = conv2d(%a, %wb, %bb)        ==>
+        %l = linear(%x, %w1, %b1)             %m = linear(%x, %w2.%w1, %w2.%b1 + %b2)
+        %m = linear(%l, %w2, %b2)        ==>
+
+    Refusals are listed in ``stats["refused"]`` (node name -> reason).
+    """
+
+    name: ClassVar[str] = "merge-linear"
+    exact: ClassVar[bool] = True
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        merged = 0
+        refused: dict[str, str] = {}
+        for second in graph.nodes:
+            if not alive(graph, second) or second.op not in CONV_OPS + ("linear",):
+                continue
+            first = second.input(0).producer
+            if first is None or first.op != second.op:
+                continue
+            if conv_parts(first) is None or conv_parts(second) is None:
+                refused[second.name] = "weights are not constants"
+                continue
+            if sole_user(first.output) is not second:
+                refused[second.name] = f"{first.name} output has other readers"
+                continue
+            why = (_merge_linears if second.op == "linear" else _merge_convs)(graph, first, second)
+            if why is None:
+                merged += 1
+            else:
+                refused[second.name] = why
+        if merged:
+            graph.prune_unused_params()
+        return PassResult(changed=merged > 0, stats={"merged": merged, "refused": refused})
