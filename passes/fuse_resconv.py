@@ -20,22 +20,31 @@ from graphc.passes.fold_bn import FoldBN
 from graphc.registry import Pass, PassContext, PassResult, register_pass
 
 
-def _absorb_branch_affine(graph: Graph, v: Value) -> tuple[Value, bool]:
-    """If ``v`` is BN(conv) or conv*const with the conv read only there, fold it (as fold-bn
-    would): (the conv's output, True); else (``v``, False)."""
-    node = v.producer
-    if node is None or not node.inputs:
-        return v, False
-    inner = node.input(0).producer
-    if (inner is None or inner.op not in CONV_OPS) and node.op == "mul" and len(node.inputs) == 2:
-        inner = node.input(1).producer
-    if inner is None or inner.op not in CONV_OPS:
-        return v, False
-    if node.op == "batch_norm" and FoldBN()._bn_after(graph, node) is None:
-        return inner.output, True
-    if node.op in ("mul", "div") and FoldBN()._affine(graph, node) is None:
-        return inner.output, True
-    return v, False
+def _absorb_branch_affine(graph: Graph, v: Value) -> tuple[Value, int]:
+    """If ``v`` is conv followed by BNs and constant scales, each read only by the next, fold
+    them into the conv (as fold-bn would): (the conv's output, folds done); else (``v``, 0)."""
+    chain = []
+    while v.producer is not None and v.producer.op not in CONV_OPS:
+        node = v.producer
+        if node.op == "batch_norm":
+            src = node.input(0)
+        elif node.op in ("mul", "div") and len(node.inputs) == 2:
+            src = node.input(0) if node.input(1).param is not None else node.input(1)
+        else:
+            return v, 0
+        if sole_user(src) is not node:
+            return v, 0
+        chain.append(node)
+        v = src
+    if v.producer is None or not chain:
+        return (v if not chain else chain[0].output), 0
+    folds = 0
+    for node in reversed(chain):
+        why = FoldBN()._bn_after(graph, node) if node.op == "batch_norm" else FoldBN()._affine(graph, node)
+        if why is not None:
+            break
+        folds += 1
+    return (v if folds == len(chain) else None), folds
 
 
 def _identity_of(v: Value, shape) -> tuple[Value, np.ndarray, np.ndarray] | None:
@@ -155,9 +164,11 @@ class FuseResConv(Pass):
                 continue
             ins = []
             for v in add.inputs:
-                nv, folded = _absorb_branch_affine(graph, v) if sole_user(v) is add else (v, False)
-                ins.append(nv)
-                fused["branch_affine"] += folded
+                if sole_user(v) is add:
+                    nv, folds = _absorb_branch_affine(graph, v)
+                    fused["branch_affine"] += folds
+                    v = nv if nv is not None else add.inputs[len(ins)]
+                ins.append(v)
             convs = [v.producer if v.producer is not None and v.producer.op in CONV_OPS
                      and sole_user(v) is add else None for v in ins]
             why = "no conv branch read only here"

@@ -60,11 +60,16 @@ def _merge_convs(graph: Graph, first: Node, second: Node) -> str | None:
         return f"{second.name} is dilated"
     if any(a2["padding"]) and not pointwise_first:
         return f"{second.name} pads its input (and {first.name} is not a bias-free 1x1 conv)"
-    res = compose_convs(t64(w1), None if b1 is None else t64(b1), a1, t64(w2), None if b2 is None else t64(b2), a2)
+    pointwise_second = _pointwise(a2, w2)
+    # A 1x1 second conv adds no taps either: compose undilated and keep the first's geometry.
+    a1c = {**a1, "dilation": [1] * len(a1["dilation"])} if pointwise_second else a1
+    res = compose_convs(t64(w1), None if b1 is None else t64(b1), a1c, t64(w2), None if b2 is None else t64(b2), a2)
     if isinstance(res, str):
         return res
     w, bias, attrs = res
-    if pointwise_first:
+    if pointwise_second:
+        attrs = {**attrs, "stride": a1["stride"], "padding": a1["padding"], "dilation": a1["dilation"]}
+    elif pointwise_first:
         # The 1x1 conv adds no taps: the merged conv keeps the second's geometry.
         attrs = {**attrs, "stride": a2["stride"], "padding": a2["padding"], "dilation": a2["dilation"]}
     before = node_macs(first) + node_macs(second)
