@@ -119,7 +119,7 @@ def check_same(before, after, seed=0):
     return err
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def h():
     """The helpers above, for test modules (conftest is not importable by name)."""
     import types
