@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from graphc.ir import Graph, TensorType
-from graphc.registry import PassContext, all_passes, all_presets
+from graphc.registry import PassContext, all_passes
 
 RTOL, ATOL = 1e-4, 1e-5
 

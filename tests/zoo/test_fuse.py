@@ -1,7 +1,6 @@
 """`fuse` on every torchvision model, from both front-ends: outputs stay within rtol 1e-4 /
 atol 1e-5 of the model's own output, and the node count never grows."""
 import numpy as np
-import pytest
 import torch
 
 RTOL, ATOL = 1e-4, 1e-5
