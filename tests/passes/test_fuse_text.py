@@ -123,15 +123,15 @@ CASES = {
         "the other branch is not the conv's input"),
     'absorb-pool': (
         """graph @t(%x: f32[1,4,8,8]) {
-  %w: f32[6,4,1,1] = weight "conv.weight"
-  %c: f32[1,6,8,8] = conv2d(%x, %w) {stride=[1,1], padding=[0,0], dilation=[1,1], groups=1}  # conv
+  %w: f32[6,4,3,3] = weight "conv.weight"
+  %c: f32[1,6,8,8] = conv2d(%x, %w) {stride=[1,1], padding=[1,1], dilation=[1,1], groups=1}  # conv
   %p: f32[1,6,4,4] = avg_pool2d(%c) {kernel_size=[2,2], stride=[2,2]}  # pool
   return %p
 }
 """,
         """graph @t(%x: f32[1,4,8,8]) {
-  %w: f32[6,4,2,2] = weight "conv.weight"
-  %p: f32[1,6,4,4] = conv2d(%x, %w) {stride=[2,2], padding=[0,0], dilation=[1,1], groups=1}  # conv
+  %w: f32[6,4,4,4] = weight "conv.weight"
+  %p: f32[1,6,4,4] = conv2d(%x, %w) {stride=[2,2], padding=[1,1], dilation=[1,1], groups=1}  # conv
   return %p
 }
 """,
