@@ -21,7 +21,7 @@ def _build(h, data):
     for i in range(depth):
         n, c, hh, ww = v.shape
         kind = data.draw(st.sampled_from(["conv", "conv", "bn", "relu", "avgpool", "maxpool", "res",
-                                          "scale", "pwconv", "dw"]), label=f"layer{i}")
+                                          "scale", "pwconv", "dw", "noop"]), label=f"layer{i}")
         if kind in ("conv", "pwconv", "dw"):
             k = 1 if kind == "pwconv" else data.draw(st.sampled_from([1, 2, 3]), label="k")
             stride = data.draw(st.sampled_from([1, 1, 2]), label="stride")
@@ -32,6 +32,17 @@ def _build(h, data):
             cout = c if kind == "dw" else data.draw(st.integers(1, 5), label="cout")
             v = b.conv(v, cout, k=k, stride=stride, padding=pad, groups=groups,
                        bias=data.draw(st.booleans(), label="bias"), name=f"conv{i}")
+        elif kind == "noop":
+            # Ops that move no data, or move it and back: drop-identity must see through them.
+            how = data.draw(st.sampled_from(["dropout", "flat", "perm", "id"]), label="noop")
+            if how == "dropout":
+                v = b.op("dropout", v, p=0.3, name=f"drop{i}")
+            elif how == "flat":
+                v = b.op("reshape", b.op("flatten", v, start_dim=1, name=f"flat{i}"), shape=list(v.shape), name=f"unflat{i}")
+            elif how == "perm":
+                v = b.op("permute", b.op("permute", v, dims=[0, 2, 3, 1], name=f"nhwc{i}"), dims=[0, 3, 1, 2], name=f"nchw{i}")
+            else:
+                v = b.op("identity", v, name=f"id{i}")
         elif kind == "bn":
             v = b.bn(v, name=f"bn{i}")
         elif kind == "relu":
@@ -59,6 +70,8 @@ def _build(h, data):
     if data.draw(st.booleans(), label="head"):
         v = b.op("flatten", v, start_dim=1, name="flat")
         v = b.linear(v, data.draw(st.integers(1, 6), label="fc1"), name="fc1")
+        if data.draw(st.booleans(), label="fc_bn"):
+            v = b.bn(v, name="fcbn")
         if data.draw(st.booleans(), label="fc2"):
             v = b.linear(v, data.draw(st.integers(1, 6), label="fc2_out"), name="fc2")
     return b.out(v)
