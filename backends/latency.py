@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -161,14 +162,46 @@ def profile_onnx(model, inputs=None, *, warmup: int = 2, repeats: int = 5, threa
         path = sess.end_profiling()
         with open(path) as f:
             events = json.load(f)
+    resolve = _name_resolver(model)
     per_run: dict[str, list[float]] = {}
     for ev in events:
         if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith("_kernel_time"):
             continue
         name = ev["name"][: -len("_kernel_time")]
         per_run.setdefault(name, []).append(ev.get("dur", 0) / 1e3)
-    # the first `warmup` occurrences of every node are warm-up runs
-    return {k: float(statistics.median(v[warmup:] or v)) for k, v in per_run.items()}
+    out: dict[str, float] = {}
+    for k, v in per_run.items():
+        # the first `warmup` occurrences of every node are warm-up runs
+        key = resolve(k, v)
+        out[key] = out.get(key, 0.0) + float(statistics.median(v[warmup:] or v))
+    return out
+
+
+_ORT_SUFFIX = re.compile(r"(_nchwc|_token_\d+|_fused.*)+$")
+
+
+def _name_resolver(model):
+    """Map onnxruntime's names for rewritten nodes back to the model's node names: its layout
+    pass names a node after its output tensor plus ``_nchwc``; inserted reorders keep their
+    own name (``ReorderOutput...``), which is returned as is."""
+    import onnx
+
+    try:
+        proto = model if hasattr(model, "graph") else onnx.load(os.fspath(model), load_external_data=False)
+        nodes = {n.name for n in proto.graph.node}
+        by_output = {o: n.name for n in proto.graph.node for o in n.output}
+    except Exception:  # an unreadable model only loses the renaming
+        nodes, by_output = set(), {}
+
+    def resolve(name: str, _samples=None) -> str:
+        if name in nodes:
+            return name
+        base = _ORT_SUFFIX.sub("", name)
+        if base in nodes:
+            return base
+        return by_output.get(base, by_output.get(name, name))
+
+    return resolve
 
 
 # -- prediction ---------------------------------------------------------------------------------

@@ -1,38 +1,10 @@
 """Graph totals: sums of the per-node table, params vs buffers, liveness peak, compare()."""
-import numpy as np
 import pytest
 
 from graphc.backends.cost import compare, peak_memory, per_node, totals
-from graphc.ir import Graph, TensorType
 
 
-def residual_block(batch=1, c=4, hw=8, bn=True):
-    """x -> conv a -> relu -> conv b -> (+x) -> relu -> gap -> flatten -> linear."""
-    rng = np.random.default_rng(0)
-    g = Graph("block")
-    x = g.add_input("x", TensorType((batch, c, hw, hw)))
-    wa = g.add_param(rng.standard_normal((c, c, 3, 3)).astype(np.float32), "a.weight")
-    a = g.add_node("conv2d", [x, wa], {"padding": [1, 1]}, "a")
-    h = a.output
-    if bn:
-        stats = [g.add_param(np.ones(c, np.float32), f"bn.{k}", kind="weight" if k in ("weight", "bias") else "buffer")
-                 for k in ("weight", "bias", "running_mean", "running_var")]
-        h = g.add_node("batch_norm", [h, *stats], {"eps": 1e-5}, "bn").output
-    r = g.add_node("relu", [h], {}, "r")
-    wb = g.add_param(rng.standard_normal((c, c, 3, 3)).astype(np.float32), "b.weight")
-    bb = g.add_param(np.zeros(c, np.float32), "b.bias")
-    b = g.add_node("conv2d", [r.output, wb, bb], {"padding": [1, 1]}, "b")
-    s = g.add_node("add", [b.output, x], {}, "add")
-    r2 = g.add_node("relu", [s.output], {}, "r2")
-    p = g.add_node("adaptive_avg_pool2d", [r2.output], {"output_size": [1, 1]}, "gap")
-    f = g.add_node("flatten", [p.output], {"start_dim": 1}, "flat")
-    wf = g.add_param(rng.standard_normal((10, c)).astype(np.float32), "fc.weight")
-    fc = g.add_node("linear", [f.output, wf], {}, "fc")
-    g.set_outputs([fc.output])
-    return g
-
-
-def test_totals_are_the_sums_of_the_per_node_table():
+def test_totals_are_the_sums_of_the_per_node_table(residual_block):
     g = residual_block()
     t, rows = totals(g), per_node(g)
     assert t["macs"] == sum(r.macs for r in rows) == 2 * 4 * 4 * 9 * 64 + 10 * 4
@@ -42,7 +14,7 @@ def test_totals_are_the_sums_of_the_per_node_table():
     assert t["activation_bytes"] == sum(v.type.nbytes for n in g.nodes for v in n.outputs)
 
 
-def test_params_count_weights_and_buffers_apart():
+def test_params_count_weights_and_buffers_apart(residual_block):
     t = totals(residual_block())
     weights = 2 * 4 * 4 * 9 + 4 + 10 * 4 + 2 * 4  # convs, conv bias, fc, bn affine
     assert t["params"] == weights
@@ -51,7 +23,7 @@ def test_params_count_weights_and_buffers_apart():
     assert t["input_bytes"] == 4 * 4 * 64
 
 
-def test_figures_scale_with_batch_but_params_do_not():
+def test_figures_scale_with_batch_but_params_do_not(residual_block):
     t1, t4 = totals(residual_block(batch=1)), totals(residual_block(batch=4))
     assert t4["batch"] == 4 and t1["batch"] == 1
     for k in ("macs", "flops", "activation_bytes", "peak_bytes", "input_bytes"):
@@ -59,7 +31,7 @@ def test_figures_scale_with_batch_but_params_do_not():
     assert t4["params"] == t1["params"]
 
 
-def test_peak_is_liveness_over_topological_order():
+def test_peak_is_liveness_over_topological_order(residual_block):
     g = residual_block(bn=False)
     act = 4 * 4 * 64  # bytes of one [1,4,8,8] f32 activation
     # at conv b: r (its input) and b's output are live; x is an input, not counted
@@ -74,7 +46,7 @@ def test_peak_is_liveness_over_topological_order():
     assert peak_memory(g2)[0] > peak
 
 
-def test_uncounted_ops_are_listed():
+def test_uncounted_ops_are_listed(residual_block):
     g = residual_block()
     r2 = g.node("r2")
     op = g.add_node("opaque", [r2.output], {"source": "onnx", "op_type": "Mystery", "domain": "",
@@ -84,7 +56,7 @@ def test_uncounted_ops_are_listed():
     assert totals(residual_block())["uncounted"] == {}
 
 
-def test_compare_reports_before_and_after_for_each_figure():
+def test_compare_reports_before_and_after_for_each_figure(residual_block):
     before, after = totals(residual_block(c=8)), totals(residual_block(c=4))
     rows = {r["key"]: r for r in compare(before, after)}
     for key in ("macs", "flops", "params", "param_bytes", "activation_bytes", "peak_bytes"):
