@@ -24,6 +24,7 @@ def _absorb_branch_affine(graph: Graph, v: Value) -> tuple[Value, int]:
     """If ``v`` is conv followed by BNs and constant scales, each read only by the next, fold
     them into the conv (as fold-bn would): (the conv's output, folds done); else (``v``, 0)."""
     chain = []
+    start = v
     while v.producer is not None and v.producer.op not in CONV_OPS:
         node = v.producer
         if node.op == "batch_norm":
@@ -31,13 +32,13 @@ def _absorb_branch_affine(graph: Graph, v: Value) -> tuple[Value, int]:
         elif node.op in ("mul", "div") and len(node.inputs) == 2:
             src = node.input(0) if node.input(1).param is not None else node.input(1)
         else:
-            return v, 0
+            return start, 0
         if sole_user(src) is not node:
-            return v, 0
+            return start, 0
         chain.append(node)
         v = src
     if v.producer is None or not chain:
-        return (v if not chain else chain[0].output), 0
+        return start, 0
     folds = 0
     for node in reversed(chain):
         why = FoldBN()._bn_after(graph, node) if node.op == "batch_norm" else FoldBN()._affine(graph, node)
