@@ -1,0 +1,5 @@
+"""The shared training loop of graphc's training passes (see :mod:`graphc.training.loop`)."""
+from graphc.training.hooks import CosineLR, GradMask, Hook, Projection, Regularizer
+from graphc.training.loop import TrainResult, evaluate, train
+
+__all__ = ["train", "evaluate", "TrainResult", "Hook", "Regularizer", "Projection", "GradMask", "CosineLR"]

@@ -1,0 +1,120 @@
+"""Reference models for examples, tests and benchmarks: LeNet-5 (Caffe form), LeNet-300-100, a
+small VGG-style CNN and a small ResNet, each for 1-channel 28x28 (MNIST) or 8x8 (digits) inputs.
+
+Invariants: a model's layer names are stable (they become IR node names and state-dict keys);
+every model is a plain ``nn.Module`` tracing cleanly with torch.fx; the input size only changes
+padding/flatten sizes, never the layer list.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LeNet5(nn.Module):
+    """Caffe's LeNet-5: conv20-5, pool, conv50-5, pool, fc500, relu, fc10.
+
+    On 8x8 inputs the convs pad by 2 (a 5x5 kernel would otherwise leave nothing after the
+    second pool); on 28x28 they do not pad, as in Caffe.
+    """
+
+    def __init__(self, size: int = 28, in_ch: int = 1, classes: int = 10):
+        super().__init__()
+        pad = 0 if size >= 28 else 2
+        self.conv1 = nn.Conv2d(in_ch, 20, 5, padding=pad)
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(20, 50, 5, padding=pad)
+        self.pool2 = nn.MaxPool2d(2)
+        s = size
+        for _ in range(2):
+            s = (s + 2 * pad - 4) // 2
+        self.fc1 = nn.Linear(50 * s * s, 500)
+        self.relu = nn.ReLU()
+        self.fc2 = nn.Linear(500, classes)
+
+    def forward(self, x):
+        x = self.pool2(self.conv2(self.pool1(self.conv1(x))))
+        return self.fc2(self.relu(self.fc1(torch.flatten(x, 1))))
+
+
+class LeNet300(nn.Module):
+    """LeNet-300-100: fc300, relu, fc100, relu, fc10 on the flattened image."""
+
+    def __init__(self, size: int = 28, in_ch: int = 1, classes: int = 10):
+        super().__init__()
+        self.fc1 = nn.Linear(in_ch * size * size, 300)
+        self.relu1 = nn.ReLU()
+        self.fc2 = nn.Linear(300, 100)
+        self.relu2 = nn.ReLU()
+        self.fc3 = nn.Linear(100, classes)
+
+    def forward(self, x):
+        return self.fc3(self.relu2(self.fc2(self.relu1(self.fc1(torch.flatten(x, 1))))))
+
+
+def _conv_bn(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class SmallVGG(nn.Module):
+    """VGG-style: [32, 32, pool, 64, 64, pool, 128, pool] 3x3 conv-BN-ReLU blocks, global average
+    pool, fc10. On 8x8 inputs the last pool is skipped."""
+
+    def __init__(self, size: int = 28, in_ch: int = 1, classes: int = 10, width: int = 32):
+        super().__init__()
+        w = width
+        layers: list[nn.Module] = [_conv_bn(in_ch, w), _conv_bn(w, w), nn.MaxPool2d(2),
+                                   _conv_bn(w, 2 * w), _conv_bn(2 * w, 2 * w), nn.MaxPool2d(2),
+                                   _conv_bn(2 * w, 4 * w)]
+        if size >= 16:
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(4 * w, classes)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + (x if self.down is None else self.down(x)))
+
+
+class SmallResNet(nn.Module):
+    """ResNet with a 3x3 stem and three stages of one basic block each ([16, 32, 64] channels,
+    stride 1, 2, 2), global average pool, fc10."""
+
+    def __init__(self, size: int = 28, in_ch: int = 1, classes: int = 10, width: int = 16):
+        super().__init__()
+        w = width
+        self.stem = nn.Sequential(nn.Conv2d(in_ch, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
+        self.layer1 = BasicBlock(w, w, 1)
+        self.layer2 = BasicBlock(w, 2 * w, 2)
+        self.layer3 = BasicBlock(2 * w, 4 * w, 2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4 * w, classes)
+
+    def forward(self, x):
+        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+MODELS = {
+    "lenet5": LeNet5,
+    "lenet300": LeNet300,
+    "vgg": SmallVGG,
+    "resnet": SmallResNet,
+}
