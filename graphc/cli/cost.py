@@ -155,9 +155,11 @@ def _json(r: dict, per_layer: bool, top: int) -> dict:
 
 
 def run(args) -> int:
-    graph, module, x = load_model(args.model, args.batch, args.size)
     if args.plot and not args.plot.lower().endswith((".png", ".pdf", ".svg")):
         raise InputError(f"--plot wants a .png, .pdf or .svg file, got {args.plot}")
+    if args.repeats < 1 or args.warmup < 0:
+        raise InputError("--repeats must be >= 1 and --warmup >= 0")
+    graph, module, x = load_model(args.model, args.batch, args.size)
     r = report(graph, module=module, example=x, measure=args.measure, repeats=args.repeats, warmup=args.warmup)
     r["inputs"] = list(graph.inputs)
     after = None
