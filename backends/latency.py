@@ -31,7 +31,8 @@ from graphc.backends.calibration import Calibration, calibrate, load_calibration
 from graphc.backends.cost import per_node
 from graphc.errors import InputError
 
-__all__ = ["Timing", "measure_onnx", "measure_torch", "profile_onnx", "predict", "Prediction",
+__all__ = ["Timing", "measure_onnx", "measure_torch", "profile_onnx", "predict", "Prediction", "fusion_heads",
+           "attribute_to_heads",
            "Calibration", "calibrate", "load_calibration", "ort_session"]
 
 
@@ -221,10 +222,11 @@ class Prediction:
         return asdict(self)
 
 
-def _fused_nodes(graph, kinds: dict[str, str]) -> set[str]:
-    """Names of nodes that ride on the conv/GEMM before them: a chain of fusable ops hanging
-    off a single-use conv output (one residual add allowed, as onnxruntime's NCHWc conv does)."""
-    fused = set()
+def _fused_nodes(graph, kinds: dict[str, str]) -> dict[str, str]:
+    """Nodes that ride on the conv/GEMM before them, mapped to that conv/GEMM: a chain of
+    fusable ops hanging off a single-use conv output (one residual add allowed, as
+    onnxruntime's NCHWc conv does)."""
+    fused: dict[str, str] = {}
     for n in graph.nodes:
         if kinds.get(n.name) not in _PRODUCERS:
             continue
@@ -237,9 +239,25 @@ def _fused_nodes(graph, kinds: dict[str, str]) -> set[str]:
             if nxt.op not in _FUSABLE or (nxt.op == "add" and adds):
                 break
             adds += nxt.op == "add"
-            fused.add(nxt.name)
+            fused[nxt.name] = n.name
             cur = nxt
     return fused
+
+
+def fusion_heads(graph) -> dict[str, str]:
+    """``{fused node: the conv/GEMM it is fused into}`` as the predictor assumes it."""
+    return _fused_nodes(graph, {r.name: r.kind for r in per_node(graph)})
+
+
+def attribute_to_heads(graph, per_node_ms: dict[str, float]) -> dict[str, float]:
+    """Profiled times re-keyed so a fused chain's time sits on its conv/GEMM (onnxruntime
+    names a fused node after any member of the chain)."""
+    heads = fusion_heads(graph)
+    out: dict[str, float] = {}
+    for name, ms in per_node_ms.items():
+        key = heads.get(name, name)
+        out[key] = out.get(key, 0.0) + ms
+    return out
 
 
 def predict(graph, calib: Calibration | None = None) -> Prediction:

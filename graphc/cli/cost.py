@@ -78,11 +78,11 @@ def report(graph, *, module=None, example=None, measure=False, repeats=20, warmu
     out = {"model": graph.name, "totals": t, "rows": rows, "predicted": pred, "calibrated": calib is not None}
     if measure:
         import graphc
-        from graphc.backends.latency import measure_onnx, measure_torch, profile_onnx
+        from graphc.backends.latency import attribute_to_heads, measure_onnx, measure_torch, profile_onnx
 
         onnx_model = graphc.emit_onnx(graph)
         out["onnx"] = measure_onnx(onnx_model, warmup=warmup, repeats=repeats)
-        out["onnx_per_node"] = profile_onnx(onnx_model, repeats=max(3, repeats // 4))
+        out["onnx_per_node"] = attribute_to_heads(graph, profile_onnx(onnx_model, repeats=max(3, repeats // 4)))
         try:
             tm = graphc.emit_torch(graph)
             import torch

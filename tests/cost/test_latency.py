@@ -91,3 +91,12 @@ def test_profile_reports_each_node_by_name():
     per = profile_onnx(model, warmup=1, repeats=3)
     assert {"n0", "n1", "n2"} <= set(per)
     assert all(v >= 0 for v in per.values())
+
+
+def test_profiled_time_of_a_fused_chain_lands_on_its_conv(residual_block):
+    from graphc.backends.latency import attribute_to_heads
+
+    g = residual_block()
+    # onnxruntime may name a fused conv+bn+relu after the relu, and conv+add+relu after the add
+    per = attribute_to_heads(g, {"r": 1.0, "a": 0.5, "add": 2.0, "gap": 0.25, "ReorderOutput": 0.1})
+    assert per == {"a": 1.5, "b": 2.0, "gap": 0.25, "ReorderOutput": 0.1}
