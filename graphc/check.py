@@ -1,0 +1,133 @@
+"""Numeric check: N random inputs through the source model and the optimized graph.
+
+The result runs where the source ran: a torch source against the graph emitted as a torch
+module, an ONNX source against the graph emitted as ONNX in onnxruntime, an IR source against
+the IR interpreter. Errors are measured over every output element: ``max_abs = max|r - s|``,
+``max_rel = max|r - s| / max(|s|, atol)``; the check passes when every element satisfies
+``|r - s| <= atol + rtol * |s|`` (torch.allclose's rule).
+
+Invariants: inputs depend only on the graph's input types and the seed; a failed check of an
+exact-only pipeline is a :class:`CheckFailed` (exit code 1), a lossy pipeline's is only reported.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.errors import GraphcError
+from graphc.ir.graph import Graph
+from graphc.progress import progress
+from graphc.report import CheckResult
+from graphc.source import GraphSource, Source, _numpy, execute, ort_session
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+class CheckFailed(GraphcError):
+    """The optimized model's outputs differ from the source beyond the tolerance."""
+
+    exit_code = 1
+
+
+def random_inputs(graph: Graph, n: int, seed: int = 0) -> list[list[np.ndarray]]:
+    """``n`` input sets matching the graph inputs: standard normal floats, small integers."""
+    rng = np.random.default_rng(seed)
+    sets = []
+    for _ in range(n):
+        xs = []
+        for v in graph.inputs:
+            dt = np.dtype(_np_dtype(v.dtype))
+            if dt.kind == "f":
+                xs.append(rng.standard_normal(v.shape).astype(dt))
+            elif dt.kind == "b":
+                xs.append(rng.integers(0, 2, v.shape).astype(dt))
+            else:
+                xs.append(rng.integers(0, 8, v.shape).astype(dt))
+        sets.append(xs)
+    return sets
+
+
+def _np_dtype(dtype: str):
+    from graphc.ir.types import numpy_dtype
+
+    return numpy_dtype(dtype)
+
+
+def result_runner(graph: Graph, kind: str):
+    """(callable on numpy inputs, description) running ``graph`` on the back-end matching ``kind``."""
+    if kind == "onnx":
+        try:
+            from graphc.backends.onnx import emit_onnx
+        except ImportError:
+            emit_onnx = None
+        if emit_onnx is not None:
+            sess = ort_session(emit_onnx(graph))
+            names = [i.name for i in sess.get_inputs()]
+            return (lambda xs: [np.asarray(o) for o in sess.run(None, dict(zip(names, xs)))]), "onnxruntime (emit_onnx)"
+    if kind == "torch":
+        try:
+            from graphc.backends.torch import emit_torch
+        except ImportError:
+            emit_torch = None
+        if emit_torch is not None:
+            import torch
+
+            module = emit_torch(graph).eval()
+
+            def run(xs):
+                with torch.no_grad():
+                    return _numpy(module(*[torch.from_numpy(np.ascontiguousarray(x)) for x in xs]))
+
+            return run, "torch (emit_torch)"
+    frozen = graph.clone()
+    return (lambda xs: _numpy(execute(frozen, xs))), "IR interpreter"
+
+
+def compare(ref: list[np.ndarray], out: list[np.ndarray], rtol: float = RTOL, atol: float = ATOL):
+    """(max_abs, max_rel, ok) over all outputs; a shape or count mismatch is never ok."""
+    if len(ref) != len(out):
+        return float("inf"), float("inf"), False
+    max_abs = max_rel = 0.0
+    ok = True
+    for r, o in zip(ref, out):
+        r = np.asarray(r, dtype=np.float64)
+        o = np.asarray(o, dtype=np.float64)
+        if r.shape != o.shape:
+            return float("inf"), float("inf"), False
+        if r.size == 0:
+            continue
+        err = np.abs(o - r)
+        err = np.where(np.isnan(o) & np.isnan(r), 0.0, err)  # NaN where the source is NaN is a match
+        if np.isnan(err).any():
+            return float("inf"), float("inf"), False
+        max_abs = max(max_abs, float(err.max()))
+        max_rel = max(max_rel, float((err / np.maximum(np.abs(r), atol)).max()))
+        ok &= bool((err <= atol + rtol * np.abs(r)).all())
+    return max_abs, max_rel, ok
+
+
+def numeric_check(source: Source, graph: Graph, n: int = 3, *, seed: int = 0, enforced: bool = True,
+                  rtol: float = RTOL, atol: float = ATOL, quiet: bool = True, inputs_from: Graph | None = None) -> CheckResult:
+    """Run ``n`` random inputs (shaped like ``inputs_from`` or ``graph``) through both sides.
+
+    ``enforced``: raise :class:`CheckFailed` when out of tolerance (exact-only pipelines)."""
+    kind = source.kind if source.kind in ("torch", "onnx") else "ir"
+    if kind == "torch" and any(nd.op == "opaque" and nd.attrs.get("source") == "onnx" for nd in graph.nodes):
+        kind = "ir"
+    run, desc = result_runner(graph, kind)
+    max_abs = max_rel = 0.0
+    ok = True
+    for xs in progress(random_inputs(inputs_from or graph, n, seed), total=n, desc="numeric check", quiet=quiet):
+        a, r, good = compare(source.run(xs), run(xs), rtol, atol)
+        max_abs, max_rel, ok = max(max_abs, a), max(max_rel, r), ok and good
+    res = CheckResult(inputs=n, max_abs=max_abs, max_rel=max_rel, rtol=rtol, atol=atol, ok=ok,
+                      enforced=enforced, reference=str(source), result=desc)
+    return res
+
+
+def check_or_raise(res: CheckResult) -> CheckResult:
+    if res.enforced and not res.ok:
+        raise CheckFailed(res.line())
+    return res
+
+
+__all__ = ["CheckFailed", "numeric_check", "check_or_raise", "random_inputs", "compare", "GraphSource", "RTOL", "ATOL"]

@@ -1,0 +1,244 @@
+"""The source model behind a graph, kept so the result can be checked against it.
+
+A :class:`Source` runs the model the graph came from on numpy inputs: the torch module itself
+(``torch``), the original ONNX file in onnxruntime (``onnx``), or, for an IR file, the input
+graph interpreted op by op with each op's torch semantics (``ir``, the op table is the reference).
+``load_source`` turns a CLI model spec into ``(graph, source)``.
+
+Invariants: a Source never sees the optimized graph (it holds its own module, file or clone);
+running it does not change it; outputs come back as float64-comparable numpy arrays in the
+order of the graph's outputs.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from graphc.errors import InputError
+from graphc.ir.graph import Graph
+
+IR_SUFFIXES = (".json",)
+
+
+def execute(graph: Graph, inputs) -> list:
+    """Interpret ``graph`` on torch tensors with each op's torch semantics."""
+    import torch
+
+    env = {id(v): torch.as_tensor(x) for v, x in zip(graph.inputs, inputs)}
+    for p in graph.params.values():
+        env[id(p.value)] = torch.from_numpy(np.array(p.data))
+    with torch.no_grad():
+        for n in graph.nodes:
+            out = n.opdef.run([env[id(v)] for v in n.inputs], n.attrs)
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            for v, t in zip(n.outputs, outs):
+                env[id(v)] = t
+    return [env[id(v)] for v in graph.outputs]
+
+
+def _numpy(outs) -> list[np.ndarray]:
+    import torch
+
+    if isinstance(outs, (torch.Tensor, np.ndarray)):
+        outs = [outs]
+    flat = []
+    for o in outs:
+        if isinstance(o, (list, tuple)):
+            flat.extend(_numpy(o))
+        elif isinstance(o, dict):
+            flat.extend(_numpy(list(o.values())))
+        else:
+            flat.append(o.detach().cpu().numpy() if isinstance(o, torch.Tensor) else np.asarray(o))
+    return flat
+
+
+class Source:
+    kind = ""
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.kind
+
+
+class TorchSource(Source):
+    kind = "torch"
+
+    def __init__(self, module):
+        self.module = module
+
+    def run(self, inputs):
+        import torch
+
+        with torch.no_grad():
+            return _numpy(self.module(*[torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]))
+
+
+class OnnxSource(Source):
+    kind = "onnx"
+
+    def __init__(self, model):
+        self.model = model  # a path or a ModelProto
+        self._sess = None
+
+    def run(self, inputs):
+        if self._sess is None:
+            self._sess = ort_session(self.model)
+        names = [i.name for i in self._sess.get_inputs()]
+        return [np.asarray(o) for o in self._sess.run(None, dict(zip(names, inputs)))]
+
+    def __str__(self) -> str:
+        return "onnxruntime"
+
+
+class GraphSource(Source):
+    kind = "ir"
+
+    def __init__(self, graph: Graph):
+        self.graph = graph.clone()
+
+    def run(self, inputs):
+        return _numpy(execute(self.graph, inputs))
+
+    def __str__(self) -> str:
+        return "IR interpreter"
+
+
+def ort_session(model):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    data = model if isinstance(model, (str, os.PathLike)) else model.SerializeToString()
+    return ort.InferenceSession(str(data) if isinstance(data, os.PathLike) else data, opts,
+                                providers=["CPUExecutionProvider"])
+
+
+def parse_shapes(specs) -> list[tuple[int, ...]] | None:
+    """``["1,3,32,32", "1x10"]`` -> shapes; InputError on anything else."""
+    if not specs:
+        return None
+    shapes = []
+    for s in specs:
+        parts = str(s).replace("x", ",").split(",")
+        try:
+            shape = tuple(int(p) for p in parts if p.strip())
+        except ValueError:
+            raise InputError(f"bad --input-shape {s!r}: expected comma-separated integers like 1,3,224,224") from None
+        if not shape or any(d < 1 for d in shape):
+            raise InputError(f"bad --input-shape {s!r}: every dimension must be a positive integer")
+        shapes.append(shape)
+    return shapes
+
+
+def _factory(spec: str):
+    """``path/to/file.py:factory`` -> what the factory returns."""
+    import importlib.util
+
+    path, fn = spec.rsplit(":", 1)
+    if not os.path.exists(path):
+        raise InputError(f"no such file: {path}")
+    mspec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    mod = importlib.util.module_from_spec(mspec)
+    try:
+        mspec.loader.exec_module(mod)
+        factory = getattr(mod, fn)
+    except AttributeError:
+        raise InputError(f"{path} has no function {fn!r}") from None
+    except Exception as e:
+        raise InputError(f"{path} failed to import: {type(e).__name__}: {e}") from None
+    try:
+        return factory()
+    except Exception as e:
+        raise InputError(f"{spec} raised {type(e).__name__}: {e}") from None
+
+
+def load_source(spec, input_shape=None, example_inputs=None) -> tuple[Graph, Source]:
+    """The IR graph of a model spec and the source it came from.
+
+    Specs: an IR file (``.json`` with its ``.npz``), an ``.onnx`` file, ``torchvision:NAME``,
+    ``file.py:factory``, an ``nn.Module`` (with ``example_inputs`` or ``input_shape``), or a Graph.
+    """
+    import graphc
+
+    shapes = parse_shapes(input_shape) if input_shape and isinstance(input_shape[0], str) else input_shape
+    if isinstance(spec, Graph):
+        return spec, GraphSource(spec)
+    if isinstance(spec, (str, os.PathLike)):
+        s = str(spec)
+        if s.endswith(IR_SUFFIXES):
+            if not os.path.exists(s):
+                raise InputError(f"no such model file: {s}")
+            from graphc.ir.serialize import load_json
+
+            g = load_json(s)
+            return g, GraphSource(g)
+        if s.endswith(".onnx"):
+            if not os.path.exists(s):
+                raise InputError(f"no such model file: {s}")
+            return graphc.load(s), OnnxSource(s)
+        if s.startswith("torchvision:"):
+            module, default = _torchvision(s.split(":", 1)[1])
+            x = _example(shapes, example_inputs) or [default]
+            return graphc.load(module, example_inputs=tuple(x) if len(x) > 1 else x[0]), TorchSource(module)
+        if ":" in s and s.rsplit(":", 1)[0].endswith(".py"):
+            made = _factory(s)
+            module, ex = (made if isinstance(made, tuple) else (made, None))
+            x = _example(shapes, example_inputs) or ([ex] if ex is not None and not isinstance(ex, (tuple, list)) else ex)
+            if not x:
+                raise InputError(f"{s} returned no example input: give --input-shape")
+            return graphc.load(module, example_inputs=tuple(x) if len(x) > 1 else x[0]), TorchSource(module)
+        if not os.path.exists(s):
+            raise InputError(f"no such model file: {s}")
+        raise InputError(f"unknown model spec {s!r}: expected FILE.onnx, FILE.json (graphc IR), "
+                         "torchvision:NAME or FILE.py:factory")
+    import torch
+
+    if isinstance(spec, torch.nn.Module):
+        x = _example(shapes, example_inputs)
+        if not x:
+            raise InputError("a torch module needs example_inputs (or input_shape) to trace")
+        spec.eval()
+        return graphc.load(spec, example_inputs=tuple(x) if len(x) > 1 else x[0]), TorchSource(spec)
+    try:
+        import onnx
+
+        if isinstance(spec, onnx.ModelProto):
+            return graphc.load(spec), OnnxSource(spec)
+    except ImportError:
+        pass
+    raise InputError(f"cannot optimize a {type(spec).__name__}: give a graph, a module, an ONNX model or a model spec")
+
+
+def _example(shapes, example_inputs):
+    import torch
+
+    if example_inputs is not None:
+        return list(example_inputs) if isinstance(example_inputs, (tuple, list)) else [example_inputs]
+    if shapes:
+        g = torch.Generator().manual_seed(0)
+        return [torch.randn(s, generator=g) for s in shapes]
+    return None
+
+
+def _torchvision(name: str):
+    import torch
+
+    try:
+        import torchvision
+    except ImportError:
+        raise InputError("torchvision is not installed (pip install graphc[zoo])") from None
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        import difflib
+
+        near = difflib.get_close_matches(name, torchvision.models.list_models(module=torchvision.models), n=3)
+        raise InputError(f"unknown torchvision classification model {name!r}"
+                         + (f" (did you mean: {', '.join(near)}?)" if near else ""))
+    kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
+    side = 299 if name == "inception_v3" else 224
+    return model, torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
