@@ -69,8 +69,13 @@ class Pass:
 
     @classmethod
     def summary(cls) -> str:
+        """The docstring's first sentence (its first paragraph when that has no full stop)."""
+        import re
+
         doc = (cls.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else ""
+        para = " ".join(doc.split("\n\n")[0].split())
+        m = re.match(r"(.+?\.)(\s|$)", para)
+        return m.group(1) if m else para
 
 
 _PASSES: dict[str, type[Pass]] = {}
@@ -87,8 +92,11 @@ def register_pass(cls: type[Pass]) -> type[Pass]:
     return cls
 
 
-def register_function_pass(name: str | None = None, *, exact: bool = True, doc: str | None = None):
-    """Decorator: register ``f(graph, ctx) -> bool`` as an option-less pass."""
+def register_function_pass(name: str | None | Callable = None, *, exact: bool = True, doc: str | None = None):
+    """Decorator: register ``f(graph, ctx) -> bool`` as an option-less pass, named after the
+    function (underscores as dashes) unless ``name`` is given. Usable bare or called."""
+    if callable(name):
+        return register_function_pass(None, exact=exact, doc=doc)(name)
 
     def deco(fn: Callable[[Graph, PassContext], bool]):
         pname = name or fn.__name__.replace("_", "-")
@@ -146,6 +154,28 @@ def load_builtin_passes() -> None:
     from importlib.metadata import entry_points
 
     for ep in entry_points(group="graphc.passes"):
+        _load_plugin(ep)
+
+
+def _load_plugin(ep) -> None:
+    """One ``graphc.passes`` entry point: a Pass class, a plain ``f(graph, ctx) -> bool``
+    (registered under the entry point's name), or a module whose import registers passes.
+    A broken plugin is reported on stderr and skipped: it must not take graphc down with it."""
+    import sys
+    import types
+
+    try:
         obj = ep.load()
         if isinstance(obj, type) and issubclass(obj, Pass):
-            register_pass(obj)
+            if _PASSES.get(obj.name) is not obj:
+                register_pass(obj)
+        elif isinstance(obj, types.ModuleType):
+            pass
+        elif callable(obj):
+            if ep.name not in _PASSES:
+                register_function_pass(ep.name, exact=getattr(obj, "exact", True))(obj)
+        else:
+            raise TypeError(f"{ep.value} is neither a Pass class, a function nor a module")
+    except Exception as e:
+        print(f"graphc: warning: pass plugin {ep.name!r} ({ep.value}) not loaded: {type(e).__name__}: {e}",
+              file=sys.stderr)
