@@ -1,6 +1,7 @@
 """``graphc cost MODEL``: MACs, FLOPs, params, memory and latency of a model.
 
-MODEL is anything ``graphc.load`` takes (an ``.onnx`` file, a saved graph) or
+MODEL is a model spec as ``graphc optimize`` takes it (an ``.onnx`` file, an IR ``.json``,
+``FILE.py:factory``) or
 ``torchvision:NAME`` (built with random weights at 224x224, 299 for inception_v3). Static
 figures come from :mod:`graphc.backends.cost`; predicted latency from the calibrated roofline;
 ``--measure`` runs the emitted ONNX in onnxruntime and the emitted torch module.
@@ -56,7 +57,12 @@ def load_model(spec: str, batch: int = 1, size: int | None = None):
         return graphc.load(model, example_inputs=x), model, x
     if not os.path.exists(spec) and ":" not in spec:
         raise InputError(f"no such model file: {spec}")
-    graph = graphc.load(spec)
+    try:
+        from graphc.source import load_source
+    except ImportError:
+        graph = graphc.load(spec)
+    else:
+        graph = load_source(spec)[0]
     if graph.inputs and graph.inputs[0].shape and graph.inputs[0].shape[0] != batch:
         raise InputError(f"{spec} has a fixed batch of {graph.inputs[0].shape[0]}; --batch {batch} cannot change it")
     return graph, None, None
