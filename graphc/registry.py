@@ -115,6 +115,11 @@ def register_function_pass(name: str | None | Callable = None, *, exact: bool = 
     return deco
 
 
+def unregister_pass(name: str) -> None:
+    """Remove a pass (tests and interactive sessions that register throw-away passes)."""
+    _PASSES.pop(name, None)
+
+
 def register_preset(name: str, pipeline: str) -> None:
     _PRESETS[name] = pipeline
 
