@@ -1,0 +1,372 @@
+"""torch.fx front-end: an ``nn.Module`` and an example input become a graphc Graph.
+
+How it works:
+
+1. A :class:`LayerTracer` traces the model symbolically. Its leaf modules are exactly the
+   ``torch.nn`` layers that :mod:`graphc.frontends.fx_ops` converts (matched by exact type, so a
+   subclass with its own ``forward``, like torchvision's ``LayerNorm2d``, is traced through).
+   When symbolic tracing fails, ``torch.export`` is tried; if both fail the error names the
+   innermost module being traced.
+2. The traced graph runs once on the example input; every fx node's result is recorded. That
+   gives every tensor its static shape and dtype.
+3. A node is *dynamic* when it depends on a graph input and its result holds a tensor. Every
+   other node is folded: Python results (``x.size(0)``, shape arithmetic) become attributes,
+   tensors become params: a model parameter keeps its ``state_dict`` key and kind ``weight``,
+   a buffer kind ``buffer``, anything computed from them kind ``const``.
+4. Each dynamic node maps onto IR ops; a node no rule covers (or whose rule produced types
+   that disagree with the recorded run) becomes an ``opaque`` node calling the original
+   callable, typed by the recorded run.
+
+Names are deterministic: a layer node is named after its module path (``layer1.0.conv1``),
+a function or method call after the module it was called in (``layer1.0.add``), params after
+their ``state_dict`` key.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from graphc.errors import InputError, UnsupportedError
+from graphc.ir import Graph, TensorType, Value
+from graphc.ir.types import dtype_from_torch
+from graphc.frontends import fx_ops
+
+
+class LayerTracer(fx.Tracer):
+    """Keeps the layers graphc converts as ``call_module`` nodes; traces through the rest.
+
+    Records the stack of module paths being traced so a failure can name its module.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.path_stack: list[tuple[str, str]] = []
+
+    def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
+        return fx_ops.is_layer(m)
+
+    def call_module(self, m, forward, args, kwargs):
+        qualname = self.path_of_module(m)
+        self.path_stack.append((qualname, type(m).__name__))
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        finally:
+            self.path_stack.pop()
+
+
+def trace(model: torch.nn.Module, example_inputs: tuple) -> fx.GraphModule:
+    """Symbolic trace with :class:`LayerTracer`; ``torch.export`` when that fails."""
+    tracer = LayerTracer()
+    try:
+        graph = tracer.trace(model)
+        return fx.GraphModule(tracer.root, graph, type(model).__name__)
+    except Exception as e:  # any failure inside user code: fall back, then report both
+        where = tracer.path_stack[-1] if tracer.path_stack else ("", type(model).__name__)
+        fx_error = e
+    try:
+        ep = torch.export.export(model, example_inputs, strict=False)
+        return ep.module()
+    except Exception as e:
+        path, cls = where
+        loc = f"module '{path}' ({cls})" if path else f"the top-level module ({cls})"
+        raise UnsupportedError(
+            f"cannot trace {type(model).__name__}: torch.fx failed in {loc}: {_one_line(fx_error)}; "
+            f"torch.export failed too: {_one_line(e)}") from e
+
+
+def _one_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+class _Recorder(fx.Interpreter):
+    """Runs the traced graph and keeps every node's result."""
+
+    def __init__(self, gm):
+        super().__init__(gm)
+        self.results: dict[fx.Node, Any] = {}
+
+    def run_node(self, n):
+        out = super().run_node(n)
+        self.results[n] = out
+        return out
+
+
+def _has_tensor(x) -> bool:
+    if isinstance(x, torch.Tensor):
+        return True
+    if isinstance(x, (list, tuple)):
+        return any(_has_tensor(i) for i in x)
+    if isinstance(x, dict):
+        return any(_has_tensor(i) for i in x.values())
+    return False
+
+
+def _scoped_name(node: fx.Node) -> str:
+    if node.op == "call_module":
+        return str(node.target)
+    base = re.sub(r"_\d+$", "", node.name)
+    stack = node.meta.get("nn_module_stack")
+    if stack:
+        scope = list(stack.values())[-1][0]
+        if scope:
+            return f"{scope}.{base}"
+    return base
+
+
+def _normalise_inputs(example_inputs) -> tuple:
+    if example_inputs is None:
+        return ()
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, (list, tuple)) and all(isinstance(t, torch.Tensor) for t in example_inputs):
+        return tuple(example_inputs)
+    raise InputError("example_inputs must be a tensor or a tuple of tensors")
+
+
+def load_module(model: torch.nn.Module, example_inputs=None, input_shape=None, name: str | None = None) -> Graph:
+    """Import ``model`` (traced in eval mode) at the shapes of ``example_inputs``."""
+    inputs = _normalise_inputs(example_inputs)
+    if not inputs:
+        if input_shape is None:
+            raise InputError(f"{type(model).__name__}: give example_inputs or input_shape to fix the input shape")
+        shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
+        g = torch.Generator().manual_seed(0)
+        inputs = tuple(torch.randn(tuple(s), generator=g) for s in shapes)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            gm = trace(model, inputs)
+            rec = _Recorder(gm)
+            try:
+                rec.run(*inputs)
+            except Exception as e:
+                raise InputError(f"{type(model).__name__} failed on inputs of shape "
+                                 f"{[tuple(t.shape) for t in inputs]}: {_one_line(e)}") from e
+            return _Converter(model, gm, rec.results, name or type(model).__name__.lower()).convert(inputs)
+    finally:
+        model.train(was_training)
+
+
+class _Converter:
+    """Walks the recorded fx graph and builds the IR (see the module docstring)."""
+
+    def __init__(self, model, gm, results, name):
+        self.model = model
+        self.gm = gm
+        self.results = results
+        self.graph = Graph(name)
+        self.env: dict[fx.Node, Any] = {}
+        self.dynamic: set[fx.Node] = set()
+        self._param_cache: dict[int, Value] = {}
+        self._origin: dict[int, fx.Node] = {}
+        self._named: dict[int, tuple[str, str]] = {}
+        for n, p in model.named_parameters(remove_duplicate=True):
+            self._named.setdefault(id(p), (n, "weight"))
+        for n, b in model.named_buffers(remove_duplicate=True):
+            self._named.setdefault(id(b), (n, "buffer"))
+        for n, p in gm.named_parameters(remove_duplicate=True):
+            self._named.setdefault(id(p), (n, "weight"))
+        for n, b in gm.named_buffers(remove_duplicate=True):
+            self._named.setdefault(id(b), (n, "buffer"))
+        self.node: fx.Node | None = None  # the fx node being converted
+        self.node_name = ""
+
+    # -- values ---------------------------------------------------------------------------------
+    def param(self, tensor: torch.Tensor, name: str | None = None, kind: str | None = None) -> Value:
+        """The IR param for a constant tensor (one per tensor object)."""
+        key = id(tensor)
+        if key in self._param_cache:
+            return self._param_cache[key]
+        if key in self._named:
+            src, k = self._named[key]
+            v = self.graph.add_param(tensor.detach(), source=src, kind=kind or k)
+        else:
+            origin = self._origin.get(key)
+            base = name or (_scoped_name(origin) if origin is not None else f"{self.node_name}.const")
+            v = self.graph.add_param(tensor.detach().clone(), name=base, kind=kind or "const")
+        self._param_cache[key] = v
+        return v
+
+    def const(self, value, like: Value | None = None) -> Value:
+        """A 0-d const for a Python scalar, typed so torch's promotion keeps ``like``'s dtype."""
+        if isinstance(value, torch.Tensor):
+            return self.param(value)
+        if isinstance(value, bool):
+            dt = torch.bool
+        elif isinstance(value, int) and (like is None or like.dtype.startswith(("i", "u"))):
+            dt = torch.int64 if like is None else _torch_dtype(like.dtype)
+        elif like is not None and like.dtype.startswith(("f", "bf")):
+            dt = _torch_dtype(like.dtype)
+        else:
+            dt = torch.float32
+        return self.graph.add_const(torch.tensor(value, dtype=dt), name=f"{self.node_name}.scalar")
+
+    def value(self, x, like: Value | None = None) -> Value:
+        if isinstance(x, Value):
+            return x
+        return self.const(x, like)
+
+    def emit(self, op: str, inputs, attrs=None, name: str | None = None) -> Value | tuple:
+        node = self.graph.add_node(op, [self.value(i) for i in inputs], attrs or {}, name or self.node_name)
+        return node.outputs[0] if len(node.outputs) == 1 else node.outputs
+
+    # -- the walk -------------------------------------------------------------------------------
+    def convert(self, inputs) -> Graph:
+        placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
+        tensor_phs = [n for n in placeholders if isinstance(self.results.get(n), torch.Tensor)]
+        if len(tensor_phs) != len(inputs):
+            raise InputError(f"{type(self.model).__name__} takes {len(tensor_phs)} tensor inputs, got {len(inputs)}")
+        for n in self.gm.graph.nodes:
+            res = self.results.get(n)
+            if n.op == "placeholder":
+                if isinstance(res, torch.Tensor):
+                    self.dynamic.add(n)
+                    self.env[n] = self.graph.add_input(n.name, TensorType(tuple(res.shape), dtype_from_torch(res.dtype)))
+                continue
+            if n.op == "output":
+                self.graph.set_outputs(self._outputs(n.args[0]))
+                continue
+            if any(a in self.dynamic for a in n.all_input_nodes) and _has_tensor(res):
+                self.dynamic.add(n)
+                self._convert_node(n)
+            elif isinstance(res, torch.Tensor):
+                self._origin.setdefault(id(res), n)
+        _drop_dead(self.graph)
+        self.graph.verify()
+        return self.graph
+
+    def arg(self, a):
+        """An fx argument with dynamic nodes replaced by their IR values and static ones by
+        their recorded Python value or tensor."""
+        if isinstance(a, fx.Node):
+            return self.env[a] if a in self.dynamic else self.results[a]
+        if isinstance(a, (list, tuple)):
+            vals = [self.arg(i) for i in a]
+            return type(a)(vals) if not hasattr(a, "_fields") else type(a)(*vals)
+        if isinstance(a, dict):
+            return {k: self.arg(v) for k, v in a.items()}
+        if isinstance(a, slice):
+            return slice(self.arg(a.start), self.arg(a.stop), self.arg(a.step))
+        return a
+
+    def _convert_node(self, n: fx.Node):
+        self.node = n
+        self.node_name = _scoped_name(n)
+        args = self.arg(n.args)
+        kwargs = self.arg(n.kwargs)
+        res = self.results[n]
+        out = None
+        rule = fx_ops.rule_for(n, self.gm)
+        if rule is not None:
+            try:
+                out = rule(self, n, args, kwargs)
+            except fx_ops.NoRule:
+                out = None
+            if out is not None and not _types_match(out, res):
+                out = None
+        if out is None:
+            out = self._alias(args, kwargs, res)
+        if out is None:
+            out = self._opaque(n, args, kwargs, res)
+        self.env[n] = out
+
+    def _alias(self, args, kwargs, res):
+        """A call that returned one of its tensor inputs unchanged (stochastic depth at
+        inference, ``contiguous``) needs no node."""
+        if not isinstance(res, torch.Tensor) or self.node.target in fx_ops.INPLACE:
+            return None
+        for a, fa in zip(list(args) + list(kwargs.values()), list(self.node.args) + list(self.node.kwargs.values())):
+            if isinstance(a, Value) and isinstance(fa, fx.Node) and self.results.get(fa) is res:
+                return a
+        return None
+
+    def _opaque(self, n: fx.Node, args, kwargs, res):
+        inputs: list[Value] = []
+
+        def template(x):
+            if isinstance(x, Value):
+                inputs.append(x)
+                return {"$input": len(inputs) - 1}
+            if isinstance(x, torch.Tensor):
+                inputs.append(self.param(x))
+                return {"$input": len(inputs) - 1}
+            if isinstance(x, torch.dtype):
+                return {"$dtype": dtype_from_torch(x)}
+            if isinstance(x, tuple):
+                return {"$tuple": [template(i) for i in x]}
+            if isinstance(x, list):
+                return [template(i) for i in x]
+            if isinstance(x, dict):
+                return {str(k): template(v) for k, v in x.items()}
+            if x is None or isinstance(x, (bool, int, float, str)):
+                return x
+            raise UnsupportedError(f"{self.node_name}: cannot keep argument {x!r} of {n.op} {n.target} "
+                                   f"in an opaque node")
+
+        if n.op == "call_function":
+            target = fx.node._get_qualified_name(n.target)
+            targs, tkwargs = template(list(args)), template(dict(kwargs))
+        elif n.op == "call_method":
+            target = f"torch.Tensor.{n.target}"
+            targs, tkwargs = template(list(args)), template(dict(kwargs))
+        else:
+            mod = self.gm.get_submodule(n.target)
+            raise UnsupportedError(f"layer {n.target} ({type(mod).__name__}) has a configuration graphc cannot import")
+        outs = res if isinstance(res, (tuple, list)) else (res,)
+        if not all(isinstance(o, torch.Tensor) for o in outs):
+            raise UnsupportedError(f"{self.node_name}: {target} returns {type(res).__name__}, which graphc cannot keep")
+        out_types = [str(TensorType(tuple(o.shape), dtype_from_torch(o.dtype))) for o in outs]
+        node = self.graph.add_node("opaque", inputs, {"source": "torch", "target": target, "args": targs,
+                                                      "kwargs": tkwargs, "out_types": out_types}, self.node_name)
+        if isinstance(res, (tuple, list)):
+            return type(res)(node.outputs) if not hasattr(res, "_fields") else type(res)(*node.outputs)
+        return node.outputs[0]
+
+    def _outputs(self, out) -> list[Value]:
+        flat = []
+
+        def walk(x):
+            if isinstance(x, fx.Node):
+                x = self.arg(x)
+            if isinstance(x, Value):
+                flat.append(x)
+            elif isinstance(x, torch.Tensor):
+                flat.append(self.param(x))
+            elif isinstance(x, (list, tuple)):
+                for i in x:
+                    walk(i)
+            elif isinstance(x, dict):
+                for i in x.values():
+                    walk(i)
+
+        walk(out)
+        if not flat:
+            raise UnsupportedError(f"{type(self.model).__name__} returns no tensor")
+        return flat
+
+
+def _torch_dtype(short: str):
+    from graphc.ir.types import torch_dtype
+
+    return torch_dtype(short)
+
+
+def _types_match(out, res) -> bool:
+    if isinstance(out, Value):
+        return isinstance(res, torch.Tensor) and out.shape == tuple(res.shape) and out.dtype == dtype_from_torch(res.dtype)
+    if isinstance(out, (tuple, list)) and isinstance(res, (tuple, list)) and len(out) == len(res):
+        return all(_types_match(o, r) for o, r in zip(out, res))
+    return out is None and res is None
+
+
+def _drop_dead(graph: Graph) -> None:
+    """Remove nodes nothing reads (left over where a rule's result was discarded)."""
+    for node in reversed(graph.nodes):
+        if not any(v.num_uses for v in node.outputs):
+            graph.erase(node)
+    graph.prune_unused_params()
