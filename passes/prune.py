@@ -1,0 +1,178 @@
+"""prune: structured channel pruning over the channel groups. Lossy.
+
+Scores every unit of every prunable group (:mod:`graphc.passes.channel_groups`) and removes
+the weakest physically: weights get smaller, reshape/split/groups attributes follow, and every
+touched node is re-typed. Graph inputs and outputs keep their channels (their groups are
+frozen), so the emitted model takes the same input and returns the same output shape.
+
+    %c1: f32[1,64,8,8] = conv2d(%x, %w1)             %c1: f32[1,32,8,8] = conv2d(%x, %w1')
+    %b1: f32[1,64,8,8] = batch_norm(%c1, ...)  ==>   %b1: f32[1,32,8,8] = batch_norm(%c1, ...')
+    %c2: f32[1,16,8,8] = conv2d(%b1, %w2)            %c2: f32[1,16,8,8] = conv2d(%b1, %w2')
+
+Options: ``ratio`` of units removed per group (``scope=local``) or over all groups ranked
+together by group-normalised importance (``scope=global``); ``importance`` l1 / l2 (weight
+magnitude summed over the group's weight members), ``bn-scale`` (|gamma| of the norms in the
+group, l1 where a group has none) or ``random`` (seeded by the context); ``min_channels``
+units always stay in a group; kept counts are rounded up to a multiple of ``round_to``;
+``protect`` (fnmatch patterns of node names or param sources) freezes the groups they touch;
+``target_macs`` (absolute, or a fraction of the current MACs when <= 1) replaces ``ratio``: the
+ratio is found by bisection on the cost model.
+
+Invariants: ``ratio=0`` changes nothing (and reports ``changed=False``); a group never loses
+all its units; the pass only removes units (never adds or reorders channels).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import numpy as np
+
+from graphc.errors import PassError
+from graphc.ir.graph import Graph
+from graphc.passes.channel_groups import ChannelGroup, channel_groups, prune_groups
+from graphc.registry import Pass, PassContext, PassResult, register_pass
+
+WEIGHT_OPS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "linear", "matmul"}
+SCALE_OPS = {"batch_norm", "layer_norm", "group_norm", "instance_norm"}
+
+
+def _member_scores(group: ChannelGroup, ops: set[str], operand: int | None, p: int) -> np.ndarray | None:
+    score = np.zeros(group.size)
+    found = False
+    for m in group.members:
+        if m.value.param is None:
+            continue
+        uses = m.value.uses()
+        if not any(u.node.op in ops and (operand is None or u.index == operand) for u in uses):
+            continue
+        data = np.abs(m.value.param.data.astype(np.float64))
+        if p == 2:
+            data = data * data
+        other = tuple(a for a in range(data.ndim) if a != m.axis)
+        per = data.sum(axis=other) if other else data
+        np.add.at(score, m.units, per)
+        found = True
+    if not found:
+        return None
+    return np.sqrt(score) if p == 2 else score
+
+
+def importance(group: ChannelGroup, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """One score per unit of ``group``; higher means more important."""
+    if kind == "random":
+        return rng.random(group.size)
+    if kind == "bn-scale":
+        s = _member_scores(group, SCALE_OPS, 1, 1)
+        if s is not None:
+            return s
+        kind = "l1"
+    p = 2 if kind == "l2" else 1
+    s = _member_scores(group, WEIGHT_OPS, None, p)
+    if s is None:
+        s = _member_scores(group, WEIGHT_OPS | SCALE_OPS, None, p)
+    return s if s is not None else np.zeros(group.size)
+
+
+def _kept_count(n: int, remove: int, min_units: int, round_to: int) -> int:
+    keep = max(n - remove, min(n, max(1, min_units)))
+    if round_to > 1:
+        keep = min(n, -(-keep // round_to) * round_to)
+    return keep
+
+
+def plan(groups: list[ChannelGroup], ratio: float, kind: str, scope: str, min_units: int, round_to: int,
+         rng: np.random.Generator) -> list[tuple[ChannelGroup, np.ndarray]]:
+    """Which units of each prunable group to keep."""
+    groups = [g for g in groups if g.prunable]
+    scores = [importance(g, kind, rng) for g in groups]
+    out = []
+    if scope == "global":
+        norm = [s / (s.max() if s.max() > 0 else 1.0) for s in scores]
+        flat = np.concatenate(norm) if norm else np.zeros(0)
+        n_remove = int(np.floor(ratio * len(flat)))
+        thr = np.sort(flat)[n_remove - 1] if n_remove > 0 else -np.inf
+        for g, s, ns in zip(groups, scores, norm):
+            remove = int(np.sum(ns <= thr)) if n_remove > 0 else 0
+            keep_n = _kept_count(g.size, remove, min_units, round_to)
+            out.append((g, np.sort(np.argsort(-s, kind="stable")[:keep_n])))
+        return out
+    for g, s in zip(groups, scores):
+        keep_n = _kept_count(g.size, int(np.floor(ratio * g.size)), min_units, round_to)
+        out.append((g, np.sort(np.argsort(-s, kind="stable")[:keep_n])))
+    return out
+
+
+def prune_graph(graph: Graph, *, ratio: float, importance: str = "l1", scope: str = "local", min_channels: int = 1,
+                round_to: int = 1, protect=(), seed: int = 0, groups=None) -> int:
+    """Prune ``graph`` in place; returns the number of units removed."""
+    if not 0.0 <= ratio < 1.0:
+        raise PassError(f"prune: ratio must be in [0, 1), got {ratio}")
+    if ratio == 0.0:
+        return 0
+    groups = channel_groups(graph, protect=protect) if groups is None else groups
+    steps = plan(groups, ratio, importance, scope, min_channels, round_to, np.random.default_rng(seed))
+    return prune_groups(graph, steps)
+
+
+def _macs(graph: Graph) -> float:
+    from graphc.backends.cost import totals
+
+    return float(totals(graph)["macs"])
+
+
+@register_pass
+@dataclass(frozen=True)
+class Prune(Pass):
+    """Structured channel pruning over coupled channel groups (lossy)."""
+
+    name: ClassVar[str] = "prune"
+    exact: ClassVar[bool] = False
+    ratio: float = 0.5
+    importance: Literal["l1", "l2", "bn-scale", "random"] = "l1"
+    scope: Literal["local", "global"] = "local"
+    min_channels: int = 1
+    round_to: int = 1
+    protect: tuple[str, ...] = ()
+    target_macs: float | None = None
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        opts = dict(importance=self.importance, scope=self.scope, min_channels=self.min_channels,
+                    round_to=self.round_to, protect=tuple(self.protect), seed=getattr(ctx, "seed", 0))
+        if self.importance not in ("l1", "l2", "bn-scale", "random"):
+            raise PassError(f"prune: unknown importance {self.importance!r} (l1, l2, bn-scale, random)")
+        if self.scope not in ("local", "global"):
+            raise PassError(f"prune: unknown scope {self.scope!r} (local, global)")
+        ratio = self.ratio
+        stats = {}
+        if self.target_macs is not None:
+            ratio, reached = self._search(graph, opts)
+            stats.update({"prune.ratio": round(ratio, 4), "prune.macs": reached})
+        removed = prune_graph(graph, ratio=ratio, **opts)
+        stats["prune.units_removed"] = removed
+        return PassResult(changed=removed > 0, stats=stats)
+
+    def _search(self, graph: Graph, opts) -> tuple[float, float]:
+        """The smallest ratio (to 1/256) whose pruned graph reaches ``target_macs``."""
+        full = _macs(graph)
+        target = self.target_macs * full if self.target_macs <= 1 else self.target_macs
+        if full <= target:
+            return 0.0, full
+
+        def macs_at(r: float) -> float:
+            g = graph.clone()
+            prune_graph(g, ratio=r, **opts)
+            return _macs(g)
+
+        lo, hi = 0.0, 0.99
+        hi_macs = macs_at(hi)
+        if hi_macs > target:
+            raise PassError(f"prune: target {target:.4g} MACs is out of reach (at ratio 0.99: {hi_macs:.4g})")
+        while hi - lo > 1 / 256:
+            mid = (lo + hi) / 2
+            m = macs_at(mid)
+            if m <= target:
+                hi, hi_macs = mid, m
+            else:
+                lo = mid
+        return hi, hi_macs
