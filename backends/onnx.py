@@ -1,0 +1,221 @@
+"""ONNX back-end: a graphc Graph becomes an ``onnx.ModelProto``.
+
+Invariants of the model it emits:
+
+- It passes ``onnx.checker.check_model(model, full_check=True)`` and runs in onnxruntime
+  (models over 2 GB are checked from disk, with their weights as external data).
+- Every IR op is lowered by one entry of the table in :mod:`graphc.backends.onnx_ops`, keyed
+  by op name. An op without an entry (attention, interpolate, opaque torch nodes from fx...) is
+  exported by ``torch.onnx`` from the op's own torch semantics and spliced in
+  (:mod:`graphc.backends.onnx_torch`), so any graph can be emitted. Opaque ONNX nodes are
+  re-emitted verbatim.
+- Tensor names are the IR value names; an initializer takes its param's source name (the
+  state_dict key) unless that would collide; node names are the IR node names.
+- Emission never mutates the graph.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from graphc.errors import GraphcError, InputError, UnsupportedError
+from graphc.ir.graph import Graph, Node
+from graphc.ir.types import onnx_dtype
+
+DEFAULT_OPSET = 17
+# Protobuf cannot serialise a message over 2 GB: such models keep weights as external data.
+_PROTO_LIMIT = 2 * 1024 ** 3 - 64 * 1024 ** 2
+
+
+class Emitter:
+    """Collects ONNX nodes and initializers while the lowering table walks the graph."""
+
+    def __init__(self, graph: Graph, opset: int):
+        self.graph = graph
+        self.opset = opset
+        self.nodes = []
+        self.initializers = []
+        self.opsets: dict[str, int] = {"": opset}
+        self.names: dict[int, str] = {}
+        self._taken: set[str] = set()
+        self._node_names: set[str] = set()
+        self._current: Node | None = None
+
+    # -- naming ----------------------------------------------------------------------------
+    def fresh(self, base: str) -> str:
+        name, i = base, 1
+        while name in self._taken:
+            name = f"{base}_{i}"
+            i += 1
+        self._taken.add(name)
+        return name
+
+    def node_name(self, base: str) -> str:
+        name, i = base, 1
+        while name in self._node_names:
+            name = f"{base}_{i}"
+            i += 1
+        self._node_names.add(name)
+        return name
+
+    def name_of(self, value) -> str:
+        return self.names[id(value)]
+
+    # -- building --------------------------------------------------------------------------
+    def const(self, arr, base: str = "const") -> str:
+        from onnx import numpy_helper
+
+        name = self.fresh(f"{self._current.name}.{base}" if self._current is not None else base)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        return name
+
+    def i64(self, values, base: str) -> str:
+        return self.const(np.asarray(values, dtype=np.int64), base)
+
+    def op(self, op_type: str, inputs, outputs=None, *, n_out: int = 1, name: str | None = None,
+           domain: str = "", **attrs) -> list[str]:
+        """Add one ONNX node; ``outputs`` names its outputs (fresh names when omitted)."""
+        from onnx import helper
+
+        base = name or (self._current.name if self._current is not None else op_type)
+        if outputs is None:
+            outputs = [self.fresh(f"{base}.{op_type.lower()}") for _ in range(n_out)]
+        elif isinstance(outputs, str):
+            outputs = [outputs]
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        self.nodes.append(helper.make_node(op_type, list(inputs), list(outputs), name=self.node_name(base),
+                                           domain=domain or None, **attrs))
+        return list(outputs)
+
+    def op1(self, op_type: str, inputs, output=None, **kw) -> str:
+        return self.op(op_type, inputs, output, **kw)[0]
+
+    def cast(self, name: str, from_dtype: str, to_dtype: str) -> str:
+        if from_dtype == to_dtype:
+            return name
+        return self.op1("Cast", [name], to=onnx_dtype(to_dtype))
+
+
+def emit_onnx(graph: Graph, opset: int = DEFAULT_OPSET, *, check: bool = True):
+    """Lower ``graph`` to an ``onnx.ModelProto`` (checked with full_check unless told not to)."""
+    import onnx
+    from onnx import helper
+
+    from graphc.backends.onnx_ops import lower_node
+
+    if opset < 13:
+        raise UnsupportedError(f"the ONNX back-end emits opset 13 or newer, not {opset}")
+    e = Emitter(graph, opset)
+    inputs = []
+    for v in graph.inputs:
+        e.names[id(v)] = e.fresh(v.name)
+        inputs.append(helper.make_tensor_value_info(e.names[id(v)], onnx_dtype(v.dtype), list(v.shape)))
+    value_names = {v.name for v in graph.values()}
+    for p in graph.params.values():
+        src = p.source
+        name = src if src and src != p.name and src not in value_names and src not in e._taken else p.name
+        name = e.fresh(name)
+        e.names[id(p.value)] = name
+    for n in graph.nodes:
+        for v in n.outputs:
+            e.names[id(v)] = e.fresh(v.name)
+    from onnx import numpy_helper
+
+    used = {id(v) for n in graph.nodes for v in n.inputs} | {id(v) for v in graph.outputs}
+    for p in graph.params.values():
+        if id(p.value) in used:
+            e.initializers.append(numpy_helper.from_array(np.ascontiguousarray(p.data), e.names[id(p.value)]))
+    for n in graph.nodes:
+        e._current = n
+        try:
+            lower_node(e, n)
+        except GraphcError:
+            raise
+        except Exception as err:
+            raise UnsupportedError(f"cannot lower {n.op} node {n.name} to ONNX: {_first_line(err)}") from err
+    e._current = None
+    outputs = []
+    seen: set[str] = set()
+    for v in graph.outputs:
+        name = e.names[id(v)]
+        if v.producer is None or name in seen:
+            # An output must be produced by a node and named once.
+            name = e.op1("Identity", [name], e.fresh(f"{v.name}.output"), name="output")
+        seen.add(name)
+        outputs.append(helper.make_tensor_value_info(name, onnx_dtype(v.dtype), list(v.shape)))
+    g = helper.make_graph(e.nodes, graph.name, inputs, outputs, initializer=e.initializers)
+    opsets = [helper.make_opsetid(d, v) for d, v in sorted(e.opsets.items())]
+    model = helper.make_model(g, opset_imports=opsets, producer_name="graphc",
+                              ir_version=_ir_version(opsets))
+    if check:
+        check_model(model)
+    return model
+
+
+def _ir_version(opsets) -> int:
+    from onnx import helper
+
+    # The lowest IR version that carries these opsets: runtimes that predate newer IR
+    # versions still load the model.
+    return max(8, helper.find_min_ir_version_for(opsets, ignore_unknown=True))
+
+
+def model_nbytes(model) -> int:
+    return sum(len(t.raw_data) for t in model.graph.initializer) + sum(
+        t.ByteSize() for t in model.graph.initializer if not t.raw_data)
+
+
+def check_model(model) -> None:
+    """onnx.checker with full_check; a model over 2 GB is checked from a temporary file."""
+    import onnx
+
+    try:
+        if model_nbytes(model) < _PROTO_LIMIT:
+            onnx.checker.check_model(model, full_check=True)
+            return
+        with tempfile.TemporaryDirectory(prefix="graphc-check-") as d:
+            path = os.path.join(d, "model.onnx")
+            onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location="model.onnx.data", size_threshold=1024)
+            onnx.checker.check_model(path, full_check=True)
+    except onnx.checker.ValidationError as err:
+        raise UnsupportedError(f"emitted ONNX model fails the checker: {_first_line(err)}") from err
+    except onnx.shape_inference.InferenceError as err:
+        raise UnsupportedError(f"emitted ONNX model fails shape inference: {_first_line(err)}") from err
+
+
+def save_onnx(graph_or_model, path, opset: int = DEFAULT_OPSET) -> Path:
+    """Write a graph (or a ModelProto) to ``path`` atomically; weights go to ``<name>.data``
+    beside it when the model is over 2 GB."""
+    import onnx
+
+    model = graph_or_model if isinstance(graph_or_model, onnx.ModelProto) else emit_onnx(graph_or_model, opset)
+    path = Path(path)
+    if not path.parent.exists():
+        raise InputError(f"output directory does not exist: {path.parent}")
+    external = model_nbytes(model) >= _PROTO_LIMIT
+    tmpdir = tempfile.mkdtemp(prefix=".graphc-", dir=path.parent)
+    try:
+        tmp = Path(tmpdir) / path.name
+        if external:
+            data_name = path.name + ".data"
+            onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+            os.replace(Path(tmpdir) / data_name, path.parent / data_name)
+        else:
+            onnx.save_model(model, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        for f in Path(tmpdir).iterdir() if Path(tmpdir).exists() else ():
+            f.unlink()
+        if Path(tmpdir).exists():
+            os.rmdir(tmpdir)
+    return path
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    return s[0][:300] if s else type(e).__name__
