@@ -123,9 +123,9 @@ def parse_shapes(specs) -> list[tuple[int, ...]] | None:
         return None
     shapes = []
     for s in specs:
-        parts = str(s).replace("x", ",").split(",")
+        parts = str(s).strip().replace("x", ",").split(",")
         try:
-            shape = tuple(int(p) for p in parts if p.strip())
+            shape = tuple(int(p) for p in parts)
         except ValueError:
             raise InputError(f"bad --input-shape {s!r}: expected comma-separated integers like 1,3,224,224") from None
         if not shape or any(d < 1 for d in shape):
