@@ -5,9 +5,20 @@ statistics, scale layers, pools, residual adds, relu, flatten and linear; each i
 run against its unfused self. Examples are tiny so 500 of them run in seconds.
 """
 import numpy as np
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Thousands of tiny convs: thread start-up dominates them, and on a busy 2-core box
+    # several threads per conv make each one a thousand times slower.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 LARGEST = {"err": 0.0, "examples": 0, "fused": 0}
 
