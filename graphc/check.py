@@ -135,3 +135,42 @@ def check_or_raise(res: CheckResult) -> CheckResult:
 
 
 __all__ = ["CheckFailed", "numeric_check", "check_or_raise", "random_inputs", "compare", "GraphSource", "RTOL", "ATOL"]
+
+
+def accuracy(run, data, batch: int, *, quiet: bool = True, desc: str = "accuracy") -> float:
+    """Top-1 accuracy (%) of ``run`` (numpy inputs -> outputs) on ``data``'s validation split,
+    fed ``batch`` examples at a time (a last short batch is zero-padded: graphs have static shapes)."""
+    if data.tensors:
+        batches = [(data.x_val[i:i + batch], data.y_val[i:i + batch]) for i in range(0, len(data.x_val), batch)]
+    else:
+        batches = [(xb[j:j + batch], yb[j:j + batch]) for xb, yb in data.val_loader for j in range(0, len(xb), batch)]
+    correct = total = 0
+    for xb, yb in progress(batches, total=len(batches), desc=desc, quiet=quiet):
+        xs = np.asarray(xb, dtype=np.float32)
+        k = len(xs)
+        if k < batch:
+            xs = np.concatenate([xs, np.zeros((batch - k,) + xs.shape[1:], xs.dtype)])
+        logits = np.asarray(run([xs])[0])[:k]
+        correct += int((logits.reshape(k, -1).argmax(1) == np.asarray(yb).reshape(-1)).sum())
+        total += k
+    return 100.0 * correct / max(total, 1)
+
+
+def add_accuracy(report, source: Source, graph: Graph, data_spec, *, quiet: bool = True) -> None:
+    """Accuracy before -> after on the data's validation split, as a report metric; a note
+    instead when the model's input does not fit the data."""
+    from graphc.data import load_data
+
+    data = load_data(data_spec)
+    want = tuple(graph.inputs[0].shape[1:]) if graph.inputs else ()
+    if len(graph.inputs) != 1 or want != tuple(data.input_shape):
+        report.notes.append(f"accuracy not measured: model input {list(want)} does not match the data's "
+                            f"examples {list(data.input_shape)}")
+        return
+    batch = graph.inputs[0].shape[0]
+    kind = source.kind if source.kind in ("torch", "onnx") else "ir"
+    run, _ = result_runner(graph, kind)
+    before = accuracy(source.run, data, batch, quiet=quiet, desc="accuracy (source)")
+    after = accuracy(run, data, batch, quiet=quiet, desc="accuracy (result)")
+    report.add_metric("accuracy", before, after, "%")
+    report.notes.append(f"accuracy: top-1 on the validation part of {data.name} ({data.split})")

@@ -31,12 +31,14 @@ def default_check(pipeline: Pipeline, check: int | None) -> int:
 
 
 def optimize(model, passes="fuse", *, example_inputs=None, input_shape=None, data=None, check: int | None = None,
-             seed: int = 0, quiet: bool = True, dump_ir=None, ctx: PassContext | None = None, **options):
+             seed: int = 0, quiet: bool = True, dump_ir=None, ctx: PassContext | None = None, evaluate: bool = True,
+             **options):
     """Load ``model`` (a module with ``example_inputs``, an ONNX path or model, a model spec, or
     a Graph), run ``passes`` on it and return ``(graph, report)``.
 
     ``data`` is a data spec (``digits``, ``FILE.npz``, ...) for passes that train; it is loaded
-    only when a pass asks for it. ``check``: random inputs compared against the source model
+    only when a pass asks for it, and (with ``evaluate``) for top-1 accuracy before and after
+    on its validation split when the model's input fits. ``check``: random inputs compared against the source model
     (default 3 for exact-only pipelines, 0 otherwise)."""
     import torch
 
@@ -51,6 +53,10 @@ def optimize(model, passes="fuse", *, example_inputs=None, input_shape=None, dat
         ctx = PassContext(data=data, seed=seed, quiet=quiet, example_inputs=example_inputs, **options)
     report = PassManager(pipeline, dump_dir=dump_ir).run(graph, ctx)
     n = default_check(pipeline, check)
+    if data is not None and evaluate:
+        from graphc.check import add_accuracy
+
+        add_accuracy(report, source, graph, ctx.data if ctx.data is not None else data, quiet=quiet)
     if n:
         report.check = numeric_check(source, graph, n, seed=seed, enforced=pipeline.exact, quiet=quiet)
         try:

@@ -61,6 +61,7 @@ class Report:
     seconds: float = 0.0
     check: CheckResult | None = None
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {before, after, unit}
+    notes: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -75,7 +76,7 @@ class Report:
             "pipeline": self.pipeline, "exact": self.exact, "changed": self.changed, "seconds": self.seconds,
             "passes": [dict(asdict(p), label=p.label) for p in self.passes],
             "before": self.before, "after": self.after,
-            "check": asdict(self.check) if self.check else None, "metrics": self.metrics,
+            "check": asdict(self.check) if self.check else None, "metrics": self.metrics, "notes": self.notes,
         })
 
     def to_json(self, indent: int = 2) -> str:
@@ -187,4 +188,5 @@ def format_table(report: Report) -> str:
     lines.append(f"time: {report.seconds:.2f}s")
     if report.check is not None:
         lines.append(report.check.line())
+    lines += report.notes
     return "\n".join(lines)

@@ -36,6 +36,8 @@ def register(sub) -> None:
                    help="input shape like 1,3,224,224 (repeat for several inputs)")
     p.add_argument("--dump-ir", metavar="DIR", help="write the IR after every pass (000_input.gir, 001_<pass>.gir, ...) and final.dot")
     p.add_argument("--measure", action="store_true", help="also measure latency before and after")
+    p.add_argument("--no-accuracy", action="store_true",
+                   help="with --data, skip measuring top-1 accuracy before and after on its validation split")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.add_argument("--seed", type=int, default=0, help="seed for passes and for the check's random inputs")
@@ -144,6 +146,10 @@ def run(args) -> int:
     n = default_check(pipeline, args.check)
     if n:
         report.check = numeric_check(source, graph, n, seed=args.seed, enforced=pipeline.exact, quiet=args.quiet)
+    if args.data and not args.no_accuracy:
+        from graphc.check import add_accuracy
+
+        add_accuracy(report, source, graph, ctx.data, quiet=args.quiet)
     if args.measure:
         lat = _latency(source, graph, args.quiet)
         if lat:

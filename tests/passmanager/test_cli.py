@@ -118,8 +118,10 @@ def test_missing_model_and_unknown_spec(tmp_path, capsys):
 
 def test_torch_factory_model_checked_with_torch_and_saved_as_pt(tmp_path, capsys):
     (tmp_path / "tiny.py").write_text(FACTORY)
-    rc, stdout, err = cli(capsys, "optimize", f"{tmp_path / 'tiny.py'}:make", "--passes", "fuse", "-o", tmp_path / "t.pt")
+    rc, stdout, err = cli(capsys, "optimize", f"{tmp_path / 'tiny.py'}:make", "--passes", "fuse", "-o", tmp_path / "t.pt",
+                              "--measure")
     assert rc == 0, err
+    assert any(ln.split()[:2] == ["latency", "(ms)"] for ln in stdout.splitlines())
     assert "check: 3 random inputs, torch vs torch (emit_torch)" in stdout and stdout.count(": ok") == 1
     assert (tmp_path / "t.pt").stat().st_size > 0
 
@@ -147,3 +149,32 @@ def test_passes_name_shows_full_doc_and_options(capsys):
     assert rc == 0 and "(preset)" in stdout and "fold-bn" in stdout
     rc, _, err = cli(capsys, "passes", "fold-bm")
     assert rc == 2 and "did you mean: fold-bn" in err
+
+
+def test_data_gives_accuracy_rows_before_and_after(tmp_path, capsys):
+    import numpy as np
+
+    from graphc.ir import Graph, TensorType
+
+    r = np.random.default_rng(0)
+    g = Graph("digits")
+    x = g.add_input("x", TensorType((1, 1, 8, 8), "f32"))
+    y = g.add_node("flatten", [x], {"start_dim": 1, "end_dim": -1}, "flat").output
+    w = g.add_param(r.standard_normal((10, 64)).astype("f4"), source="fc.weight")
+    y = g.add_node("linear", [y, w], {}, "fc").output
+    y = g.add_node("dropout", [y], {"p": 0.5}, "drop").output
+    g.set_outputs([y])
+    save_json(g, tmp_path / "d.json")
+    rc, stdout, err = cli(capsys, "optimize", tmp_path / "d.json", "--passes", "fuse", "--data", "digits", "--json")
+    assert rc == 0, err
+    d = json.loads(stdout)
+    acc = d["metrics"]["accuracy"]
+    assert acc["unit"] == "%" and 0 <= acc["before"] <= 100 and acc["before"] == acc["after"]
+    assert any("digits" in n and "360 val" in n for n in d["notes"])
+    rc, stdout, err = cli(capsys, "optimize", tmp_path / "d.json", "--passes", "fuse", "--data", "digits")
+    assert rc == 0 and any(ln.split()[:2] == ["accuracy", "(%)"] for ln in stdout.splitlines())
+
+
+def test_data_that_does_not_fit_the_model_is_a_note(model, capsys):
+    rc, stdout, err = cli(capsys, "optimize", model, "--passes", "fuse", "--data", "digits")
+    assert rc == 0 and "accuracy not measured: model input [3, 8, 8] does not match the data's examples [1, 8, 8]" in stdout
