@@ -179,7 +179,9 @@ def load_source(spec, input_shape=None, example_inputs=None) -> tuple[Graph, Sou
         if s.endswith(".onnx"):
             if not os.path.exists(s):
                 raise InputError(f"no such model file: {s}")
-            return graphc.load(s), OnnxSource(s)
+            from graphc.frontends.onnx import load_onnx
+
+            return load_onnx(s, input_shapes=shapes), OnnxSource(s)
         if s.startswith("torchvision:"):
             module, default = _torchvision(s.split(":", 1)[1])
             x = _example(shapes, example_inputs) or [default]
@@ -207,7 +209,9 @@ def load_source(spec, input_shape=None, example_inputs=None) -> tuple[Graph, Sou
         import onnx
 
         if isinstance(spec, onnx.ModelProto):
-            return graphc.load(spec), OnnxSource(spec)
+            from graphc.frontends.onnx import load_onnx
+
+            return load_onnx(spec, input_shapes=shapes), OnnxSource(spec)
     except ImportError:
         pass
     raise InputError(f"cannot optimize a {type(spec).__name__}: give a graph, a module, an ONNX model or a model spec")

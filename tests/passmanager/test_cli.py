@@ -178,3 +178,20 @@ def test_data_gives_accuracy_rows_before_and_after(tmp_path, capsys):
 def test_data_that_does_not_fit_the_model_is_a_note(model, capsys):
     rc, stdout, err = cli(capsys, "optimize", model, "--passes", "fuse", "--data", "digits")
     assert rc == 0 and "accuracy not measured: model input [3, 8, 8] does not match the data's examples [1, 8, 8]" in stdout
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_onnx_model_checked_in_onnxruntime_and_written_as_onnx(tmp_path, capsys):
+    import onnx
+    import torch
+
+    ns = {}
+    exec(FACTORY, ns)
+    m, x = ns["make"]()
+    torch.onnx.export(m, (x,), str(tmp_path / "m.onnx"), dynamo=False, opset_version=17)
+    rc, stdout, err = cli(capsys, "optimize", tmp_path / "m.onnx", "--passes", "fuse", "-o", tmp_path / "o.onnx", "-q")
+    assert rc == 0, err
+    assert "check: 3 random inputs, onnxruntime vs onnxruntime (emit_onnx)" in stdout and stdout.rstrip().endswith(f"wrote {tmp_path / 'o.onnx'}")
+    out = onnx.load(str(tmp_path / "o.onnx"))
+    onnx.checker.check_model(out, full_check=True)
+    assert "BatchNormalization" not in {n.op_type for n in out.graph.node}
