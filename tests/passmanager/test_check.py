@@ -114,3 +114,15 @@ def test_progress_is_silent_unless_a_terminal_or_forced(monkeypatch):
     assert progress(items, quiet=True) is items
     monkeypatch.setenv("GRAPHC_PROGRESS", "never")
     assert not enabled()
+
+
+def test_compile_returns_a_slim_module_with_its_report():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU()).eval()
+    x = torch.randn(1, 3, 8, 8)
+    slim = graphc.compile(m, passes="fold-bn,dce", example_inputs=x)
+    assert not any(isinstance(mod, torch.nn.BatchNorm2d) for mod in slim.modules())
+    assert slim.graphc_report.changed and slim.graphc_report.check.ok
+    torch.testing.assert_close(slim(x), m(x), rtol=1e-4, atol=1e-5)
+    proto, rep = graphc.compile(m, passes="fuse", example_inputs=x, target="onnx", return_report=True)
+    assert "BatchNormalization" not in {n.op_type for n in proto.graph.node} and rep.exact
