@@ -18,7 +18,7 @@ from graphc.errors import GraphcError
 from graphc.ir.graph import Graph
 from graphc.progress import progress
 from graphc.report import CheckResult
-from graphc.source import GraphSource, Source, _numpy, execute, ort_session
+from graphc.source import GraphSource, Source, to_numpy, execute, ort_session
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -76,11 +76,11 @@ def result_runner(graph: Graph, kind: str):
 
             def run(xs):
                 with torch.no_grad():
-                    return _numpy(module(*[torch.from_numpy(np.ascontiguousarray(x)) for x in xs]))
+                    return to_numpy(module(*[torch.from_numpy(np.ascontiguousarray(x)) for x in xs]))
 
             return run, "torch (emit_torch)"
     frozen = graph.clone()
-    return (lambda xs: _numpy(execute(frozen, xs))), "IR interpreter"
+    return (lambda xs: to_numpy(execute(frozen, xs))), "IR interpreter"
 
 
 def compare(ref: list[np.ndarray], out: list[np.ndarray], rtol: float = RTOL, atol: float = ATOL):

@@ -14,12 +14,11 @@ Invariants:
 from __future__ import annotations
 
 import os
-import sys
 import time
 import traceback
 from pathlib import Path
 
-from graphc.errors import DataError, GraphcError, InputError, IRError, PassError, UnsupportedError
+from graphc.errors import DataError, InputError, IRError, PassError, UnsupportedError
 from graphc.ir.graph import Graph, Node
 from graphc.pipeline_parse import FixpointStep, PassStep, Pipeline, parse_pipeline
 from graphc.registry import PassContext, PassResult
@@ -171,8 +170,6 @@ class PassManager:
             seconds=seconds, stats=dict(res.stats or {}), delta=delta, group=group, round=rnd))
         if self.dump_dir is not None:
             self._dump(graph, p.name)
-        if not ctx.quiet and ctx.options.get("verbose"):
-            print(f"  {report.passes[-1].label}: {'changed' if res.changed else 'no change'}", file=sys.stderr)
         return bool(res.changed)
 
     def _dump(self, graph: Graph, name: str) -> None:
@@ -196,4 +193,4 @@ def run_pipeline(graph: Graph, pipeline, ctx: PassContext | None = None, *, dump
     return PassManager(pipeline, verify=verify, dump_dir=dump_dir).run(graph, ctx)
 
 
-__all__ = ["PassManager", "run_pipeline", "measure", "GraphcError"]
+__all__ = ["PassManager", "run_pipeline", "measure"]

@@ -145,14 +145,13 @@ def coerce(raw: str | list, tp, where: str):
         args = typing.get_args(tp)
         if type(None) in args and isinstance(raw, str) and raw.lower() in ("none", "null"):
             return None
-        errors = []
         for a in args:
             if a is type(None):
                 continue
             try:
                 return coerce(raw, a, where)
-            except ParseError as e:
-                errors.append(e)
+            except ParseError:
+                continue
         raise ParseError(f"{where}: expected {describe_type(tp)}, got {format_value(raw)!r}")
     if origin in (tuple, list, frozenset, set):
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]

@@ -38,7 +38,7 @@ def execute(graph: Graph, inputs) -> list:
     return [env[id(v)] for v in graph.outputs]
 
 
-def _numpy(outs) -> list[np.ndarray]:
+def to_numpy(outs) -> list[np.ndarray]:
     import torch
 
     if isinstance(outs, (torch.Tensor, np.ndarray)):
@@ -46,9 +46,9 @@ def _numpy(outs) -> list[np.ndarray]:
     flat = []
     for o in outs:
         if isinstance(o, (list, tuple)):
-            flat.extend(_numpy(o))
+            flat.extend(to_numpy(o))
         elif isinstance(o, dict):
-            flat.extend(_numpy(list(o.values())))
+            flat.extend(to_numpy(list(o.values())))
         else:
             flat.append(o.detach().cpu().numpy() if isinstance(o, torch.Tensor) else np.asarray(o))
     return flat
@@ -74,7 +74,7 @@ class TorchSource(Source):
         import torch
 
         with torch.no_grad():
-            return _numpy(self.module(*[torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]))
+            return to_numpy(self.module(*[torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]))
 
 
 class OnnxSource(Source):
@@ -101,7 +101,7 @@ class GraphSource(Source):
         self.graph = graph.clone()
 
     def run(self, inputs):
-        return _numpy(execute(self.graph, inputs))
+        return to_numpy(execute(self.graph, inputs))
 
     def __str__(self) -> str:
         return "IR interpreter"

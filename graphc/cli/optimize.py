@@ -7,9 +7,7 @@ after the pipeline and the numeric check succeeded.
 """
 from __future__ import annotations
 
-import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
