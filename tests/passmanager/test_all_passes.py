@@ -167,3 +167,16 @@ def test_exact_preset_is_idempotent(preset, models):
         graphc.run_pipeline(g, preset)
         assert not graphc.run_pipeline(g, preset).changed, f"{preset} on {model}"
         torch.testing.assert_close(_run(g, x), ref, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("preset", [p for p in sorted(all_presets()) if not parse_pipeline(p).exact])
+def test_lossy_preset_without_data_refuses_or_runs_data_free(preset, models):
+    m, x, ref, imported = models["residual"]
+    g = imported.clone()
+    try:
+        graphc.run_pipeline(g, preset, PassContext(quiet=True))
+    except DataError as e:
+        assert "\n" not in str(e) and "data" in str(e)
+        return
+    g.verify()
+    assert _run(g, x).shape == ref.shape
