@@ -187,8 +187,8 @@ class _Walker:
 
 
 def channel_groups(graph: Graph, protect=()) -> list[ChannelGroup]:
-    """The channel groups of ``graph``; groups touching a node or param source matching a
-    ``protect`` pattern (fnmatch) are not prunable."""
+    """The channel groups of ``graph``; a group holding the output of a node whose name
+    matches a ``protect`` pattern (fnmatch) is not prunable."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -257,12 +257,13 @@ def channel_groups(graph: Graph, protect=()) -> list[ChannelGroup]:
 
 
 def _protected(members, pats) -> str | None:
+    """The first node matching a pattern whose output is a member: protecting a layer keeps its
+    output channels (and so everything coupled to them), not the channels it reads."""
     for m in members:
-        names = [m.node] + ([m.value.param.source] if m.value.param is not None else [])
-        for n in names:
+        if m.operand is None and m.value.producer is not None:
             for p in pats:
-                if n and fnmatch.fnmatchcase(n, p):
-                    return n
+                if fnmatch.fnmatchcase(m.node, p):
+                    return m.node
     return None
 
 
@@ -300,6 +301,9 @@ def prune_groups(graph: Graph, plan) -> int:
         removed += group.size - len(keep)
         for m in group.members:
             idx = np.nonzero(mask[m.units])[0]
+            if len(idx) == 0:
+                raise PassError(f"channel group #{group.id}: keeping units {keep.tolist()[:8]}... would leave "
+                                f"%{m.value.name} (axis {m.axis}) with no channels")
             if len(idx) < m.size:
                 changes.setdefault(id(m.value), (m.value, []))[1].append((m.axis, idx))
     if not changes:

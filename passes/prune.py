@@ -14,7 +14,7 @@ together by group-normalised importance (``scope=global``); ``importance`` l1 / 
 magnitude summed over the group's weight members), ``bn-scale`` (|gamma| of the norms in the
 group, l1 where a group has none) or ``random`` (seeded by the context); ``min_channels``
 units always stay in a group; kept counts are rounded up to a multiple of ``round_to``;
-``protect`` (fnmatch patterns of node names or param sources) freezes the groups they touch;
+``protect`` (fnmatch patterns of node names) keeps those nodes' output channels;
 ``target_macs`` (absolute, or a fraction of the current MACs when <= 1) replaces ``ratio``: the
 ratio is found by bisection on the cost model.
 
@@ -81,6 +81,20 @@ def _kept_count(n: int, remove: int, min_units: int, round_to: int) -> int:
     return keep
 
 
+def _fill_members(group: ChannelGroup, keep: np.ndarray, score: np.ndarray, min_units: int) -> np.ndarray:
+    """Give back the best units of any member that would lose (almost) all of its elements: a
+    slice of a concat or a split must keep at least one channel for its conv to exist."""
+    kept = np.zeros(group.size, bool)
+    kept[keep] = True
+    for m in group.members:
+        units = np.unique(m.units)
+        need = min(len(units), max(1, min_units)) - int(kept[units].sum())
+        if need > 0:
+            lost = units[~kept[units]]
+            kept[lost[np.argsort(-score[lost], kind="stable")[:need]]] = True
+    return np.nonzero(kept)[0]
+
+
 def plan(groups: list[ChannelGroup], ratio: float, kind: str, scope: str, min_units: int, round_to: int,
          rng: np.random.Generator) -> list[tuple[ChannelGroup, np.ndarray]]:
     """Which units of each prunable group to keep."""
@@ -95,11 +109,11 @@ def plan(groups: list[ChannelGroup], ratio: float, kind: str, scope: str, min_un
         for g, s, ns in zip(groups, scores, norm):
             remove = int(np.sum(ns <= thr)) if n_remove > 0 else 0
             keep_n = _kept_count(g.size, remove, min_units, round_to)
-            out.append((g, np.sort(np.argsort(-s, kind="stable")[:keep_n])))
+            out.append((g, _fill_members(g, np.argsort(-s, kind="stable")[:keep_n], s, min_units)))
         return out
     for g, s in zip(groups, scores):
         keep_n = _kept_count(g.size, int(np.floor(ratio * g.size)), min_units, round_to)
-        out.append((g, np.sort(np.argsort(-s, kind="stable")[:keep_n])))
+        out.append((g, _fill_members(g, np.argsort(-s, kind="stable")[:keep_n], s, min_units)))
     return out
 
 
