@@ -30,6 +30,23 @@ def default_check(pipeline: Pipeline, check: int | None) -> int:
     return DEFAULT_CHECK if pipeline.exact else 0
 
 
+def predicted_latency(graph: Graph) -> float | None:
+    """The cost model's predicted onnxruntime latency (ms) when this machine is calibrated
+    (``graphc calibrate``); None otherwise, never a calibration run as a side effect."""
+    try:
+        from graphc.backends.calibration import load_calibration
+        from graphc.backends.latency import predict
+    except ImportError:
+        return None
+    calib = load_calibration()
+    return predict(graph, calib).total_ms if calib is not None else None
+
+
+def add_predicted_latency(report: Report, before: float | None, graph: Graph) -> None:
+    if before is not None:
+        report.add_metric("predicted latency", before, predicted_latency(graph), "ms")
+
+
 def optimize(model, passes="fuse", *, example_inputs=None, input_shape=None, data=None, check: int | None = None,
              seed: int = 0, quiet: bool = True, dump_ir=None, ctx: PassContext | None = None, evaluate: bool = True,
              **options):
@@ -51,7 +68,9 @@ def optimize(model, passes="fuse", *, example_inputs=None, input_shape=None, dat
     torch.manual_seed(seed)
     if ctx is None:
         ctx = PassContext(data=data, seed=seed, quiet=quiet, example_inputs=example_inputs, **options)
+    predicted = predicted_latency(graph)
     report = PassManager(pipeline, dump_dir=dump_ir).run(graph, ctx)
+    add_predicted_latency(report, predicted, graph)
     n = default_check(pipeline, check)
     if data is not None and evaluate:
         from graphc.check import add_accuracy
@@ -91,4 +110,4 @@ def compile(model, passes="fuse", *, target: str = "torch", **kwargs):
 
 __all__ = ["optimize", "compile", "run_pipeline", "parse_pipeline", "Pipeline", "PassStep", "FixpointStep",
            "PassManager", "Report", "PassContext", "CheckFailed", "measure", "option_types", "describe_type",
-           "DEFAULT_FIXPOINT_CAP", "default_check"]
+           "DEFAULT_FIXPOINT_CAP", "default_check", "predicted_latency"]

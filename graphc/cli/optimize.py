@@ -130,7 +130,7 @@ def _latency(source, graph, quiet: bool):
 def run(args) -> int:
     from graphc.check import CheckFailed, numeric_check
     from graphc.manager import PassManager
-    from graphc.pipeline import default_check
+    from graphc.pipeline import add_predicted_latency, default_check, predicted_latency
     from graphc.registry import PassContext
     from graphc.source import load_source
 
@@ -140,7 +140,9 @@ def run(args) -> int:
 
     torch.manual_seed(args.seed)
     ctx = PassContext(data=args.data, seed=args.seed, quiet=args.quiet)
+    predicted = predicted_latency(graph)
     report = PassManager(pipeline, dump_dir=args.dump_ir).run(graph, ctx)
+    add_predicted_latency(report, predicted, graph)
     n = default_check(pipeline, args.check)
     if n:
         report.check = numeric_check(source, graph, n, seed=args.seed, enforced=pipeline.exact, quiet=args.quiet)

@@ -195,3 +195,20 @@ def test_onnx_model_checked_in_onnxruntime_and_written_as_onnx(tmp_path, capsys)
     out = onnx.load(str(tmp_path / "o.onnx"))
     onnx.checker.check_model(out, full_check=True)
     assert "BatchNormalization" not in {n.op_type for n in out.graph.node}
+
+
+def test_predicted_latency_row_when_the_machine_is_calibrated(model, capsys, monkeypatch):
+    import types
+
+    import graphc.backends.calibration as calibration
+    import graphc.backends.latency as latency
+
+    # A stand-in calibration: the row's presence is under test, not the cost model's numbers.
+    monkeypatch.setattr(calibration, "load_calibration", lambda *a, **k: object())
+    monkeypatch.setattr(latency, "predict", lambda g, calib=None: types.SimpleNamespace(total_ms=0.01 * len(g)))
+    rc, stdout, _ = cli(capsys, "optimize", model, "--passes", "fold-bn", "--json")
+    assert rc == 0
+    assert json.loads(stdout)["metrics"]["predicted latency"] == {"before": 0.03, "after": 0.02, "unit": "ms"}
+    monkeypatch.setattr(calibration, "load_calibration", lambda *a, **k: None)
+    rc, stdout, _ = cli(capsys, "optimize", model, "--passes", "fold-bn", "--json")
+    assert "predicted latency" not in json.loads(stdout)["metrics"]
