@@ -212,3 +212,29 @@ def test_predicted_latency_row_when_the_machine_is_calibrated(model, capsys, mon
     monkeypatch.setattr(calibration, "load_calibration", lambda *a, **k: None)
     rc, stdout, _ = cli(capsys, "optimize", model, "--passes", "fold-bn", "--json")
     assert "predicted latency" not in json.loads(stdout)["metrics"]
+
+
+@dataclass(frozen=True)
+class Trains(Pass):
+    """Needs data."""
+
+    name: ClassVar[str] = "t-trains"
+    exact: ClassVar[bool] = False
+    needs_data: ClassVar[bool] = True
+
+    def run(self, graph, ctx):
+        from graphc.data import resolve_data
+
+        return PassResult(False, {"train": len(resolve_data(ctx, self.name).x_train)})
+
+
+def test_pass_needing_data_without_data_is_exit_2_and_with_data_loads_it(model, tmp_path, capsys, temp_pass):
+    temp_pass(Trains)
+    rc, _, err = cli(capsys, "optimize", model, "--passes", "fold-bn,t-trains", "-o", tmp_path / "o.json")
+    assert rc == 2 and "pass 't-trains' needs data: give --data" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.json").exists()
+    rc, _, err = cli(capsys, "optimize", model, "--passes", "t-trains", "--data", "nosuch.npz", "-o", tmp_path / "o.json")
+    assert rc == 2 and "nosuch.npz" in err and len(err.strip().splitlines()) == 1
+    rc, stdout, err = cli(capsys, "optimize", model, "--passes", "t-trains", "--data", "digits", "--json", "--no-accuracy")
+    assert rc == 0, err
+    assert json.loads(stdout)["passes"][0]["stats"] == {"train": 1437}

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal, Optional
 
 import pytest
+from hypothesis import given, strategies as st
 
 from graphc.errors import ParseError
 from graphc.pipeline import FixpointStep, PassStep, parse_pipeline
@@ -133,3 +134,23 @@ def test_errors_are_one_line_and_name_the_problem(text, needle):
     msg = str(e.value)
     assert needle in msg
     assert "\n" not in msg and msg.startswith("pipeline ")
+
+
+names = st.from_regex(r"[a-z][a-z0-9_.]{0,8}", fullmatch=True)
+
+
+@given(
+    ratio=st.floats(0, 0.99, allow_nan=False),
+    min_channels=st.integers(-5, 10**6),
+    flag=st.booleans(),
+    importance=st.sampled_from(["l1", "l2", "taylor"]),
+    layers=st.lists(names, max_size=4).map(tuple),
+    limit=st.none() | st.integers(0, 99),
+)
+def test_any_option_values_round_trip_through_text(ratio, min_channels, flag, importance, layers, limit):
+    from graphc.pipeline_parse import PassStep
+
+    k = Knobs(ratio=ratio, min_channels=min_channels, flag=flag, importance=importance, layers=layers, limit=limit)
+    opts = {f: getattr(k, f) for f in ("ratio", "min_channels", "flag", "importance", "layers", "limit")}
+    text = str(PassStep(k, opts))
+    assert parse_pipeline(text).steps[0].instance == k
