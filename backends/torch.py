@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import inspect
 import operator
 import re
 
@@ -183,7 +184,13 @@ class _Emitter:
         target = a["target"]
         if target.startswith("torch.Tensor."):
             return self.method(target[len("torch.Tensor."):], *args, **kwargs)
-        return self.call(resolve_target(target), *args, **kwargs)
+        fn = resolve_target(target)
+        out = self.call(fn, *args, **kwargs)
+        if inspect.isfunction(fn) and fn.__module__.split(".")[0] != "torch":
+            # Recorded as torch.fx.wrap'ed in the generated code, so re-tracing the saved
+            # module (torch.load does) keeps the call instead of running it on proxies.
+            out.meta["is_wrapped"] = True
+        return out
 
 
 def _np(p) -> torch.Tensor:
