@@ -27,6 +27,26 @@ def _out_axis(node: Node) -> int | None:
     return None
 
 
+def _weighted_producer(src) -> tuple[Node, int] | None:
+    """(conv or linear with constant weights, the axis of ``src`` its output channels are on)
+    when ``src`` is that op's output, or a permute of it read by nothing else (ConvNeXt's layer
+    scale multiplies a permuted linear output)."""
+    prod = src.producer
+    if prod is None:
+        return None
+    axis = _out_axis(prod)
+    if axis is not None:
+        return (prod, axis) if conv_parts(prod) is not None else None
+    if prod.op != "permute" or sole_user(prod.input(0)) is not prod:
+        return None
+    inner = prod.input(0).producer
+    if inner is None or _out_axis(inner) is None or conv_parts(inner) is None:
+        return None
+    rank = len(inner.output.shape)
+    dims = [int(d) % rank for d in prod.attrs["dims"]]
+    return inner, dims.index(_out_axis(inner) % rank)
+
+
 def _scale_shift_into(graph: Graph, node: Node, scale, shift) -> None:
     """node(x)*scale + shift per output channel, folded into node's weight and bias."""
     w, b = conv_parts(node)
@@ -159,15 +179,16 @@ class FoldBN(Pass):
     def _affine(self, graph: Graph, node: Node) -> str | None:
         """None when folded, "" when the node is not a candidate, else the reason."""
         for src in node.inputs:
-            prod = src.producer
-            if prod is None or _out_axis(prod) is None or conv_parts(prod) is None:
+            found = _weighted_producer(src)
+            if found is None:
                 continue
-            arr, first = _affine_operand(node, src)
+            prod, axis = found
+            arr, _ = _affine_operand(node, src)
             if arr is None or not np.issubdtype(arr.dtype, np.floating):
                 continue
             if node.output.shape != src.shape:
                 return "the constant broadcasts the conv output to a larger shape"
-            vec = channel_vector(arr, src.shape, _out_axis(prod))
+            vec = channel_vector(arr, src.shape, axis)
             if vec is None:
                 return "the constant is not per-channel"
             if sole_user(src) is not node:
@@ -184,6 +205,6 @@ class FoldBN(Pass):
             else:
                 scale, shift = np.ones(c), -vec
             _scale_shift_into(graph, prod, scale, shift)
-            replace_output(graph, node, prod.output)
+            replace_output(graph, node, src)
             return None
         return ""

@@ -127,3 +127,25 @@ def test_bn_after_relu_is_left_alone(h):
     g = b.out(b.op("relu", b.bn(b.op("relu", b.x))))
     res = h.run_pass(g, "fold-bn")
     assert not res.changed and res.stats["refused"]["bn"] == "not after a conv or linear"
+
+
+def test_layer_scale_after_permuted_linear_folds(h):
+    # ConvNeXt: linear over channels-last, permute back to NCHW, then a [C,1,1] layer scale.
+    b = h.Builder(shape=(1, 4, 3, 3))
+    nhwc = b.op("permute", b.x, dims=[0, 2, 3, 1])
+    back = b.op("permute", b.linear(nhwc, 6), dims=[0, 3, 1, 2], name="back")
+    g = b.out(b.op("relu", b.op("mul", back, b.const(np.linspace(0.1, 1.0, 6).reshape(6, 1, 1)))))
+    ref = g.clone()
+    res = h.run_pass(g, "fold-bn")
+    assert res.stats["affine"] == 1 and not g.find("mul")
+    h.check_same(ref, g)
+    assert not h.run_pass(g, "fold-bn").changed
+
+
+def test_spatial_scale_after_permute_is_refused(h):
+    b = h.Builder(shape=(1, 4, 3, 3))
+    nhwc = b.op("permute", b.x, dims=[0, 2, 3, 1])
+    back = b.op("permute", b.linear(nhwc, 6), dims=[0, 3, 1, 2], name="back")
+    g = b.out(b.op("mul", back, b.const(np.linspace(0.1, 1.0, 3).reshape(3, 1))))
+    res = h.run_pass(g, "fold-bn")
+    assert not res.changed and res.stats["refused"]["mul"] == "the constant is not per-channel"
