@@ -69,7 +69,7 @@ class Emitter:
         from onnx import numpy_helper
 
         name = self.fresh(f"{self._current.name}.{base}" if self._current is not None else base)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        self.initializers.append(numpy_helper.from_array(np.asarray(arr), name))
         return name
 
     def i64(self, values, base: str) -> str:
@@ -127,7 +127,7 @@ def emit_onnx(graph: Graph, opset: int = DEFAULT_OPSET, *, check: bool = True):
     used = {id(v) for n in graph.nodes for v in n.inputs} | {id(v) for v in graph.outputs}
     for p in graph.params.values():
         if id(p.value) in used:
-            e.initializers.append(numpy_helper.from_array(np.ascontiguousarray(p.data), e.names[id(p.value)]))
+            e.initializers.append(numpy_helper.from_array(np.asarray(p.data), e.names[id(p.value)]))
     for n in graph.nodes:
         e._current = n
         try:

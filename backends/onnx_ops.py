@@ -645,3 +645,8 @@ def norm(e, node, ins, outs):
 def argmax(e, node, ins, outs):
     rank = len(node.inputs[0].shape)
     e.op1("ArgMax", ins, outs[0], axis=node.attrs["dim"] % rank, keepdims=int(bool(node.attrs.get("keepdim", False))))
+
+
+@lowers("einsum")
+def einsum(e, node, ins, outs):
+    e.op1("Einsum", ins, outs[0], equation=node.attrs["equation"])

@@ -525,6 +525,7 @@ _set(("pixel_shuffle",), frozen("pixel_shuffle moves channels into space"))
 _set(("channel_shuffle",), channel_shuffle)
 _set(("where", "sum_n"), where)
 _set(("opaque",), opaque)
+_set(("einsum",), frozen("einsum contracts axes named only by its equation"))
 
 
 def _fill() -> None:

@@ -103,6 +103,17 @@ def matmul_rule(ins, outs, attrs) -> OpCost:
     return _cost(ins, outs, macs, 2 * macs, "gemm")
 
 
+def einsum_rule(ins, outs, attrs) -> OpCost:
+    """One MAC per point of the joint index space (every letter of the equation once)."""
+    lhs = attrs["equation"].replace(" ", "").split("->")[0].split(",")
+    sizes = {}
+    for spec, t in zip(lhs, ins):
+        for letter, d in zip(spec, t.shape):
+            sizes[letter] = d
+    macs = _prod(sizes.values())
+    return _cost(ins, outs, macs, 2 * macs, "gemm")
+
+
 def _attention_core(batch_heads: int, lq: int, lk: int, e: int, ev: int) -> tuple[int, int]:
     """q k^T then p v: MACs and the softmax/scale FLOPs on the score matrix."""
     macs = batch_heads * lq * lk * (e + ev)
@@ -202,7 +213,7 @@ VIEW_OPS = frozenset({"reshape", "flatten", "squeeze", "unsqueeze", "identity", 
 _EXPLICIT: dict[str, Rule] = {
     "conv1d": conv_rule, "conv2d": conv_rule, "conv3d": conv_rule,
     "conv_transpose1d": conv_transpose_rule, "conv_transpose2d": conv_transpose_rule,
-    "linear": linear_rule, "matmul": matmul_rule,
+    "linear": linear_rule, "matmul": matmul_rule, "einsum": einsum_rule,
     "scaled_dot_product_attention": sdpa_rule, "multi_head_attention": mha_rule,
     "batch_norm": per_output(2),
     "layer_norm": norm_rule, "group_norm": norm_rule, "instance_norm": norm_rule,

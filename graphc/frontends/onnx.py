@@ -503,7 +503,7 @@ def _supported_array(arr: np.ndarray, name: str) -> np.ndarray:
         if arr.dtype.kind == "U" or arr.dtype == object:
             return arr  # strings stay folded constants; an op consuming one falls back to opaque
         raise UnsupportedError(f"tensor {name!r} has unsupported dtype {arr.dtype}") from None
-    return np.ascontiguousarray(arr)
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")
 
 
 __all__ = ["load_onnx", "Importer", "Fallback", "attr_to_json", "node_names", "numpy_dtype"]

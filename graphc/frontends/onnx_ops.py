@@ -770,3 +770,9 @@ def depth_to_space(cx):
     if cx.attr("mode", "DCR") != "CRD":
         raise Fallback
     return [cx.out("pixel_shuffle", [cx.value(0)], {"upscale_factor": int(cx.attr("blocksize"))})]
+
+
+@handles("Einsum")
+def einsum(cx):
+    ins = [cx.value(i) for i in range(len(cx.inputs)) if cx.has(i)]
+    return [cx.out("einsum", ins, {"equation": cx.attr("equation").replace(" ", "")})]

@@ -77,6 +77,8 @@ for _name, _fn in _BINARY.items():
 
 register_op("floor_divide", lambda a, b: torch.div(a, b, rounding_mode="floor"), tags=("elementwise", "binary"))
 register_op("mod", lambda a, b: torch.remainder(a, b), tags=("elementwise", "binary"))
+register_op("prelu", lambda x, w: torch.where(x >= 0, x, x * w), tags=("elementwise", "binary"),
+            doc="PReLU: x where x >= 0, else slope * x, the slope broadcast against x (ONNX PRelu).")
 register_op("where", lambda c, a, b: torch.where(c, a, b), tags=("elementwise",))
 register_op("sum_n", lambda *xs: _sum_n(xs), tags=("elementwise",), doc="Sum of any number of broadcast operands (ONNX Sum).")
 

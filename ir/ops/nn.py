@@ -61,6 +61,12 @@ def matmul(a, b):
     return torch.matmul(a, b)
 
 
+@op("einsum", tags=("matmul",))
+def einsum(*xs, equation):
+    """torch.einsum(equation, *xs): explicit-index contraction (MaxViT, ONNX Einsum)."""
+    return torch.einsum(equation, *xs)
+
+
 # -- normalisation ----------------------------------------------------------------------------
 @op("batch_norm", tags=("norm",))
 def batch_norm(x, weight, bias, mean, var, *, eps=1e-5):

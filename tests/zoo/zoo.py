@@ -74,9 +74,7 @@ class ZooCase:
             p = d / f"{self.name}.onnx"
             if not p.exists():
                 tmp = p.with_suffix(".tmp.onnx")
-                with torch.no_grad():
-                    torch.onnx.export(self.model, (self.x,), str(tmp), dynamo=False, opset_version=17,
-                                      input_names=["x"], output_names=["y"])
+                _export_onnx(self.model, self.x, tmp)
                 tmp.replace(p)
             self._onnx_path = p
         return self._onnx_path
@@ -88,6 +86,19 @@ class ZooCase:
         if self._onnx_graph is None:
             self._onnx_graph = graphc.load(str(self.onnx_path()))
         return self._onnx_graph.clone()
+
+
+def _export_onnx(model, x, path: Path) -> None:
+    """torch.onnx.export (TorchScript, opset 17). Grad mode stays on: under no_grad an eval
+    nn.MultiheadAttention takes its fused fast path, which has no ONNX export. Models that
+    exporter refuses (adaptive pooling to a size that does not divide the input: alexnet and
+    vgg at this input size) go through the dynamo exporter instead."""
+    try:
+        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17,
+                          input_names=["x"], output_names=["y"])
+    except torch.onnx.errors.OnnxExporterError:
+        program = torch.onnx.export(model, (x,), dynamo=True, opset_version=18, verbose=False)
+        program.save(str(path))
 
 
 def _randomize_bn(model: torch.nn.Module) -> None:
