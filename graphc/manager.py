@@ -126,6 +126,29 @@ class PassManager:
             from graphc.data import SPEC_HELP
 
             raise DataError(f"pass '{p.name}' needs data: give --data {SPEC_HELP} (or data= in the API)")
+        try:
+            res, seconds = self._execute(p, graph, ctx, after)
+        except PassError:
+            if self.dump_dir is not None:
+                self._dump(graph, f"{p.name}.failed")
+            raise
+        delta = {"nodes": 0, "params": 0, "macs": 0}
+        if res.changed:
+            ctx.invalidate(keep=frozenset(getattr(p, "preserves", ())))
+            new = measure(graph) if self.cost else {"nodes": len(graph)}
+            delta = _delta(self._totals, new)
+            self._totals = new
+        report.passes.append(PassRecord(
+            name=p.name, options=dict(step.options), exact=bool(p.exact), changed=bool(res.changed),
+            seconds=seconds, stats=dict(res.stats or {}), delta=delta, group=group, round=rnd))
+        if self.dump_dir is not None:
+            self._dump(graph, p.name)
+        return bool(res.changed)
+
+    def _execute(self, p, graph: Graph, ctx: PassContext, after: str) -> tuple[PassResult, float]:
+        """Run one pass and verify what it changed: (result, seconds the pass itself took).
+        Every failure becomes a PassError (or the pass's own one-line DataError/InputError/
+        UnsupportedError, naming the pass)."""
         t0 = time.perf_counter()
         try:
             res = p.run(graph, ctx)
@@ -153,31 +176,24 @@ class PassManager:
             res = PassResult(changed=res)
         if not isinstance(res, PassResult):
             raise PassError(f"pass '{p.name}' returned {type(res).__name__}, expected PassResult(changed, stats)")
-        delta = {"nodes": 0, "params": 0, "macs": 0}
-        if res.changed:
-            if self.verify:
-                try:
-                    graph.verify()
-                except IRError as e:
-                    raise PassError(f"pass '{p.name}' left a broken graph{after}: {e.args[0] if e.args else e}",
-                                    e.context) from e
-            ctx.invalidate(keep=frozenset(getattr(p, "preserves", ())))
-            new = measure(graph) if self.cost else {"nodes": len(graph)}
-            delta = _delta(self._totals, new)
-            self._totals = new
-        report.passes.append(PassRecord(
-            name=p.name, options=dict(step.options), exact=bool(p.exact), changed=bool(res.changed),
-            seconds=seconds, stats=dict(res.stats or {}), delta=delta, group=group, round=rnd))
-        if self.dump_dir is not None:
-            self._dump(graph, p.name)
-        return bool(res.changed)
+        if res.changed and self.verify:
+            try:
+                graph.verify()
+            except IRError as e:
+                raise PassError(f"pass '{p.name}' left a broken graph{after}: {e.args[0] if e.args else e}",
+                                e.context) from e
+        return res, seconds
 
     def _dump(self, graph: Graph, name: str) -> None:
         from graphc.ir.printer import print_graph
 
         path = self.dump_dir / f"{self._dump_n:03d}_{name}.gir"
-        path.write_text(print_graph(graph))
         self._dump_n += 1
+        try:
+            text = print_graph(graph)
+        except Exception as e:  # a graph a failed pass left may not even print
+            text = f"# the graph could not be printed: {type(e).__name__}: {e}\n"
+        path.write_text(text)
 
 
 def _unique(names: list[str]) -> list[str]:

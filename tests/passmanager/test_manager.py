@@ -219,3 +219,32 @@ def test_report_json_round_trips(build):
     assert d["changed"] and d["exact"] and d["pipeline"].startswith("fixpoint(")
     assert {"nodes", "params", "macs"} <= set(d["before"]) and d["after"]["nodes"] == 2
     assert all({"name", "changed", "seconds", "delta", "round", "group"} <= set(p) for p in d["passes"])
+
+
+def test_dump_ir_keeps_the_graph_a_failing_pass_left(build, tmp_path):
+    with pytest.raises(PassError):
+        PassManager("t-drop-relu,t-crasher", dump_dir=tmp_path).run(build.conv_bn_relu())
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["000_input.gir", "001_t-drop-relu.gir", "002_t-crasher.failed.gir"]
+
+
+def test_a_pass_returning_a_bool_or_garbage(build, temp_pass):
+    @dataclass(frozen=True)
+    class Boolish(Pass):
+        name: ClassVar[str] = "t-boolish"
+
+        def run(self, graph, ctx):
+            return False
+
+    @dataclass(frozen=True)
+    class Garbage(Pass):
+        name: ClassVar[str] = "t-garbage"
+
+        def run(self, graph, ctx):
+            return "yes"
+
+    temp_pass(Boolish)
+    temp_pass(Garbage)
+    assert not graphc.run_pipeline(build.relu_chain(1), "t-boolish").changed
+    with pytest.raises(PassError, match="returned str, expected PassResult"):
+        graphc.run_pipeline(build.relu_chain(1), "t-garbage")
