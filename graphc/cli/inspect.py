@@ -1,0 +1,78 @@
+"""``graphc inspect MODEL``: print a model as graphc IR (text, JSON or DOT).
+
+MODEL is a model spec (see :mod:`graphc.frontends.spec`). The text form is the parseable
+dump: params first, then one line per layer in execution order, each ending with the source
+layer name. ``--no-params`` leaves the param lines out for reading.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+FORMATS = ("text", "json", "dot")
+
+
+def add_model_arguments(p) -> None:
+    """The model spec and its input shape: shared by ``inspect`` and ``convert``."""
+    p.add_argument("model", help="model spec: FILE.onnx, FILE.json, torchvision:NAME or FILE.py:factory")
+    p.add_argument("--input-shape", action="append", metavar="1,3,224,224",
+                   help="input shape (repeat for several inputs); overrides the model's own")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("inspect", help="print a model as graphc IR", description=__doc__.split("\n\n")[0])
+    add_model_arguments(p)
+    p.add_argument("--format", choices=FORMATS, default="text", help="output form (default text)")
+    p.add_argument("--no-params", action="store_true", help="text form without the param lines")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    p.set_defaults(func=run)
+
+
+def load_graph(args):
+    from graphc.frontends.spec import load_spec
+
+    return load_spec(args.model, input_shape=args.input_shape)
+
+
+def render(graph, args) -> str:
+    from graphc.ir import print_graph, to_dot
+    from graphc.ir.serialize import to_json
+
+    if args.format == "json":
+        return json.dumps(to_json(graph), indent=1) + "\n"
+    if args.format == "dot":
+        return to_dot(graph)
+    text = print_graph(graph)
+    if getattr(args, "no_params", False):
+        names = {f"  %{p.name}:" for p in graph.params.values()}
+        text = "".join(ln for ln in text.splitlines(keepends=True) if not ln.startswith(tuple(names)) or not names)
+    return text
+
+
+def write_text(text: str, output: str | None) -> None:
+    if not output:
+        sys.stdout.write(text)
+        return
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from graphc.errors import InputError
+
+    path = Path(output)
+    if not path.parent.exists():
+        raise InputError(f"{path}: directory {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def run(args) -> int:
+    graph = load_graph(args)
+    write_text(render(graph, args), args.output)
+    return 0
