@@ -24,6 +24,7 @@ predict (groups are computed on one graph state: recompute them after any change
 from __future__ import annotations
 
 import fnmatch
+import gc
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -189,6 +190,18 @@ class _Walker:
 def channel_groups(graph: Graph, protect=()) -> list[ChannelGroup]:
     """The channel groups of ``graph``; a group holding the output of a node whose name
     matches a ``protect`` pattern (fnmatch) is not prunable."""
+    # The walk allocates many small objects while the graph holds many more: with the cyclic
+    # collector on, its repeated full traversals make the walk quadratic in graph size.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _channel_groups(graph, protect)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _channel_groups(graph: Graph, protect) -> list[ChannelGroup]:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -286,6 +299,16 @@ def remove_channels(graph: Graph, group: ChannelGroup, keep) -> None:
 def prune_groups(graph: Graph, plan) -> int:
     """Apply ``[(group, keep_units), ...]`` (groups from one :func:`channel_groups` call on
     this graph state). Returns the number of units removed."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _prune_groups(graph, plan)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _prune_groups(graph: Graph, plan) -> int:
     changes: dict[int, tuple[Value, list[tuple[int, np.ndarray]]]] = {}
     removed = 0
     for group, keep in plan:
