@@ -168,6 +168,7 @@ def run(args) -> int:
     graph, module, x = load_model(args.model, args.batch, args.size)
     r = report(graph, module=module, example=x, measure=args.measure, repeats=args.repeats, warmup=args.warmup)
     r["inputs"] = list(graph.inputs)
+    r["model"] = args.model
     after = None
     if args.passes:
         from graphc.pipeline import run_pipeline

@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from graphc.backends.cost import per_node, totals
 
-MAC_OPS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "linear", "matmul",
+MAC_OPS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "linear", "matmul", "einsum",
            "scaled_dot_product_attention", "multi_head_attention"}
 
 
