@@ -12,14 +12,12 @@ order of the graph's outputs.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
 from graphc.errors import InputError
 from graphc.ir.graph import Graph
 
-IR_SUFFIXES = (".json",)
 
 
 def execute(graph: Graph, inputs) -> list:
@@ -134,33 +132,12 @@ def parse_shapes(specs) -> list[tuple[int, ...]] | None:
     return shapes
 
 
-def _factory(spec: str):
-    """``path/to/file.py:factory`` -> what the factory returns."""
-    import importlib.util
-
-    path, fn = spec.rsplit(":", 1)
-    if not os.path.exists(path):
-        raise InputError(f"no such file: {path}")
-    mspec = importlib.util.spec_from_file_location(Path(path).stem, path)
-    mod = importlib.util.module_from_spec(mspec)
-    try:
-        mspec.loader.exec_module(mod)
-        factory = getattr(mod, fn)
-    except AttributeError:
-        raise InputError(f"{path} has no function {fn!r}") from None
-    except Exception as e:
-        raise InputError(f"{path} failed to import: {type(e).__name__}: {e}") from None
-    try:
-        return factory()
-    except Exception as e:
-        raise InputError(f"{spec} raised {type(e).__name__}: {e}") from None
-
-
 def load_source(spec, input_shape=None, example_inputs=None) -> tuple[Graph, Source]:
     """The IR graph of a model spec and the source it came from.
 
-    Specs: an IR file (``.json`` with its ``.npz``), an ``.onnx`` file, ``torchvision:NAME``,
-    ``file.py:factory``, an ``nn.Module`` (with ``example_inputs`` or ``input_shape``), or a Graph.
+    Specs: any spec string :mod:`graphc.frontends.spec` resolves (an ``.onnx`` or IR ``.json``
+    file, ``torchvision:NAME``, ``file.py:factory``), an ``nn.Module`` (with ``example_inputs``
+    or ``input_shape``), an ONNX ModelProto, or a Graph.
     """
     import graphc
 
@@ -168,35 +145,15 @@ def load_source(spec, input_shape=None, example_inputs=None) -> tuple[Graph, Sou
     if isinstance(spec, Graph):
         return spec, GraphSource(spec)
     if isinstance(spec, (str, os.PathLike)):
-        s = str(spec)
-        if s.endswith(IR_SUFFIXES):
-            if not os.path.exists(s):
-                raise InputError(f"no such model file: {s}")
-            from graphc.ir.serialize import load_json
+        from graphc.frontends.spec import resolve
 
-            g = load_json(s)
-            return g, GraphSource(g)
-        if s.endswith(".onnx"):
-            if not os.path.exists(s):
-                raise InputError(f"no such model file: {s}")
-            from graphc.frontends.onnx import load_onnx
-
-            return load_onnx(s, input_shapes=shapes), OnnxSource(s)
-        if s.startswith("torchvision:"):
-            module, default = _torchvision(s.split(":", 1)[1])
-            x = _example(shapes, example_inputs) or [default]
-            return graphc.load(module, example_inputs=tuple(x) if len(x) > 1 else x[0]), TorchSource(module)
-        if ":" in s and s.rsplit(":", 1)[0].endswith(".py"):
-            made = _factory(s)
-            module, ex = (made if isinstance(made, tuple) else (made, None))
-            x = _example(shapes, example_inputs) or ([ex] if ex is not None and not isinstance(ex, (tuple, list)) else ex)
-            if not x:
-                raise InputError(f"{s} returned no example input: give --input-shape")
-            return graphc.load(module, example_inputs=tuple(x) if len(x) > 1 else x[0]), TorchSource(module)
-        if not os.path.exists(s):
-            raise InputError(f"no such model file: {s}")
-        raise InputError(f"unknown model spec {s!r}: expected FILE.onnx, FILE.json (graphc IR), "
-                         "torchvision:NAME or FILE.py:factory")
+        ms = resolve(str(spec), shapes)
+        graph = ms.load()
+        if ms.kind == "torch":
+            return graph, TorchSource(ms.module)
+        if ms.kind == "onnx":
+            return graph, OnnxSource(str(ms.path))
+        return graph, GraphSource(graph)
     import torch
 
     if isinstance(spec, torch.nn.Module):
@@ -226,23 +183,3 @@ def _example(shapes, example_inputs):
         g = torch.Generator().manual_seed(0)
         return [torch.randn(s, generator=g) for s in shapes]
     return None
-
-
-def _torchvision(name: str):
-    import torch
-
-    try:
-        import torchvision
-    except ImportError:
-        raise InputError("torchvision is not installed (pip install graphc[zoo])") from None
-    if name not in torchvision.models.list_models(module=torchvision.models):
-        import difflib
-
-        near = difflib.get_close_matches(name, torchvision.models.list_models(module=torchvision.models), n=3)
-        raise InputError(f"unknown torchvision classification model {name!r}"
-                         + (f" (did you mean: {', '.join(near)}?)" if near else ""))
-    kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
-    torch.manual_seed(0)
-    model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
-    side = 299 if name == "inception_v3" else 224
-    return model, torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
