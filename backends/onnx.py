@@ -178,7 +178,7 @@ def check_model(model) -> None:
             return
         with tempfile.TemporaryDirectory(prefix="graphc-check-") as d:
             path = os.path.join(d, "model.onnx")
-            onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+            onnx.save_model(_copy(model), path, save_as_external_data=True, all_tensors_to_one_file=True,
                             location="model.onnx.data", size_threshold=1024)
             onnx.checker.check_model(path, full_check=True)
     except onnx.checker.ValidationError as err:
@@ -202,7 +202,7 @@ def save_onnx(graph_or_model, path, opset: int = DEFAULT_OPSET) -> Path:
         tmp = Path(tmpdir) / path.name
         if external:
             data_name = path.name + ".data"
-            onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+            onnx.save_model(_copy(model), str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=data_name, size_threshold=1024)
             os.replace(Path(tmpdir) / data_name, path.parent / data_name)
         else:
@@ -214,6 +214,15 @@ def save_onnx(graph_or_model, path, opset: int = DEFAULT_OPSET) -> Path:
         if Path(tmpdir).exists():
             os.rmdir(tmpdir)
     return path
+
+
+def _copy(model):
+    """Saving with external data rewrites the tensors of the proto it is given: save a copy."""
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    return m
 
 
 def _first_line(e: BaseException) -> str:

@@ -77,7 +77,7 @@ def splice(e, sub, input_map: dict[str, str], outs: list[str], prefix: str) -> N
 
     def new(name: str) -> str:
         if name not in rename:
-            rename[name] = e.fresh(f"{prefix}/{name}")
+            rename[name] = e.fresh(f"{prefix}/{name.lstrip('/')}")
         return rename[name]
 
     for t in sub.graph.initializer:
