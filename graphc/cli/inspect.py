@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("--format", choices=FORMATS, default="text", help="output form (default text)")
     p.add_argument("--no-params", action="store_true", help="text form without the param lines")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument("--after", metavar="PIPELINE", help="show the IR after running this pass pipeline (e.g. fuse)")
     p.set_defaults(func=run)
 
 
@@ -73,6 +74,15 @@ def write_text(text: str, output: str | None) -> None:
 
 
 def run(args) -> int:
+    pipeline = None
+    if getattr(args, "after", None):
+        from graphc.pipeline import parse_pipeline
+
+        pipeline = parse_pipeline(args.after)  # a bad pipeline fails before the model loads
     graph = load_graph(args)
+    if pipeline is not None:
+        from graphc.pipeline import run_pipeline
+
+        run_pipeline(graph, pipeline)
     write_text(render(graph, args), args.output)
     return 0

@@ -238,3 +238,15 @@ def test_pass_needing_data_without_data_is_exit_2_and_with_data_loads_it(model, 
     rc, stdout, err = cli(capsys, "optimize", model, "--passes", "t-trains", "--data", "digits", "--json", "--no-accuracy")
     assert rc == 0, err
     assert json.loads(stdout)["passes"][0]["stats"] == {"train": 1437}
+
+
+def test_inspect_after_prints_the_ir_after_a_pipeline(model, capsys):
+    from graphc.ir import parse_graph
+
+    rc, stdout, _ = cli(capsys, "inspect", model, "--after", "fold-bn,dce")
+    assert rc == 0
+    assert [n.op for n in parse_graph(stdout).nodes] == ["conv2d", "relu"]
+    rc, stdout, _ = cli(capsys, "inspect", model)
+    assert [n.op for n in parse_graph(stdout).nodes] == ["conv2d", "batch_norm", "relu"]
+    rc, _, err = cli(capsys, "inspect", model, "--after", "fold-bm")
+    assert rc == 2 and "did you mean: fold-bn" in err
