@@ -400,6 +400,8 @@ FUNCTIONS = {
     "cast": lambda em, a, dtype: em.method("to", a[0], _dtype(dtype)),
     "identity": lambda em, a: a[0],
     "where": lambda em, a: em.call(torch.where, a[0], a[1], a[2]),
+    "prelu": lambda em, a: em.call(torch.where, em.call(operator.ge, a[0], 0), a[0], em.call(operator.mul, a[0], a[1])),
+    "einsum": lambda em, a, equation: em.call(torch.einsum, equation, *a),
     "sum_n": lambda em, a: _sum_chain(em, a),
     "floor_divide": lambda em, a: em.call(torch.div, a[0], a[1], rounding_mode="floor"),
     "mod": lambda em, a: em.call(torch.remainder, a[0], a[1]),

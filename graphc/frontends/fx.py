@@ -44,6 +44,7 @@ class LayerTracer(fx.Tracer):
     def __init__(self):
         super().__init__()
         self.path_stack: list[tuple[str, str]] = []
+        self.failed_in: tuple[str, str] | None = None
 
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
         return fx_ops.is_layer(m)
@@ -53,6 +54,10 @@ class LayerTracer(fx.Tracer):
         self.path_stack.append((qualname, type(m).__name__))
         try:
             return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None:  # the innermost module is the first to see the error
+                self.failed_in = (qualname, type(m).__name__)
+            raise
         finally:
             self.path_stack.pop()
 
@@ -64,7 +69,7 @@ def trace(model: torch.nn.Module, example_inputs: tuple) -> fx.GraphModule:
         graph = tracer.trace(model)
         return fx.GraphModule(tracer.root, graph, type(model).__name__)
     except Exception as e:  # any failure inside user code: fall back, then report both
-        where = tracer.path_stack[-1] if tracer.path_stack else ("", type(model).__name__)
+        where = tracer.failed_in or ("", type(model).__name__)
         fx_error = e
     try:
         ep = torch.export.export(model, example_inputs, strict=False)
@@ -111,10 +116,17 @@ def _scoped_name(node: fx.Node) -> str:
     base = re.sub(r"_\d+$", "", node.name)
     stack = node.meta.get("nn_module_stack")
     if stack:
-        scope = list(stack.values())[-1][0]
+        scope, cls = list(stack.values())[-1][:2]
+        if scope and _is_torch_layer(cls):
+            return scope  # an op of a torch.nn layer (torch.export's view): named as the layer
         if scope:
             return f"{scope}.{base}"
     return base
+
+
+def _is_torch_layer(cls) -> bool:
+    name = cls if isinstance(cls, str) else f"{getattr(cls, '__module__', '')}.{getattr(cls, '__qualname__', '')}"
+    return name.startswith("torch.nn.modules.")
 
 
 def _normalise_inputs(example_inputs) -> tuple:

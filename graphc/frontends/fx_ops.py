@@ -524,6 +524,13 @@ def _sdpa(cv, n, args, kwargs):
     return cv.emit("scaled_dot_product_attention", ins, {"scale": vals.get("scale"), "is_causal": bool(vals.get("is_causal", False))})
 
 
+def _einsum(cv, n, args, kwargs):
+    eq, ops = args[0], args[1:]
+    if len(ops) == 1 and isinstance(ops[0], (list, tuple)):
+        ops = ops[0]
+    return cv.emit("einsum", [cv.value(o) for o in ops], {"equation": str(eq)})
+
+
 _UNARY_FNS = {
     "relu": [torch.relu, F.relu, torch.relu_, torch.Tensor.relu], "relu6": [F.relu6],
     "sigmoid": [torch.sigmoid, F.sigmoid, torch.Tensor.sigmoid], "tanh": [torch.tanh, F.tanh, torch.Tensor.tanh],
@@ -558,6 +565,7 @@ FUNCTION_RULES = {
     F.layer_norm: _layer_norm_fn, F.linear: _linear_fn, F.conv2d: _conv_fn(2), F.conv1d: _conv_fn(1),
     F.interpolate: _interpolate, F.pad: _pad_fn, torch.roll: _roll,
     F.scaled_dot_product_attention: _sdpa,
+    torch.einsum: _einsum, torch.swapaxes: _transpose, torch.swapdims: _transpose,
     torch.channel_shuffle: lambda cv, n, a, k: cv.emit("channel_shuffle", [_x(a, k)], {"groups": int(a[1])}),
     F.pixel_shuffle: lambda cv, n, a, k: cv.emit("pixel_shuffle", [_x(a, k)], {"upscale_factor": int(a[1])}),
 }
@@ -570,7 +578,7 @@ METHOD_RULES = {
     "div": _binary("div"), "pow": _binary("pow"), "matmul": _matmul,
     "view": _reshape, "reshape": _reshape, "flatten": _flatten, "expand": _expand, "expand_as": _expand,
     "view_as": _reshape, "reshape_as": _reshape,
-    "permute": _permute, "transpose": _transpose, "contiguous": _identity,
+    "permute": _permute, "transpose": _transpose, "swapaxes": _transpose, "swapdims": _transpose, "contiguous": _identity,
     "chunk": _split, "split": _split, "squeeze": _squeeze, "unsqueeze": _unsqueeze,
     "mean": _reduce("mean"), "sum": _reduce("sum"), "amax": _reduce("amax"), "softmax": _softmax("softmax"),
     "to": _cast, "float": _cast, "type_as": _cast, "clamp": _clamp, "clip": _clamp,
@@ -592,6 +600,10 @@ def rule_for(node, gm):
             return None
         return lambda cv, n, args, kwargs: rule(cv, m, *args, **kwargs)
     if node.op == "call_function":
+        if isinstance(node.target, torch._ops.OpOverload):
+            from graphc.frontends.fx_aten import aten_rule
+
+            return aten_rule(node.target)
         try:
             return FUNCTION_RULES.get(node.target)
         except TypeError:  # unhashable callable
