@@ -14,6 +14,7 @@ Invariants:
 from __future__ import annotations
 
 import os
+import re
 import time
 import traceback
 from pathlib import Path
@@ -89,6 +90,10 @@ class PassManager:
                 self.dump_dir.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise InputError(f"cannot create dump directory {self.dump_dir}: {e.strerror}") from None
+            # The folder shows one run: an earlier run's numbered dumps would read as this one's.
+            for old in self.dump_dir.iterdir():
+                if old.name == "final.dot" or re.fullmatch(r"\d{3}_.+\.gir", old.name):
+                    old.unlink()
             self._dump(graph, "input")
         self._steps(self.pipeline.steps, graph, ctx, report, group=None, rnd=None)
         report.after = dict(self._totals)

@@ -248,3 +248,10 @@ def test_a_pass_returning_a_bool_or_garbage(build, temp_pass):
     assert not graphc.run_pipeline(build.relu_chain(1), "t-boolish").changed
     with pytest.raises(PassError, match="returned str, expected PassResult"):
         graphc.run_pipeline(build.relu_chain(1), "t-garbage")
+
+
+def test_dump_dir_shows_only_the_latest_run(build, tmp_path):
+    PassManager("fold-bn,t-drop-relu,dce", dump_dir=tmp_path).run(build.conv_bn_relu())
+    (tmp_path / "notes.txt").write_text("mine")
+    PassManager("dce", dump_dir=tmp_path).run(build.conv_bn_relu())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["000_input.gir", "001_dce.gir", "final.dot", "notes.txt"]
