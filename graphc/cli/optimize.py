@@ -153,7 +153,7 @@ def run(args) -> int:
     if args.measure:
         lat = _latency(source, graph, args.quiet)
         if lat:
-            report.add_metric("latency", lat[0], lat[1], "ms")
+            report.add_metric(f"latency {'onnxruntime' if source.kind == 'onnx' else 'torch'}", lat[0], lat[1], "ms")
     failed = report.check is not None and report.check.enforced and not report.check.ok
     if args.report:
         _write_text(args.report, report.to_json() + "\n")

@@ -121,7 +121,7 @@ def test_torch_factory_model_checked_with_torch_and_saved_as_pt(tmp_path, capsys
     rc, stdout, err = cli(capsys, "optimize", f"{tmp_path / 'tiny.py'}:make", "--passes", "fuse", "-o", tmp_path / "t.pt",
                               "--measure")
     assert rc == 0, err
-    assert any(ln.split()[:2] == ["latency", "(ms)"] for ln in stdout.splitlines())
+    assert any(ln.split()[:3] == ["latency", "torch", "(ms)"] for ln in stdout.splitlines())
     assert "check: 3 random inputs, torch vs torch (emit_torch)" in stdout and stdout.count(": ok") == 1
     assert (tmp_path / "t.pt").stat().st_size > 0
 
