@@ -340,6 +340,12 @@ class Importer:
         return all(n in self.consts for n in node.input if n)
 
     def _fold_static(self, node) -> list[np.ndarray]:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            from onnx import numpy_helper
+
+            return [numpy_helper.to_array(node.attribute[0].t)]
+        if node.op_type == "Identity":
+            return [self.consts[node.input[0]]]
         if node.op_type in ("Shape", "Size") and node.input[0] in self.values:
             shape = np.array(self.values[node.input[0]].shape, dtype=np.int64)
             if node.op_type == "Size":

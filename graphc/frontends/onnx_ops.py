@@ -776,3 +776,25 @@ def depth_to_space(cx):
 def einsum(cx):
     ins = [cx.value(i) for i in range(len(cx.inputs)) if cx.has(i)]
     return [cx.out("einsum", ins, {"equation": cx.attr("equation").replace(" ", "")})]
+
+
+@handles("GatherND")
+def gather_nd(cx):
+    """Constant indices: the first k axes flattened into one, then one index_select."""
+    idx = cx.const(1)
+    if idx is None or cx.attr("batch_dims", 0):
+        raise Fallback
+    shape = cx.shape(0)
+    k = idx.shape[-1]
+    lead = shape[:k]
+    idx = np.where(idx < 0, idx + np.array(lead), idx).astype(np.int64)
+    flat = np.ravel_multi_index(tuple(np.moveaxis(idx, -1, 0)), lead).reshape(-1).astype(np.int64)
+    x = cx.value(0)
+    if k != 1:
+        x = cx.out("reshape", [x], {"shape": [int(np.prod(lead, dtype=np.int64))] + list(shape[k:])},
+                   name=f"{cx.name}.flatten")
+    key = f"{cx.inputs[1]}#flat"
+    cx.imp.consts[key] = flat
+    y = cx.out("index_select", [x, cx.imp.param(key, (id(cx.node), cx.name), "index", "const")], {"dim": 0})
+    out = list(idx.shape[:-1]) + list(shape[k:])
+    return [cx.out("reshape", [y], {"shape": out}, name=f"{cx.name}.reshape")]

@@ -331,3 +331,12 @@ def test_torch_export_keeps_state_dict_names(tmp_path):
     assert {"layer1.conv1.weight", "layer1.conv1.bias", "layer1.fc.weight", "layer1.fc.bias"} <= {
         p.source for p in graph.params.values()}
     assert "layer1.conv1" in {n.name for n in graph.nodes}
+
+
+def test_gather_nd_with_constant_indices(rng):
+    """The dynamo exporter lowers a non-dividing adaptive pool (alexnet, vgg) to GatherND."""
+    idx = np.array([[[0, 1], [2, -1]], [[1, 0], [0, 0]]], np.int64)
+    nodes = [helper.make_node("GatherND", ["x", "idx"], ["y"], name="gnd")]
+    model = make(nodes, [vi("x", [3, 4, 5])], [vi("y", [2, 2, 5])], [tensor("idx", idx)], opset=13)
+    graph, _ = roundtrip(model, {"x": rand(rng, 3, 4, 5)})
+    assert "index_select" in [n.op for n in graph.nodes]
