@@ -230,7 +230,7 @@ class _Parser:
         """Comma-separated items up to ``close`` ('' = end of text)."""
         steps = []
         while True:
-            steps.extend(self.item(close))
+            steps.extend(self.item())
             c = self.peek()
             if c == ",":
                 self.i += 1
@@ -248,7 +248,7 @@ class _Parser:
             self.fail(f"bad pass name {name!r}")
         return name
 
-    def item(self, close: str) -> list:
+    def item(self) -> list:
         name = self.name()
         if name == "fixpoint":
             return [self.fixpoint()]
@@ -284,7 +284,7 @@ class _Parser:
                     self.fail("fixpoint max must be at least 1")
             else:
                 self.i = save
-                steps.extend(self.item(")"))
+                steps.extend(self.item())
             c = self.peek()
             if c == ",":
                 self.i += 1
