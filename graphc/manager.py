@@ -85,6 +85,7 @@ class PassManager:
         self._totals = measure(graph) if self.cost else {"nodes": len(graph)}
         report.before = dict(self._totals)
         self._dump_n = 0
+        self._groups = 0
         if self.dump_dir is not None:
             try:
                 self.dump_dir.mkdir(parents=True, exist_ok=True)
@@ -115,11 +116,13 @@ class PassManager:
 
     def _fixpoint(self, step: FixpointStep, graph, ctx, report) -> bool:
         any_change = False
+        self._groups += 1
+        index = self._groups
         for rnd in range(1, step.cap + 1):
-            if not self._steps(step.steps, graph, ctx, report, group=str(step), rnd=rnd):
+            if not self._steps(step.steps, graph, ctx, report, group=(str(step), index), rnd=rnd):
                 return any_change
             any_change = True
-        changed = sorted({r.name for r in report.passes if r.group == str(step) and r.round == step.cap and r.changed})
+        changed = sorted({r.name for r in report.passes if r.group_index == index and r.round == step.cap and r.changed})
         raise PassError(f"{step} still changed the graph after {step.cap} rounds (last round changed: "
                         f"{', '.join(changed)}); raise max=N or check those passes for an undo/redo cycle")
 
@@ -145,7 +148,8 @@ class PassManager:
             self._totals = new
         report.passes.append(PassRecord(
             name=p.name, options=dict(step.options), exact=bool(p.exact), changed=bool(res.changed),
-            seconds=seconds, stats=dict(res.stats or {}), delta=delta, group=group, round=rnd))
+            seconds=seconds, stats=dict(res.stats or {}), delta=delta, group=group[0] if group else None,
+            round=rnd, group_index=group[1] if group else None))
         if self.dump_dir is not None:
             self._dump(graph, p.name)
         return bool(res.changed)

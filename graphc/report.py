@@ -24,6 +24,7 @@ class PassRecord:
     delta: dict[str, int] = field(default_factory=dict)  # nodes, params, macs
     group: str | None = None  # the fixpoint group it ran in
     round: int | None = None  # its round in that group (1-based)
+    group_index: int | None = None  # which run of a group (a pipeline may hold the same group twice)
 
     @property
     def label(self) -> str:
@@ -145,7 +146,7 @@ def _grouped(records: list[PassRecord]) -> list[tuple[str, list[PassRecord]]]:
         if r.group is None:
             rows.append((r.name, [r]))
             continue
-        key = (r.group, r.name, json.dumps(r.options, sort_keys=True, default=str))
+        key = (r.group_index, r.group, r.name, json.dumps(r.options, sort_keys=True, default=str))
         if key not in where:
             where[key] = len(rows)
             rows.append((r.name, []))

@@ -255,3 +255,10 @@ def test_dump_dir_shows_only_the_latest_run(build, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     PassManager("dce", dump_dir=tmp_path).run(build.conv_bn_relu())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["000_input.gir", "001_dce.gir", "final.dot", "notes.txt"]
+
+
+def test_the_same_group_twice_gets_its_own_rows(build):
+    rep = graphc.run_pipeline(build.relu_chain(2), "fixpoint(t-drop-relu),dce,fixpoint(t-drop-relu)")
+    assert [(r.group_index, r.round) for r in rep.passes if r.name == "t-drop-relu"] == [(1, 1), (1, 2), (1, 3), (2, 1)]
+    rows = [ln.split()[0:4] for ln in rep.table().splitlines() if ln.startswith("t-drop-relu")]
+    assert rows == [["t-drop-relu", "(fixpoint,", "3", "rounds)"], ["t-drop-relu", "(fixpoint,", "1", "round)"]]
