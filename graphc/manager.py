@@ -158,6 +158,7 @@ class PassManager:
         """Run one pass and verify what it changed: (result, seconds the pass itself took).
         Every failure becomes a PassError (or the pass's own one-line DataError/InputError/
         UnsupportedError, naming the pass)."""
+        shape = (len(graph), len(graph.params))
         t0 = time.perf_counter()
         try:
             res = p.run(graph, ctx)
@@ -185,6 +186,10 @@ class PassManager:
             res = PassResult(changed=res)
         if not isinstance(res, PassResult):
             raise PassError(f"pass '{p.name}' returned {type(res).__name__}, expected PassResult(changed, stats)")
+        if not res.changed and (len(graph), len(graph.params)) != shape:
+            # A change reported as none would skip verification and keep stale analyses.
+            raise PassError(f"pass '{p.name}' reported no change but nodes/params went from {shape[0]}/{shape[1]} "
+                            f"to {len(graph)}/{len(graph.params)}{after}")
         if res.changed and self.verify:
             try:
                 graph.verify()

@@ -262,3 +262,19 @@ def test_the_same_group_twice_gets_its_own_rows(build):
     assert [(r.group_index, r.round) for r in rep.passes if r.name == "t-drop-relu"] == [(1, 1), (1, 2), (1, 3), (2, 1)]
     rows = [ln.split()[0:4] for ln in rep.table().splitlines() if ln.startswith("t-drop-relu")]
     assert rows == [["t-drop-relu", "(fixpoint,", "3", "rounds)"], ["t-drop-relu", "(fixpoint,", "1", "round)"]]
+
+
+def test_a_change_reported_as_none_is_caught(build, temp_pass):
+    @dataclass(frozen=True)
+    class Sneaky(Pass):
+        name: ClassVar[str] = "t-sneaky"
+
+        def run(self, graph, ctx):
+            n = graph.find("relu")[0]
+            n.output.replace_all_uses_with(n.input(0), outputs=True)
+            graph.erase(n)
+            return PassResult(False)
+
+    temp_pass(Sneaky)
+    with pytest.raises(PassError, match="reported no change but nodes/params went from 2/0 to 1/0"):
+        graphc.run_pipeline(build.relu_chain(2), "t-sneaky")
