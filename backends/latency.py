@@ -7,7 +7,8 @@ takes from the IR node name.
 
 Predicted latency sums, over the nodes in topological order, a roofline per node::
 
-    t(node) = overhead + max(flops / rate[kind], traffic_bytes / bandwidth)
+    t(node) = overhead + max(flops / rate[kind], activation_bytes / bandwidth)
+              + weight_bytes / weight_bandwidth
 
 where ``kind`` is the node's latency class from :mod:`graphc.ir.cost_rules`. Nodes that
 onnxruntime fuses into the conv or GEMM before them (inference batch norm, activations, the
@@ -31,7 +32,7 @@ from graphc.backends.calibration import Calibration, calibrate, load_calibration
 from graphc.backends.cost import per_node
 from graphc.errors import InputError
 
-__all__ = ["Timing", "measure_onnx", "measure_torch", "profile_onnx", "predict", "Prediction", "fusion_heads",
+__all__ = ["CLOCKS", "clock_fn", "Timing", "measure_onnx", "measure_torch", "profile_onnx", "predict", "Prediction", "fusion_heads",
            "attribute_to_heads",
            "Calibration", "calibrate", "load_calibration", "ort_session"]
 
@@ -72,15 +73,36 @@ class Timing:
         return f"{self.median:.3f} ms (min {self.min:.3f}, max {self.max:.3f}, IQR {self.iqr:.3f}, n={len(self.samples)})"
 
 
-def _time(fn, warmup: int, repeats: int, min_seconds: float = 0.0) -> Timing:
+CLOCKS = ("wall", "cpu")
+
+
+def clock_fn(clock: str):
+    """``wall``: elapsed time. ``cpu``: CPU time of the calling thread, which a busy machine
+    does not inflate; it is the whole cost only when onnxruntime runs on that one thread
+    (``threads=1``), so it is refused otherwise."""
+    if clock == "wall":
+        return time.perf_counter
+    if clock == "cpu":
+        return time.thread_time
+    raise InputError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
+
+
+def check_clock(clock: str, threads: int | None) -> None:
+    clock_fn(clock)
+    if clock == "cpu" and threads != 1:
+        raise InputError("the cpu clock measures one thread: use it with threads=1")
+
+
+def _time(fn, warmup: int, repeats: int, min_seconds: float = 0.0, clock: str = "wall") -> Timing:
+    now = clock_fn(clock)
     for _ in range(max(warmup, 0)):
         fn()
     samples = []
     start = time.perf_counter()
     while len(samples) < repeats or (time.perf_counter() - start < min_seconds and len(samples) < 10 * repeats):
-        t0 = time.perf_counter()
+        t0 = now()
         fn()
-        samples.append((time.perf_counter() - t0) * 1e3)
+        samples.append((now() - t0) * 1e3)
     return Timing(samples)
 
 
@@ -127,11 +149,12 @@ def _feeds(sess, inputs=None, seed: int = 0) -> dict:
 
 
 def measure_onnx(model, inputs=None, *, warmup: int = 3, repeats: int = 10, threads: int | None = None,
-                 min_seconds: float = 0.0) -> Timing:
-    """Median-of-repeats latency of one onnxruntime run (random inputs unless given)."""
+                 min_seconds: float = 0.0, clock: str = "wall") -> Timing:
+    """Latency samples of onnxruntime runs (random inputs unless given); see :func:`clock_fn`."""
+    check_clock(clock, threads)
     sess = ort_session(model, threads=threads)
     feeds = _feeds(sess, inputs)
-    return _time(lambda: sess.run(None, feeds), warmup, repeats, min_seconds)
+    return _time(lambda: sess.run(None, feeds), warmup, repeats, min_seconds, clock)
 
 
 def measure_torch(module, example_inputs, *, warmup: int = 3, repeats: int = 10, min_seconds: float = 0.0) -> Timing:
@@ -266,10 +289,12 @@ def predict(graph, calib: Calibration | None = None) -> Prediction:
     rows = per_node(graph)
     kinds = {r.name: r.kind for r in rows}
     fused = _fused_nodes(graph, kinds)
+    weight_bytes = {n.name: sum(v.type.nbytes for v in n.inputs if v.param is not None) for n in graph.nodes}
     out: dict[str, float] = {}
     for r in rows:
         if r.name in fused:
             out[r.name] = 0.0
             continue
-        out[r.name] = calib.node_seconds(r.kind, r.flops, r.read_bytes + r.write_bytes) * 1e3
+        wb = weight_bytes[r.name]
+        out[r.name] = calib.node_seconds(r.kind, r.flops, r.read_bytes + r.write_bytes - wb, wb) * 1e3
     return Prediction(float(sum(out.values())), out, sorted(fused))

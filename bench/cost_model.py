@@ -88,6 +88,9 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default=None, help="comma-separated base models (default: a fixed set of 20)")
     ap.add_argument("--no-variants", action="store_true")
     ap.add_argument("--recalibrate", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: its choice)")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: CPU time of one thread (with --threads 1), steady when the machine is busy")
     ap.add_argument("--plot", default=None, help="per-layer MACs/latency before/after plot (png)")
     ap.add_argument("--json", default=None, help="write the rows as JSON here")
     args = ap.parse_args(argv)
@@ -102,18 +105,20 @@ def main(argv=None) -> int:
         MODELS = args.models.split(",")
     if args.no_variants:
         VARIANT_BASES.clear()
-    calib = calibrate(force=args.recalibrate)
+    calib = calibrate(force=args.recalibrate, threads=args.threads, clock=args.clock)
     use_prune = prune_available()
     x = torch.randn(1, 3, args.size, args.size)
     print(f"input 1x3x{args.size}x{args.size}; variants by {'prune pass' if use_prune else 'width scaling'}; "
-          f"onnxruntime {calib.key.get('onnxruntime')} on {calib.key.get('cpu')} ({calib.key.get('cores')} cores)")
+          f"onnxruntime {calib.key.get('onnxruntime')} on {calib.key.get('cpu')} ({calib.key.get('cores')} cores), "
+          f"threads {args.threads or 'default'}, {args.clock} clock")
     print(f"{'model':<32} {'GMACs':>8} {'Mparams':>8} {'measured ms':>12} {'IQR':>6} {'predicted ms':>13} {'err':>7}")
     rows = []
     t0 = time.time()
     for label, g in variants(x, use_prune):
         t = totals(g)
         onnx_model = graphc.emit_onnx(g)
-        m = measure_onnx(onnx_model, warmup=5, repeats=args.repeats, min_seconds=0.3)
+        m = measure_onnx(onnx_model, warmup=5, repeats=args.repeats, min_seconds=0.3, threads=args.threads,
+                         clock=args.clock)
         p = predict(g, calib).total_ms
         err = (p - m.median) / m.median
         rows.append({"model": label, "macs": t["macs"], "params": t["params"], "measured_ms": m.median,

@@ -11,7 +11,8 @@ from graphc.backends.cost import per_node
 from graphc.backends.latency import measure_onnx, predict, profile_onnx
 
 FIXED = Calibration(overhead_s=2e-6, bandwidth=1e10,
-                    rates={"conv": 1e11, "dwconv": 2e10, "gemm": 5e10, "elementwise": 5e9, "reduce": 1e10})
+                    rates={"conv": 1e11, "dwconv": 2e10, "gemm": 5e10, "elementwise": 5e9, "reduce": 1e10},
+                    weight_bandwidth=2e9)
 
 
 def test_prediction_is_the_sum_of_per_node_rooflines(residual_block):
@@ -20,10 +21,22 @@ def test_prediction_is_the_sum_of_per_node_rooflines(residual_block):
     assert pred.total_ms == pytest.approx(sum(pred.per_node.values()))
     rows = {r.name: r for r in per_node(g)}
     a = rows["a"]
-    expect = FIXED.overhead_s + max(a.flops / 1e11, (a.read_bytes + a.write_bytes) / 1e10)
+    weights = 8 * 8 * 9 * 4  # conv a's weight, read cold at the weight bandwidth
+    activations = a.read_bytes + a.write_bytes - weights
+    expect = FIXED.overhead_s + max(a.flops / 1e11, activations / 1e10) + weights / 2e9
     assert pred.per_node["a"] == pytest.approx(expect * 1e3)
     # flatten is a view: overhead only
     assert pred.per_node["flat"] == pytest.approx(FIXED.overhead_s * 1e3)
+
+
+def test_size_curves_interpolate_in_log_space_and_clamp():
+    c = Calibration(1e-6, 1e10, {"elementwise": 1e9, "conv": 1e11},
+                    curves={"conv": [[1e6, 1e10], [1e8, 1e11]]})
+    assert c.rate("conv", 1e7) == pytest.approx(10 ** 10.5)
+    assert c.rate("conv", 1e3) == 1e10 and c.rate("conv", 1e12) == 1e11
+    assert c.rate("bandwidth", 123) == 1e10  # no curve: the scalar
+    # a small conv runs below peak, so it takes longer than flops / peak
+    assert c.node_seconds("conv", 1e7, 0) > 1e-6 + 1e7 / 1e11
 
 
 def test_ops_onnxruntime_fuses_into_a_conv_cost_nothing(residual_block):
@@ -50,6 +63,7 @@ def test_calibration_is_cached_per_machine_in_the_configured_dir(tmp_path, monke
     assert path.exists() and not list(path.parent.glob("*.tmp"))
     assert calib.overhead_s > 0 and calib.bandwidth > 0
     assert set(calib.rates) >= {"conv", "dwconv", "gemm", "elementwise", "reduce"}
+    assert calib.weight_bandwidth > 0 and len(calib.curves["bandwidth"]) >= 2
     assert all(r > 0 for r in calib.rates.values())
     assert calib.key == machine_key()
     # the second call reads the cache instead of benchmarking again
