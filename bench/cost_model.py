@@ -138,16 +138,16 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "spearman": rho, "mape": mape, "size": args.size}, f, indent=2)
     if args.plot:
-        plot_before_after(args.plot, x, use_prune)
+        plot_before_after(args.plot, x, use_prune, args.threads)
         print(f"wrote {args.plot}")
     return 0
 
 
-def plot_before_after(path, x, use_prune):
+def plot_before_after(path, x, use_prune, threads=None):
     import graphc
     from graphc.backends.cost import per_node
     from graphc.backends.cost_report import plot_layers
-    from graphc.backends.latency import profile_onnx
+    from graphc.backends.latency import attribute_to_heads, profile_onnx
 
     if use_prune:
         before = graphc.load(build("resnet18"), example_inputs=x)
@@ -158,8 +158,8 @@ def plot_before_after(path, x, use_prune):
         before = graphc.load(build("mobilenet_v2"), example_inputs=x)
         after = graphc.load(build("mobilenet_v2", width_mult=0.5), example_inputs=x)
         title = "mobilenet_v2: width 1.0 (before) vs 0.5 (after)"
-    lb = profile_onnx(graphc.emit_onnx(before))
-    la = profile_onnx(graphc.emit_onnx(after))
+    lb = attribute_to_heads(before, profile_onnx(graphc.emit_onnx(before), threads=threads, repeats=15))
+    la = attribute_to_heads(after, profile_onnx(graphc.emit_onnx(after), threads=threads, repeats=15))
     plot_layers(path, per_node(before), lb, after_rows=per_node(after), after_latency=la, title=title,
                 latency_label="onnxruntime ms (profiled)")
 

@@ -44,7 +44,8 @@ def run(args) -> int:
           f" / threads {k.get('threads', 'default')} / {k.get('clock', 'wall')} clock")
     print(f"  cache file        {path}")
     print(f"  per-node overhead {calib.overhead_s * 1e6:.2f} us")
-    print(f"  bandwidth         {calib.bandwidth / 1e9:.1f} GB/s")
+    print(f"  bandwidth         {calib.bandwidth / 1e9:.1f} GB/s (activations, in cache)")
+    print(f"  weight bandwidth  {(calib.weight_bandwidth or calib.bandwidth) / 1e9:.1f} GB/s (weights, cold)")
     for kind, rate in sorted(calib.rates.items()):
         print(f"  {kind + ' rate':<17} {rate / 1e9:.1f} GFLOP/s")
     return 0
