@@ -157,10 +157,13 @@ def measure_onnx(model, inputs=None, *, warmup: int = 3, repeats: int = 10, thre
     return _time(lambda: sess.run(None, feeds), warmup, repeats, min_seconds, clock)
 
 
-def measure_torch(module, example_inputs, *, warmup: int = 3, repeats: int = 10, min_seconds: float = 0.0) -> Timing:
-    """Latency of ``module(*example_inputs)`` under ``torch.inference_mode``."""
+def measure_torch(module, example_inputs, *, warmup: int = 3, repeats: int = 10, min_seconds: float = 0.0,
+                  threads: int | None = None, clock: str = "wall") -> Timing:
+    """Latency of ``module(*example_inputs)`` under ``torch.inference_mode`` (``threads`` sets
+    torch's intra-op threads for the measurement only)."""
     import torch
 
+    check_clock(clock, threads)
     args = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     module.eval()
 
@@ -168,7 +171,13 @@ def measure_torch(module, example_inputs, *, warmup: int = 3, repeats: int = 10,
         with torch.inference_mode():
             module(*args)
 
-    return _time(run, warmup, repeats, min_seconds)
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _time(run, warmup, repeats, min_seconds, clock)
+    finally:
+        torch.set_num_threads(before)
 
 
 def profile_onnx(model, inputs=None, *, warmup: int = 2, repeats: int = 5, threads: int | None = None) -> dict[str, float]:

@@ -25,6 +25,9 @@ def register(subparsers) -> None:
     p.add_argument("--repeats", type=int, default=20, help="timed runs per measurement (default 20)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: its choice)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="cpu: CPU time of one thread (with --threads 1), steady on a busy machine")
     p.add_argument("--per-layer", action="store_true", help="list every layer, not just the top ones")
     p.add_argument("--top", type=int, default=10, help="layers in each top list (default 10)")
     p.add_argument("--passes", default=None, metavar="PIPELINE",
@@ -68,18 +71,19 @@ def load_model(spec: str, batch: int = 1, size: int | None = None):
     return graph, None, None
 
 
-def report(graph, *, module=None, example=None, measure=False, repeats=20, warmup=5) -> dict:
+def report(graph, *, module=None, example=None, measure=False, repeats=20, warmup=5, threads=None,
+           clock="wall") -> dict:
     """Totals, per-layer rows, predicted latency, and measured latency when asked."""
     from graphc.backends.cost import per_node, totals
     from graphc.backends.latency import load_calibration, predict
 
     rows = per_node(graph)
     t = totals(graph)
-    calib = load_calibration()
+    calib = load_calibration(threads=threads, clock=clock)
     if calib is None and measure:
         from graphc.backends.calibration import calibrate
 
-        calib = calibrate(quick=True)  # a measuring run can afford the few seconds
+        calib = calibrate(quick=True, threads=threads, clock=clock)  # a measuring run can afford it
     pred = predict(graph, calib) if calib is not None else None
     out = {"model": graph.name, "totals": t, "rows": rows, "predicted": pred, "calibrated": calib is not None}
     if measure:
@@ -87,14 +91,14 @@ def report(graph, *, module=None, example=None, measure=False, repeats=20, warmu
         from graphc.backends.latency import attribute_to_heads, measure_onnx, measure_torch, profile_onnx
 
         onnx_model = graphc.emit_onnx(graph)
-        out["onnx"] = measure_onnx(onnx_model, warmup=warmup, repeats=repeats)
-        out["onnx_per_node"] = attribute_to_heads(graph, profile_onnx(onnx_model, repeats=max(3, repeats // 4)))
+        out["onnx"] = measure_onnx(onnx_model, warmup=warmup, repeats=repeats, threads=threads, clock=clock)
+        out["onnx_per_node"] = attribute_to_heads(graph, profile_onnx(onnx_model, repeats=max(3, repeats // 4), threads=threads))
         try:
             tm = graphc.emit_torch(graph)
             import torch
 
             x = example if example is not None else torch.randn(graph.inputs[0].shape)
-            out["torch"] = measure_torch(tm, x, warmup=warmup, repeats=repeats)
+            out["torch"] = measure_torch(tm, x, warmup=warmup, repeats=repeats, threads=threads, clock=clock)
         except UnsupportedError as e:
             out["torch_error"] = str(e)
     return out
@@ -165,8 +169,12 @@ def run(args) -> int:
         raise InputError(f"--plot wants a .png, .pdf or .svg file, got {args.plot}")
     if args.repeats < 1 or args.warmup < 0:
         raise InputError("--repeats must be >= 1 and --warmup >= 0")
+    from graphc.backends.latency import check_clock
+
+    check_clock(args.clock, args.threads)
     graph, module, x = load_model(args.model, args.batch, args.size)
-    r = report(graph, module=module, example=x, measure=args.measure, repeats=args.repeats, warmup=args.warmup)
+    opts = dict(measure=args.measure, repeats=args.repeats, warmup=args.warmup, threads=args.threads, clock=args.clock)
+    r = report(graph, module=module, example=x, **opts)
     r["inputs"] = list(graph.inputs)
     r["model"] = args.model
     after = None
@@ -175,7 +183,7 @@ def run(args) -> int:
 
         g2 = graph.clone()
         run_pipeline(g2, args.passes)
-        after = report(g2, measure=args.measure, repeats=args.repeats, warmup=args.warmup)
+        after = report(g2, **opts)
         after["inputs"] = list(g2.inputs)
     if args.json:
         d = _json(r, args.per_layer, args.top)
