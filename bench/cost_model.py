@@ -13,6 +13,11 @@ latency. ``--plot out.png`` draws per-layer MACs and profiled latency of one mod
 after compression.
 
     python bench/cost_model.py [--size 128] [--repeats 20] [--models resnet18,...] [--plot out.png]
+    python bench/cost_model.py --threads 1 --clock cpu    # steady on a machine shared with other jobs
+
+On the 2-core development machine (29 models, about 90 s): ``--threads 1 --clock cpu`` gives
+Spearman 0.992 and MAPE 14.1%; default threads with the wall clock, while other jobs shared the
+machine, Spearman 0.993 and MAPE 32.5% (docs/cost_model.md).
 """
 from __future__ import annotations
 
