@@ -172,10 +172,10 @@ class FuseResConv(Pass):
                 ins.append(v)
             convs = [v.producer if v.producer is not None and v.producer.op in CONV_OPS
                      and sole_user(v) is add else None for v in ins]
-            why = "no conv branch read only here"
+            why = why_parallel = None
             if convs[0] is not None and convs[1] is not None:
-                why = _fuse_parallel(graph, add, convs[0], convs[1])
-                if why is None:
+                why_parallel = _fuse_parallel(graph, add, convs[0], convs[1])
+                if why_parallel is None:
                     fused["parallel"] += 1
                     continue
             for i in (0, 1):
@@ -188,7 +188,8 @@ class FuseResConv(Pass):
                     break
                 why = why_i
             if why is not None and any(convs):
-                refused[add.name] = why
+                # Two convs on one input are a parallel pair first: say why that failed.
+                refused[add.name] = why_parallel or why
         total = fused["identity"] + fused["parallel"]
         changed = total + fused["branch_affine"] > 0
         if changed:

@@ -87,3 +87,13 @@ def test_channel_change_is_refused(h):
     g = b.out(b.op("add", c, b.op("concat", b.x, b.x, dim=1)))
     res = h.run_pass(g, "fuse-resconv")
     assert not res.changed and res.stats["refused"]["add"] == "the other branch is not the conv's input"
+
+
+def test_parallel_grouped_and_dense_convs_are_refused(h):
+    b = h.Builder(shape=(1, 4, 6, 6))
+    x = b.op("relu", b.x)
+    g = b.out(b.op("add", b.conv(x, 4, k=3, groups=2, name="g"), b.conv(x, 4, k=1, padding=0, name="d")))
+    res = h.run_pass(g, "fuse-resconv")
+    assert not res.changed
+    assert res.stats["refused"]["add"] == "the convs differ in stride, dilation or groups"
+    assert len(g.find("conv2d")) == 2
