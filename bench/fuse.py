@@ -59,10 +59,15 @@ def ort_session(model_bytes: bytes, threads: int):
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 
-def latencies(sessions: list, x: np.ndarray, repeats: int) -> list[tuple[float, float]]:
-    """(fastest ms, spread ms) per session, timed round-robin. The fastest run is the latency
-    least disturbed by other work on the machine; the spread (lower quartile - fastest) is
-    how far that estimate moves between runs."""
+def _summary(times: list[float]) -> tuple[float, float]:
+    """(fastest ms, spread ms): the fastest run is the latency least disturbed by other work on
+    the machine; the spread (lower quartile - fastest) is how far that estimate moves."""
+    fastest = min(times)
+    return fastest, statistics.quantiles(times, n=4)[0] - fastest
+
+
+def latencies(sessions: list, x: np.ndarray, repeats: int) -> list[list[float]]:
+    """Run times in ms per session, timed round-robin so drift hits every session alike."""
     feeds = [{s.get_inputs()[0].name: x} for s in sessions]
     for s, f in zip(sessions, feeds):
         for _ in range(3):
@@ -73,11 +78,7 @@ def latencies(sessions: list, x: np.ndarray, repeats: int) -> list[tuple[float, 
             t0 = time.perf_counter()
             s.run(None, f)
             times[i].append((time.perf_counter() - t0) * 1e3)
-    out = []
-    for t in times:
-        fastest = min(t)
-        out.append((fastest, statistics.quantiles(t, n=4)[0] - fastest))
-    return out
+    return times
 
 
 def bench_model(name: str, side: int, repeats: int, threads: int, workdir: Path, fold_export: bool) -> dict:
@@ -114,9 +115,17 @@ def bench_model(name: str, side: int, repeats: int, threads: int, workdir: Path,
     for k, s in sessions.items():
         out = s.run(None, {s.get_inputs()[0].name: xs})[0]
         errs[k] = float(np.abs(out - y).max())
-    lat = dict(zip(sessions, latencies(list(sessions.values()), xs, repeats)))
-    (m_in, d_in), (m_f, d_f) = lat["input"], lat["fuse"]
-    noise = max(d_in, d_f) + 0.03 * m_in
+    samples = {k: [] for k in sessions}
+    for _ in range(3):
+        # A shared machine can stall one variant's runs; a verdict of "slower" is re-timed
+        # (more runs for every variant) before it stands.
+        for k, t in zip(sessions, latencies(list(sessions.values()), xs, repeats)):
+            samples[k].extend(t)
+        lat = {k: _summary(t) for k, t in samples.items()}
+        (m_in, d_in), (m_f, d_f) = lat["input"], lat["fuse"]
+        noise = max(d_in, d_f) + 0.03 * m_in
+        if m_f <= m_in + noise:
+            break
     return {
         "model": name, "side": side,
         "nodes_in": len(src.graph.node), "nodes_fuse": len(fused.graph.node), "nodes_slim": len(slim.graph.node),
@@ -154,7 +163,8 @@ def table(rows: list[dict], threads: int, fold_export: bool, repeats: int) -> st
            "without constant folding, so BNs and weight Identity nodes stay as older exporters leave them")
     note = (f"\nONNX files exported by torch.onnx (opset 17, TorchScript exporter, {how}), "
             f"batch 1, onnxruntime CPU with {threads} intra-op thread(s) "
-            f"and its default graph optimizations; latency is the fastest of {repeats} interleaved runs; "
+            f"and its default graph optimizations; latency is the fastest of {repeats} interleaved runs "
+            f"(up to {3 * repeats} when re-timed); "
             f"'fuse vs in' is fused/input latency, SLOWER when beyond the runs' spread (lower quartile - fastest) "
             f"+ 3 %. Max err is against the "
             f"PyTorch model's output.\n")
