@@ -12,7 +12,8 @@ from typing import ClassVar
 import numpy as np
 
 from graphc.ir.graph import Graph, Node
-from graphc.passes._rewrite import (alive, CONV_OPS, bn_scale_shift, cast_like, channel_vector, conv_attrs, conv_parts, replace_output, set_param, sole_user)
+from graphc.passes._rewrite import (CONV_OPS, alive, bn_scale_shift, cast_like, channel_vector, conv_attrs,
+                                    conv_parts, replace_output, set_param, sole_user)
 from graphc.registry import Pass, PassContext, PassResult, register_pass
 
 _AFFINE = ("mul", "div", "add", "sub")
@@ -57,14 +58,15 @@ def _scale_shift_into(graph: Graph, node: Node, scale, shift) -> None:
         set_param(graph, node, 2, cast_like(bias, w))
 
 
-def _affine_operand(node: Node, producer_out):
-    """(constant array, whether the producer is operand 0) of a binary affine node."""
+def _affine_operand(node: Node, producer_out) -> np.ndarray | None:
+    """The constant of a binary affine node applied to ``producer_out`` (c - x and c / x are
+    not affine in x the same way, so the constant must come second for sub and div)."""
     a, b = node.inputs
     if a is producer_out and b.param is not None:
-        return b.param.data, True
+        return b.param.data
     if b is producer_out and a.param is not None and node.op in ("mul", "add"):
-        return a.param.data, False
-    return None, False
+        return a.param.data
+    return None
 
 
 @register_pass
@@ -183,7 +185,7 @@ class FoldBN(Pass):
             if found is None:
                 continue
             prod, axis = found
-            arr, _ = _affine_operand(node, src)
+            arr = _affine_operand(node, src)
             if arr is None or not np.issubdtype(arr.dtype, np.floating):
                 continue
             if node.output.shape != src.shape:
