@@ -15,9 +15,10 @@ after compression.
     python bench/cost_model.py [--size 128] [--repeats 20] [--models resnet18,...] [--plot out.png]
     python bench/cost_model.py --threads 1 --clock cpu    # steady on a machine shared with other jobs
 
-On the 2-core development machine (29 models, about 90 s): ``--threads 1 --clock cpu`` gives
-Spearman 0.992 and MAPE 14.1%; default threads with the wall clock, while other jobs shared the
-machine, Spearman 0.993 and MAPE 32.5% (docs/cost_model.md).
+On the 2-core development machine (29 models, 40-90 s): default threads and the wall clock on a
+quiet machine give Spearman 0.987 and MAPE 16.0%; ``--threads 1 --clock cpu`` Spearman 0.992 and
+MAPE 14.1%; the wall clock while other jobs shared the machine Spearman 0.993, MAPE 32.5%
+(docs/cost_model.md).
 """
 from __future__ import annotations
 
