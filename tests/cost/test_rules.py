@@ -122,3 +122,9 @@ def test_opaque_node_is_uncounted():
                                                "attributes": {}, "out_types": ["f32[1,3,4,4]"]})
     c = node_cost(n)
     assert not c.counted and c.macs == 0 and c.kind == "opaque"
+
+
+@pytest.mark.parametrize("eq,shapes", [("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]), ("nchw,oc->nohw", [(1, 6, 3, 3), (4, 6)])])
+def test_einsum_agrees_with_counter(eq, shapes):
+    _, n = single_node("einsum", shapes, {"equation": eq}, param_from=len(shapes))
+    assert 2 * node_cost(n).macs == counter_flops(n)
