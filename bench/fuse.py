@@ -33,12 +33,56 @@ BEGIN, END = "<!-- bench:fuse -->", "<!-- /bench:fuse -->"
 ROOT = Path(__file__).resolve().parent.parent
 
 
+class RepVGGBlock(torch.nn.Module):
+    """RepVGG's training-time block: 3x3+BN, 1x1+BN and identity BN, summed, then ReLU."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        bn = torch.nn.BatchNorm2d
+        self.k3 = torch.nn.Sequential(torch.nn.Conv2d(c, c, 3, padding=1, bias=False), bn(c))
+        self.k1 = torch.nn.Sequential(torch.nn.Conv2d(c, c, 1, bias=False), bn(c))
+        self.id = bn(c)
+
+    def forward(self, x):
+        return torch.relu(self.k3(x) + self.k1(x) + self.id(x))
+
+
+class ConvPoolNet(torch.nn.Module):
+    """Caffe-era layout: conv -> avg-pool downsampling with no activation between, then the
+    nonlinearity; and an EDP-style decomposed pair (1x1 widening, then 3x3) in each stage."""
+
+    def __init__(self, widths=(32, 64, 128)):
+        super().__init__()
+        layers, c = [], 3
+        for w in widths:
+            layers += [torch.nn.Conv2d(c, w // 2, 1, bias=False), torch.nn.Conv2d(w // 2, w, 3, padding=1),
+                       torch.nn.AvgPool2d(2), torch.nn.ReLU()]
+            c = w
+        self.features = torch.nn.Sequential(*layers)
+        self.head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(c, 10))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+# Models no torchvision model exercises: the fusions no ONNX optimizer does.
+SYNTHETIC = {
+    "repvgg_like": lambda: torch.nn.Sequential(torch.nn.Conv2d(3, 48, 3, 2, 1), torch.nn.ReLU(),
+                                               *[RepVGGBlock(48) for _ in range(4)], torch.nn.AdaptiveAvgPool2d(1),
+                                               torch.nn.Flatten(), torch.nn.Linear(48, 10)),
+    "convpool_net": ConvPoolNet,
+}
+
+
 def build(name: str, side: int):
     import torchvision
 
     torch.manual_seed(0)
     kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
-    model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
+    if name in SYNTHETIC:
+        model = SYNTHETIC[name]().eval()
+    else:
+        model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
     g = torch.Generator().manual_seed(2)
     for m in model.modules():
         # Fresh BNs are the identity; real statistics make folds visible in the numbers.
@@ -187,7 +231,7 @@ def write_section(text: str, path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="*", default=MODELS)
+    ap.add_argument("--models", nargs="*", default=MODELS + list(SYNTHETIC))
     ap.add_argument("--side", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)
