@@ -97,3 +97,31 @@ def test_plot_with_a_bad_suffix_writes_nothing(cache, capsys, monkeypatch, tmp_p
     monkeypatch.setattr(cost, "load_model", lambda spec, batch=1, size=None: (_graph(), None, None))
     assert main(["cost", "tiny", "--plot", str(tmp_path / "out.txt")]) == 2
     assert not list(tmp_path.iterdir())
+
+
+def test_measure_reports_onnxruntime_and_torch_and_per_layer_times(cache, capsys, monkeypatch):
+    from graphc.cli import cost
+
+    monkeypatch.setattr(cost, "load_model", lambda spec, batch=1, size=None: (_graph(batch), None, None))
+    assert main(["cost", "tiny", "--measure", "--json", "--per-layer", "--repeats", "3", "--warmup", "1"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    for key in ("measured_onnx", "measured_torch"):
+        m = d[key]
+        assert m["repeats"] >= 3 and m["min_ms"] <= m["median_ms"] <= m["max_ms"]
+    assert d["calibrated"] and d["predicted_ms"] > 0  # --measure calibrates when nothing is cached
+    # profiled times land on IR layer names (a fused conv chain on its conv)
+    timed = {row["name"] for row in d["layers"] if row["latency_ms"]}
+    assert "conv" in timed and "fc" in timed
+
+
+def test_passes_show_before_and_after(cache, capsys, monkeypatch):
+    from graphc.cli import cost
+
+    monkeypatch.setattr(cost, "load_model", lambda spec, batch=1, size=None: (_graph(batch), None, None))
+    assert main(["cost", "tiny", "--json", "--passes", "fold-bn"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    rows = {r["key"]: r for r in d["compare"]}
+    # folding BN keeps every MAC and drops BN's 2 FLOPs per element (the conv had a bias already)
+    assert rows["macs"]["delta"] == 0
+    assert rows["flops"]["delta"] == -2 * 8 * 16 * 16
+    assert d["after"]["totals"]["nodes"] == d["totals"]["nodes"] - 1
