@@ -231,8 +231,9 @@ def compose_depthwise(w1: torch.Tensor, w2: torch.Tensor, s1: list[int]) -> torc
     return out
 
 
-# Dense composition of large grouped convs would build tensors far bigger than the model.
-_DENSE_LIMIT = 1 << 26
+# Bytes of float64 kernel a dense composition of two differently grouped convs may build:
+# beyond it the merged conv would be far bigger (and costlier) than the pair anyway.
+_DENSE_LIMIT = 1 << 28
 
 
 def compose_convs(w1, b1, a1: dict, w2, b2, a2: dict):
@@ -251,18 +252,18 @@ def compose_convs(w1, b1, a1: dict, w2, b2, a2: dict):
         w, groups = compose_depthwise(w1, w2, s1), g1
     else:
         cin = w1.shape[1] * g1
-        if w2.shape[0] * cin * math.prod(w1.shape[2:]) * 4 > _DENSE_LIMIT:
+        size = [k1 + s * (k2 - 1) for k1, k2, s in zip(w1.shape[2:], w2.shape[2:], s1)]
+        if 8 * max(w2.shape[0] * cin * math.prod(size), w2.shape[0] * o1 * math.prod(w2.shape[2:])) > _DENSE_LIMIT:
             return f"groups {g1} then {g2} would need a dense kernel too large to build"
         w = compose_taps(dense_kernel(w1, g1), dense_kernel(w2, g2), s1)
         groups = 1
     bias = None
     if b1 is not None:
-        # conv2 sees conv1's bias at every tap: it adds sum_j w2[o, m, j] * b1[m].
-        w2d = dense_kernel(w2, g2) if g2 != o1 or w2.shape[0] != o1 else None
-        if w2d is not None:
-            bias = torch.einsum("om...,m->o", w2d, b1)
-        else:
-            bias = w2.reshape(o1, -1).sum(1) * b1
+        # conv2 sees conv1's bias at every tap of every channel it reads: it adds
+        # sum_{m in its group, j} w2[o, m, j] * b1[m].
+        o2, ig = w2.shape[:2]
+        taps = w2.reshape(g2, o2 // g2, ig, -1).sum(-1)
+        bias = (taps * b1.reshape(g2, 1, ig)).sum(-1).reshape(o2)
     if b2 is not None:
         bias = b2.clone() if bias is None else bias + b2
     attrs = {
