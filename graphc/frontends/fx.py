@@ -24,6 +24,7 @@ their ``state_dict`` key.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -31,6 +32,7 @@ import torch.fx as fx
 
 from graphc.errors import InputError, UnsupportedError
 from graphc.ir import Graph, TensorType, Value
+from graphc.ir.ops.opaque import resolve_target
 from graphc.ir.types import dtype_from_torch
 from graphc.frontends import fx_ops
 
@@ -150,6 +152,12 @@ def load_module(model: torch.nn.Module, example_inputs=None, input_shape=None, n
         inputs = tuple(torch.randn(tuple(s), generator=g) for s in shapes)
     was_training = model.training
     model.eval()
+    source = model
+    if fx_ops.is_layer(model):
+        # A bare layer as the whole model: trace it as a leaf inside a container, so it maps
+        # like any other layer, then give its params their own state_dict names back.
+        prefix = type(model).__name__.lower()
+        model = torch.nn.Sequential(OrderedDict([(prefix, model)]))
     try:
         with torch.no_grad():
             gm = trace(model, inputs)
@@ -159,9 +167,15 @@ def load_module(model: torch.nn.Module, example_inputs=None, input_shape=None, n
             except Exception as e:
                 raise InputError(f"{type(model).__name__} failed on inputs of shape "
                                  f"{[tuple(t.shape) for t in inputs]}: {_one_line(e)}") from e
-            return _Converter(model, gm, rec.results, name or type(model).__name__.lower()).convert(inputs)
+            graph = _Converter(model, gm, rec.results, name or type(source).__name__.lower()).convert(inputs)
     finally:
-        model.train(was_training)
+        source.train(was_training)
+    if model is not source:
+        for p in list(graph.params.values()):
+            if p.source.startswith(prefix + "."):
+                p.source = p.source[len(prefix) + 1:]
+                graph.rename_value(p.value, p.source)
+    return graph
 
 
 class _Converter:
@@ -175,6 +189,7 @@ class _Converter:
         self.env: dict[fx.Node, Any] = {}
         self.dynamic: set[fx.Node] = set()
         self._param_cache: dict[int, Value] = {}
+        self._keep: list[torch.Tensor] = []
         self._origin: dict[int, fx.Node] = {}
         self._named: dict[int, tuple[str, str]] = {}
         for n, p in model.named_parameters(remove_duplicate=True):
@@ -202,6 +217,7 @@ class _Converter:
             base = name or (_scoped_name(origin) if origin is not None else f"{self.node_name}.const")
             v = self.graph.add_param(tensor.detach().clone(), name=base, kind=kind or "const")
         self._param_cache[key] = v
+        self._keep.append(tensor)  # ids key the cache: keep the tensor alive so its id is not reused
         return v
 
     def const(self, value, like: Value | None = None) -> Value:
@@ -322,6 +338,14 @@ class _Converter:
 
         if n.op == "call_function":
             target = fx.node._get_qualified_name(n.target)
+            if "." not in target and getattr(n.target, "__module__", None) == "builtins":
+                target = f"builtins.{target}"
+            try:
+                resolved = resolve_target(target)
+            except UnsupportedError:
+                resolved = None
+            if resolved is not n.target:
+                raise UnsupportedError(f"{self.node_name}: cannot keep a call of {target} (not importable by name)")
             targs, tkwargs = template(list(args)), template(dict(kwargs))
         elif n.op == "call_method":
             target = f"torch.Tensor.{n.target}"

@@ -16,9 +16,14 @@ def _batch_norm(cv, n, args, kwargs):
     names = ["input", "weight", "bias", "running_mean", "running_var", "training", "momentum", "eps"]
     vals = dict(zip(names, args))
     vals.update(kwargs)
-    if vals.get("training") or any(vals.get(k) is None for k in names[1:5]):
+    if vals.get("training") or vals.get("running_mean") is None or vals.get("running_var") is None:
         raise R.NoRule
-    ins = [R._x(args, kwargs)] + [cv.value(vals[k]) for k in names[1:5]]
+    x = R._x(args, kwargs)
+    c = x.shape[1]
+    for k, fill in (("weight", torch.ones), ("bias", torch.zeros)):
+        if vals.get(k) is None:
+            vals[k] = cv.param(fill(c), name=f"{cv.node_name}.{k}")
+    ins = [x] + [cv.value(vals[k]) for k in names[1:5]]
     return cv.emit("batch_norm", ins, {"eps": float(vals.get("eps", 1e-5))})
 
 
@@ -40,6 +45,7 @@ def _select(cv, n, args, kwargs):
 
 ATEN_RULES = {
     aten.conv1d: R._conv_fn(1), aten.conv2d: R._conv_fn(2), aten.linear: R._linear_fn,
+    aten.conv_transpose1d: R._conv_transpose_fn(1), aten.conv_transpose2d: R._conv_transpose_fn(2),
     aten.batch_norm: _batch_norm, aten.layer_norm: R._layer_norm_fn,
     aten.add: R._binary("add"), aten.add_: R._binary("add"), aten.sub: R._binary("sub"),
     aten.mul: R._binary("mul"), aten.div: R._binary("div"), aten.rsub: R._rbinary("sub"),

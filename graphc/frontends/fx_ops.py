@@ -407,12 +407,49 @@ def _conv_fn(nd):
         names = ["input", "weight", "bias", "stride", "padding", "dilation", "groups"]
         vals = dict(zip(names, args))
         vals.update(kwargs)
-        if isinstance(vals.get("padding", 0), str):
-            raise NoRule
         ins = [_x(args, kwargs), cv.value(vals["weight"])] + ([cv.value(vals["bias"])] if vals.get("bias") is not None else [])
-        return cv.emit(f"conv{nd}d", ins, {"stride": _pair(vals.get("stride", 1), nd), "padding": _pair(vals.get("padding", 0), nd),
+        dilation = _pair(vals.get("dilation", 1), nd)
+        padding = vals.get("padding", 0)
+        if padding == "valid":
+            padding = 0
+        elif padding == "same":
+            total = [d * (k - 1) for d, k in zip(dilation, ins[1].shape[2:])]
+            padding = [t // 2 for t in total]
+            if any(t % 2 for t in total):  # torch puts the odd extra pixel after: an explicit pad
+                pads = [v for t in reversed(total) for v in (t // 2, t - t // 2)]
+                ins[0] = cv.emit("pad", [ins[0]], {"pad": pads, "mode": "constant", "value": 0.0},
+                                 name=f"{cv.node_name}.pad")
+                padding = 0
+        return cv.emit(f"conv{nd}d", ins, {"stride": _pair(vals.get("stride", 1), nd), "padding": _pair(padding, nd),
                                            "dilation": _pair(vals.get("dilation", 1), nd), "groups": int(vals.get("groups", 1))})
     return rule
+
+
+def _conv_transpose_fn(nd):
+    def rule(cv, n, args, kwargs):
+        names = ["input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation"]
+        vals = dict(zip(names, args))
+        vals.update(kwargs)
+        ins = [_x(args, kwargs), cv.value(vals["weight"])] + ([cv.value(vals["bias"])] if vals.get("bias") is not None else [])
+        return cv.emit(f"conv_transpose{nd}d", ins, {
+            "stride": _pair(vals.get("stride", 1), nd), "padding": _pair(vals.get("padding", 0), nd),
+            "output_padding": _pair(vals.get("output_padding", 0), nd), "dilation": _pair(vals.get("dilation", 1), nd),
+            "groups": int(vals.get("groups", 1))})
+    return rule
+
+
+def _batch_norm_fn(cv, n, args, kwargs):
+    names = ["input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"]
+    vals = dict(zip(names, args))
+    vals.update(kwargs)
+    if vals.get("training") or vals.get("running_mean") is None:
+        raise NoRule
+    x = _x(args, kwargs)
+    c = x.shape[1]
+    w = cv.value(vals["weight"]) if vals.get("weight") is not None else cv.param(torch.ones(c), name=f"{cv.node_name}.weight")
+    b = cv.value(vals["bias"]) if vals.get("bias") is not None else cv.param(torch.zeros(c), name=f"{cv.node_name}.bias")
+    return cv.emit("batch_norm", [x, w, b, cv.value(vals["running_mean"]), cv.value(vals["running_var"])],
+                   {"eps": float(vals.get("eps", 1e-5))})
 
 
 def _matmul(cv, n, args, kwargs):
@@ -458,6 +495,13 @@ def index_value(cv, x: Value, idx):
                             name=f"{cv.node_name}.slice")
             d += 1
     return x
+
+
+def _getattr(cv, n, args, kwargs):
+    obj, name = args[0], args[1]
+    if isinstance(obj, Value):
+        raise NoRule
+    return getattr(obj, name)
 
 
 def _cast(cv, n, args, kwargs):
@@ -548,7 +592,7 @@ FUNCTION_RULES = {
     torch.maximum: _binary("maximum"), torch.minimum: _binary("minimum"), operator.pow: _binary("pow"),
     torch.pow: _binary("pow"), torch.rsub: _rbinary("sub"),
     operator.matmul: _matmul, torch.matmul: _matmul, torch.bmm: _matmul,
-    operator.getitem: _getitem,
+    operator.getitem: _getitem, getattr: _getattr,
     torch.flatten: _flatten, torch.reshape: _reshape, torch.permute: _permute, torch.transpose: _transpose,
     torch.cat: _cat, torch.concat: _cat, torch.stack: _stack,
     torch.chunk: _split, torch.split: _split, torch.squeeze: _squeeze, torch.unsqueeze: _unsqueeze,
@@ -563,6 +607,7 @@ FUNCTION_RULES = {
     F.elu: _fn_unary("elu", alpha=1.0),
     torch.clamp: _clamp, torch.clip: _clamp,
     F.layer_norm: _layer_norm_fn, F.linear: _linear_fn, F.conv2d: _conv_fn(2), F.conv1d: _conv_fn(1),
+    F.conv_transpose1d: _conv_transpose_fn(1), F.conv_transpose2d: _conv_transpose_fn(2), F.batch_norm: _batch_norm_fn,
     F.interpolate: _interpolate, F.pad: _pad_fn, torch.roll: _roll,
     F.scaled_dot_product_attention: _sdpa,
     torch.einsum: _einsum, torch.swapaxes: _transpose, torch.swapdims: _transpose,
