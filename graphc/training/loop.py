@@ -2,7 +2,7 @@
 
 ``train(model, data, ...)`` runs mini-batch training with cross-entropy (or a given loss), the
 hooks of :mod:`graphc.training.hooks`, a progress bar showing loss and accuracy (silent when
-stderr is not a terminal, or ``quiet``), and returns the validation accuracy.
+see :mod:`graphc.progress`), and returns the validation accuracy.
 
 Invariants:
 
@@ -17,7 +17,6 @@ Invariants:
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from graphc.data import Data, load_data
+from graphc.progress import bar as progress_bar
 from graphc.training.hooks import Hook
 
 __all__ = ["train", "evaluate", "TrainResult", "distributed_context"]
@@ -60,13 +60,6 @@ def distributed_context() -> _Dist:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return _Dist(dist.get_rank(), dist.get_world_size())
-
-
-def _progress(total: int, desc: str, quiet: bool):
-    from tqdm import tqdm
-
-    silent = quiet or not sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, disable=silent, leave=False, dynamic_ncols=True)
 
 
 @torch.no_grad()
@@ -144,7 +137,7 @@ def train(
         total = budget if max_steps is None else min(budget, max_steps)
     step, history = 0, []
     loss_sum = acc_sum = seen = 0.0
-    bar = _progress(total or 0, desc, quiet or dist.rank != 0)
+    bar = progress_bar(total=total, desc=desc, quiet=quiet or dist.rank != 0)
     try:
         for epoch in range(n_epochs):
             sampler = getattr(train_loader, "sampler", None)

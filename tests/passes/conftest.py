@@ -126,3 +126,42 @@ def h():
 
     return types.SimpleNamespace(Builder=Builder, execute=execute, run_pass=run_pass, fuse=fuse,
                                  check_same=check_same, RTOL=RTOL, ATOL=ATOL)
+
+
+def lenet_ir(model, size: int = 8, batch: int = 1):
+    """The IR of a graphc.models.LeNet5 built by hand with the IR API (no front-end involved), so
+    the EDP pass tests depend on the IR and op table alone."""
+    g = Graph("lenet5")
+    x = g.add_input("x", TensorType((batch, 1, size, size), "f32"))
+    sd = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+
+    def conv(h, name, pad):
+        w, b = g.add_param(sd[f"{name}.weight"], f"{name}.weight"), g.add_param(sd[f"{name}.bias"], f"{name}.bias")
+        attrs = {"stride": [1, 1], "padding": [pad, pad], "dilation": [1, 1], "groups": 1}
+        return g.add_node("conv2d", [h, w, b], attrs, name).output
+
+    def pool(h, name):
+        return g.add_node("max_pool2d", [h], {"kernel_size": [2, 2], "stride": [2, 2]}, name).output
+
+    def fc(h, name):
+        w, b = g.add_param(sd[f"{name}.weight"], f"{name}.weight"), g.add_param(sd[f"{name}.bias"], f"{name}.bias")
+        return g.add_node("linear", [h, w, b], {}, name).output
+
+    pad = model.conv1.padding[0]
+    h = pool(conv(x, "conv1", pad), "pool1")
+    h = pool(conv(h, "conv2", pad), "pool2")
+    h = g.add_node("flatten", [h], {"start_dim": 1, "end_dim": -1}, "flatten").output
+    h = g.add_node("relu", [fc(h, "fc1")], {}, "relu").output
+    g.set_outputs([fc(h, "fc2")])
+    g.verify()
+    return g
+
+
+@pytest.fixture
+def lenet_graph():
+    return lenet_ir
+
+
+@pytest.fixture
+def ir_execute():
+    return execute

@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+import torch
+
+from graphc.ir import Graph, TensorType
+from graphc.models import build
+from graphc.passes.decompose import find_pairs, split_weight
+from graphc.registry import PassContext, all_passes
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def run(graph, name, **opts):
+    res = all_passes()[name](**opts).run(graph, PassContext())
+    if res.changed:
+        graph.verify()
+    return res
+
+
+@pytest.mark.parametrize("init", ["svd", "balanced", "identity"])
+def test_split_weight_reproduces_w(init, rng):
+    w = rng.standard_normal((6, 3, 3, 3)).astype(np.float32)
+    a, b = split_weight(w, init)
+    assert a.shape[2:] == (1, 1) and a.shape[1] == b.shape[0]
+    m = a.shape[1]
+    assert m == (6 if init == "identity" else min(6, 27))
+    np.testing.assert_allclose(a.reshape(6, m) @ b.reshape(m, -1), w.reshape(6, -1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("init", ["svd", "identity"])
+def test_decompose_lenet_is_exact_and_idempotent(init, lenet_graph, ir_execute):
+    torch.manual_seed(0)
+    model = build("lenet5", 8).eval()
+    g = lenet_graph(model)
+    x = torch.randn(1, 1, 8, 8)
+    res = run(g, "decompose", init=init)
+    assert res.stats["layers"] == ["conv1", "conv2", "fc1", "fc2"]
+    pairs = find_pairs(g)
+    assert [p.name for p in pairs] == ["conv1", "conv2", "fc1", "fc2"]
+    basis = g.node("conv2.basis")
+    assert basis.attrs["padding"] == [2, 2] and basis.input(1).shape == (50 if init == "svd" else 50, 20, 5, 5)
+    assert g.node("conv2").input(1).shape[2:] == (1, 1) and len(g.node("conv2").inputs) == 3
+    torch.testing.assert_close(ir_execute(g, x)[0], model(x), rtol=RTOL, atol=ATOL)
+    assert not run(g, "decompose").changed
+
+
+def test_decompose_layer_filter_and_grouped_conv_skipped():
+    g = Graph("g")
+    x = g.add_input("x", TensorType((1, 4, 6, 6), "f32"))
+    rng = np.random.default_rng(0)
+    attrs = {"stride": [2, 2], "padding": [1, 1], "dilation": [1, 1]}
+    h = g.add_node("conv2d", [x, g.add_param(rng.standard_normal((4, 2, 3, 3)).astype("f4"), "dw.weight")],
+                   {**attrs, "groups": 2}, "dw").output
+    y = g.add_node("conv2d", [h, g.add_param(rng.standard_normal((8, 4, 3, 3)).astype("f4"), "pw.weight")],
+                   {**attrs, "groups": 1}, "pw").output
+    g.set_outputs([y])
+    assert not run(g, "decompose", layers=("nomatch*",)).changed
+    res = run(g, "decompose", init="balanced")
+    assert res.stats["layers"] == ["pw"] and "grouped conv" in res.stats["skipped"]["dw"]
+    assert g.node("pw.basis").attrs["stride"] == [2, 2] and g.node("pw").attrs["stride"] == [1, 1]
+
+
+def test_min_kernel_and_linear_options(lenet_graph):
+    g = lenet_graph(build("lenet5", 8).eval())
+    res = run(g, "decompose", linear=False, min_kernel=9)
+    assert res.stats["layers"] == ["conv1", "conv2"]
