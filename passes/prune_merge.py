@@ -4,8 +4,12 @@ groups that are exactly zero (the default ``threshold=0``); merging is exact.
 1. Columns: a column j of A whose norm is <= ``threshold`` is dropped with basis filter j
    (row j of B): the rank of the pair falls to r.
 2. Rows: an output channel i whose row (A[i, :], b[i]) is <= ``threshold`` is removed from
-   every member of its channel group (via the channel-groups analysis) when every producer in
-   the group has that channel zero; otherwise it stays, with the reason in ``stats``.
+   every member of its channel group (via the channel-groups analysis) only when it is zero
+   everywhere it is read: every conv/linear producing into the group has a zero weight row
+   and bias there, and every op between keeps zero as zero (relu, pooling, reshape, an add of
+   zeros; a BatchNorm with a nonzero shift does not), and every reader is one a zero channel
+   adds nothing to (conv, linear, matmul, sum). Otherwise it stays, with the reason in
+   ``stats["refused"]``.
 3. Merge: the pair becomes one conv (linear) with W = A.B wherever the factorised form is not
    cheaper, r(ck^2 + n) >= n ck^2.
 
@@ -29,7 +33,7 @@ from graphc.passes._rewrite import cast_like
 from graphc.passes.decompose import Pair, find_pairs
 from graphc.registry import Pass, PassContext, PassResult, register_pass
 
-__all__ = ["PruneMerge", "drop_columns", "merge_pair", "factorised_cheaper"]
+__all__ = ["PruneMerge", "drop_columns", "merge_pair", "factorised_cheaper", "remove_zero_rows"]
 
 
 def _mat(a: np.ndarray) -> np.ndarray:
@@ -79,13 +83,200 @@ def merge_pair(graph: Graph, pair: Pair) -> None:
     coef.retype()
 
 
-def _prune_rows(graph: Graph, pairs: list[Pair], threshold: float, ctx: PassContext) -> tuple[int, dict]:
-    """Remove zero output channels through their channel groups; (channels removed, refusals)."""
-    try:
-        from graphc.passes import channel_groups as cg
-    except ImportError:
-        return 0, {"*": "the channel-groups analysis is not available"}
-    return cg.remove_zero_channels(graph, [p.coef for p in pairs], threshold=threshold, ctx=ctx)
+# Ops with f(0) = 0 elementwise, or that only move, pick or pool elements: a channel that is
+# zero at every input stays zero at the output.
+_KEEPS_ZERO = {
+    "abs", "ceil", "floor", "round", "sign", "neg", "sqrt", "sin", "tanh", "relu", "relu6", "leaky_relu", "elu",
+    "celu", "selu", "gelu", "silu", "mish", "hardswish", "identity", "dropout", "cast",
+    "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
+    "adaptive_max_pool2d", "interpolate", "flatten", "reshape", "permute", "squeeze", "unsqueeze", "expand",
+    "tile", "split", "concat", "slice", "select", "index_select", "gather", "roll", "channel_shuffle",
+    "add", "sub", "sum_n", "maximum", "minimum",
+}
+# Readers for which a zero input channel contributes nothing: removing it (their weight
+# columns with it) leaves their output unchanged.
+_COMBINES = {"add", "sub", "sum_n", "maximum", "minimum"}
+_ABSORBS_ZERO = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "linear", "matmul", "sum"}
+_WEIGHTED = {"conv1d", "conv2d", "conv3d", "linear"}
+
+
+def _rows_zero(data: np.ndarray, axis: int, threshold: float) -> np.ndarray:
+    """Per index of ``axis``: is the slice's L2 norm at most ``threshold``."""
+    rows = np.moveaxis(np.asarray(data), axis, 0).reshape(data.shape[axis], -1).astype(np.float64)
+    return np.sqrt((rows * rows).sum(axis=1)) <= threshold
+
+
+class _ZeroChannels:
+    """Which units of one channel group are zero at every node output of the group.
+
+    Walks the group's node outputs in topological order; an output element is zero when its
+    producer provably makes it so: a conv/linear whose weight row and bias are zero, or an op
+    that keeps zero as zero (relu, pooling, add of zeros, reshape...) fed by zeros. Everything
+    else (BatchNorm with a nonzero shift, sigmoid, softmax, an add of another value...) makes
+    it nonzero, with the reason kept for the report."""
+
+    def __init__(self, graph: Graph, group, threshold: float):
+        self.group, self.threshold = group, threshold
+        self.members: dict[int, list] = {}
+        for m in group.members:
+            self.members.setdefault(id(m.value), []).append(m)
+        self.zero: dict[tuple[int, int], np.ndarray] = {}
+        self.unit_zero = np.ones(group.size, bool)
+        self.why = [None] * group.size
+        for node in graph.nodes:
+            outs = [m for v in node.outputs for m in self.members.get(id(v), ()) if not m.is_param]
+            for m in outs:
+                z, why = self._output_zero(node, m)
+                self.zero[(id(m.value), m.axis)] = z
+                lost = np.zeros(group.size, bool)
+                lost[m.units[~z]] = True
+                for u in np.flatnonzero(lost & self.unit_zero):
+                    self.why[u] = why
+                self.unit_zero &= ~lost
+        self.absorb_reason = self._readers()
+
+    def _units_zero(self, m) -> np.ndarray:
+        """Per unit: every element of ``m`` in that unit is zero (vacuous for units not in ``m``)."""
+        if m.is_param:
+            z = _rows_zero(m.value.param.data, m.axis, self.threshold)
+        else:
+            z = self.zero.get((id(m.value), m.axis))
+            if z is None:
+                return np.zeros(self.group.size, bool)
+        out = np.ones(self.group.size, bool)
+        np.logical_and.at(out, m.units, z)
+        return out
+
+    def _operand_zero(self, v) -> np.ndarray | None:
+        """Per unit zero mask of operand ``v``; None when ``v`` is not in the group."""
+        ms = self.members.get(id(v))
+        if not ms:
+            return None
+        z = np.ones(self.group.size, bool)
+        for m in ms:
+            z &= self._units_zero(m)
+        return z
+
+    def _output_zero(self, node, m) -> tuple[np.ndarray, str]:
+        """(per element of output member ``m``: provably zero, why an element may not be)."""
+        nonzero = np.zeros(m.size, bool)
+        op = node.op
+        weight = node.input(1) if op in _WEIGHTED and len(node.inputs) > 1 else None
+        if weight is not None and any(w.axis == 0 for w in self.members.get(id(weight), ())):
+            bias = node.input(2) if len(node.inputs) > 2 else None
+            if weight.param is None or (bias is not None and bias.param is None):
+                return nonzero, f"{op} {node.name}: its weights are not constants"
+            w = weight.param.data
+            rows = w.reshape(w.shape[0], -1).astype(np.float64)
+            sq = (rows * rows).sum(axis=1)
+            if bias is not None:
+                sq = sq + bias.param.data.astype(np.float64) ** 2
+            z = np.sqrt(sq) <= self.threshold
+            return (z if z.size == m.size else nonzero), f"{op} {node.name}: nonzero weight row or bias"
+        if op == "batch_norm":
+            zin = self._operand_zero(node.input(0))
+            ps = [v.param for v in node.inputs[1:5]]
+            if zin is None or len(ps) != 4 or any(p is None for p in ps):
+                return nonzero, f"batch_norm {node.name}: its parameters are not constants"
+            gamma, beta, mean, var = (p.data.astype(np.float64) for p in ps)
+            shift = beta - gamma * mean / np.sqrt(var + float(node.attrs.get("eps", 1e-5)))
+            why = (f"batch_norm {node.name} maps a zero channel to its shift beta - gamma*mean/sqrt(var+eps), "
+                   f"not zero (fold-bn first)")
+            if shift.size != m.size:
+                return nonzero, why
+            return zin[m.units] & (np.abs(shift) <= self.threshold), why
+        if op not in _KEEPS_ZERO:
+            return nonzero, f"{op} {node.name} does not keep a zero channel zero"
+        if op == "pad" and node.attrs.get("mode", "constant") == "constant" and node.attrs.get("value", 0.0) != 0:
+            return nonzero, f"pad {node.name} pads with a nonzero value"
+        z = np.ones(self.group.size, bool)
+        for v in node.inputs:
+            zv = self._operand_zero(v)
+            if zv is not None:
+                z &= zv
+            elif op in _COMBINES:
+                if v.param is None or np.any(np.abs(v.param.data) > self.threshold):
+                    return nonzero, f"{op} {node.name} adds %{v.name}, which is not zero there"
+        return z[m.units], f"{op} {node.name}: an operand is not zero there"
+
+    def _readers(self) -> str | None:
+        """A reason the group's channels cannot be removed from a reader, or None."""
+        for ms in self.members.values():
+            for m in ms:
+                if m.is_param:
+                    continue
+                for use in m.value.uses():
+                    node = use.node
+                    if any(id(v) in self.members for v in node.outputs):
+                        continue
+                    if node.op not in _ABSORBS_ZERO:
+                        return f"{node.op} {node.name} reads these channels; removing zero ones would change it"
+        return None
+
+
+def _keep_per_member(group, keep: np.ndarray, prefer: np.ndarray) -> np.ndarray:
+    """Give back one unit (the most ``prefer``-red) to any member that would lose every element
+    (a whole group, or one slice of a concat): a layer keeps at least one channel."""
+    kept = np.zeros(group.size, bool)
+    kept[keep] = True
+    for m in group.members:
+        units = np.unique(m.units)
+        if units.size and not kept[units].any():
+            kept[units[np.argmax(prefer[units])]] = True
+    return np.flatnonzero(kept)
+
+
+def remove_zero_rows(graph: Graph, pairs: list[Pair], threshold: float = 0.0) -> tuple[int, dict[str, str]]:
+    """Remove the output channels of ``pairs`` that are zero everywhere they are read, from
+    every member of their channel groups. Returns (channels removed, {pair: why some zero
+    rows stayed})."""
+    from graphc.passes.channel_groups import channel_groups, prune_groups
+
+    refused: dict[str, str] = {}
+    candidates = {}
+    for p in pairs:
+        a = p.coef.input(1).param.data
+        mat = a.reshape(a.shape[0], a.shape[1]).astype(np.float64)
+        sq = (mat * mat).sum(axis=1)
+        if len(p.coef.inputs) > 2:
+            sq = sq + p.coef.input(2).param.data.astype(np.float64) ** 2
+        zero = np.sqrt(sq) <= threshold
+        if zero.any():
+            candidates[id(p.coef.output)] = (p, zero)
+    if not candidates:
+        return 0, refused
+    plan = []
+    for g in channel_groups(graph):
+        hits = [(m, candidates[id(m.value)]) for m in g.members if not m.is_param and id(m.value) in candidates]
+        if not hits:
+            continue
+        wanted = np.zeros(g.size, bool)
+        for m, (_, zero) in hits:
+            wanted[m.units[zero]] = True
+        names = sorted({p.name for _, (p, _) in hits})
+
+        def refuse(reason: str, n: int) -> None:
+            for name in names:
+                refused.setdefault(name, f"{n} zero rows kept: {reason}")
+
+        if not g.prunable:
+            refuse(f"channel group #{g.id} is frozen ({g.reason})", int(wanted.sum()))
+            continue
+        zc = _ZeroChannels(graph, g, threshold)
+        if zc.absorb_reason:
+            refuse(zc.absorb_reason, int(wanted.sum()))
+            continue
+        blocked = wanted & ~zc.unit_zero
+        if blocked.any():
+            reasons = sorted({zc.why[u] for u in np.flatnonzero(blocked) if zc.why[u]})
+            refuse("; ".join(reasons) or "not zero everywhere it is read", int(blocked.sum()))
+        removable = wanted & zc.unit_zero
+        if not removable.any():
+            continue
+        keep = _keep_per_member(g, np.flatnonzero(~removable), (~removable).astype(np.float64))
+        if keep.size < g.size:
+            plan.append((g, keep))
+    return (prune_groups(graph, plan) if plan else 0), refused
 
 
 @register_pass
@@ -127,7 +318,7 @@ class PruneMerge(Pass):
             ranks[p.name] = int(keep.size)
         removed, refused = (0, {})
         if self.rows:
-            removed, refused = _prune_rows(graph, pairs, self.threshold, ctx)
+            removed, refused = remove_zero_rows(graph, pairs, self.threshold)
         merged = kept = 0
         if self.merge:
             for p in find_pairs(graph):
