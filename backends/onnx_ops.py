@@ -88,7 +88,8 @@ def _opaque_onnx(e, node, ins, outs):
     for slot, name in zip(out_slots, outs):
         out_names[slot] = name
     try:
-        schema = defs.get_schema(op_type, e.opsets.get(domain, e.opset) if domain else e.opset, domain)
+        schema = defs.get_schema(op_type, e.opsets.get(domain, e.opset) if domain else int(a.get("opset", e.opset)),
+                                 domain)
         types = {k: v.type for k, v in schema.attributes.items()}
     except Exception:
         types = {}
@@ -109,7 +110,88 @@ def _opaque_onnx(e, node, ins, outs):
         attrs.append(helper.make_attribute(k, v))
     n = helper.make_node(op_type, in_names, out_names, name=e.node_name(node.name), domain=domain or None)
     n.attribute.extend(attrs)
+    src = int(a.get("opset", e.opset))
+    if domain in ("", "ai.onnx") and op_type in _COERCE_2D and src < 13 <= e.opset:
+        return _coerced_2d(e, node, n, ins, outs)
+    if domain in ("", "ai.onnx") and _schema_changed(op_type, src, e.opset):
+        return _convert_opaque(e, node, n, in_names, src)
     e.nodes.append(n)
+
+
+# Before opset 13 these coerced their input to 2-d at ``axis``; onnx.version_converter keeps
+# Hardmax's attribute as it is, which would change its meaning.
+_COERCE_2D = {"Hardmax", "Softmax", "LogSoftmax"}
+
+
+def _coerced_2d(e, node, onnx_node, ins, outs):
+    from onnx import helper
+
+    shape = list(node.inputs[0].shape)
+    axis = next((helper.get_attribute_value(x) for x in onnx_node.attribute if x.name == "axis"), 1)
+    axis = axis + len(shape) if axis < 0 else axis
+    flat = e.op1("Flatten", [ins[0]], axis=axis)
+    onnx_node.input[0] = flat
+    onnx_node.output[0] = e.fresh(f"{node.name}.{onnx_node.op_type.lower()}")
+    del onnx_node.attribute[:]
+    onnx_node.attribute.append(helper.make_attribute("axis", 1))
+    e.nodes.append(onnx_node)
+    e.op1("Reshape", [onnx_node.output[0], e.i64(shape, "shape")], outs[0])
+
+
+def _schema_changed(op_type: str, src: int, dst: int) -> bool:
+    from onnx import defs
+
+    if src == dst:
+        return False
+    try:
+        return defs.get_schema(op_type, src).since_version != defs.get_schema(op_type, dst).since_version
+    except Exception:
+        return False
+
+
+def _convert_opaque(e, node, onnx_node, in_names, src: int):
+    """An opaque ONNX node imported at another opset, whose op changed in between (Dropout's
+    ratio attribute became an input, Upsample became Resize...): bring it to the target opset
+    with onnx.version_converter, run on a one-node model, and splice the result in."""
+    from onnx import helper, numpy_helper, version_converter
+
+    from graphc.errors import UnsupportedError
+
+    graph_inputs, inits = [], []
+    for v, name in zip(node.inputs, [n for n in in_names if n]):
+        if v.param is not None:
+            inits.append(numpy_helper.from_array(np.asarray(v.param.data), name))
+        else:
+            graph_inputs.append(helper.make_tensor_value_info(name, onnx_dtype(v.dtype), list(v.shape)))
+    outputs = [helper.make_tensor_value_info(name, onnx_dtype(v.dtype), list(v.shape))
+               for v, name in zip(node.outputs, [o for o in onnx_node.output if o])]
+    g = helper.make_graph([onnx_node], "opaque", graph_inputs, outputs, initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", src)])
+    try:
+        converted = version_converter.convert_version(m, e.opset).graph
+    except Exception as err:
+        msg = (str(err).strip().splitlines() or [type(err).__name__])[-1][:200]
+        raise UnsupportedError(f"opaque ONNX node {node.name} ({onnx_node.op_type}, opset {src}) cannot be "
+                               f"brought to opset {e.opset}: {msg}") from None
+    keep = {n for n in in_names if n} | {o for o in onnx_node.output if o}
+    rename: dict[str, str] = {}
+
+    def renamed(name: str) -> str:
+        if not name or name in keep:
+            return name
+        if name not in rename:
+            rename[name] = e.fresh(f"{node.name}.{name}")
+        return rename[name]
+
+    for t in converted.initializer:
+        if t.name not in keep:
+            t.name = renamed(t.name)
+            e.initializers.append(t)
+    for i, n in enumerate(converted.node):
+        n.input[:] = [renamed(x) for x in n.input]
+        n.output[:] = [renamed(x) for x in n.output]
+        n.name = onnx_node.name if i == 0 else e.node_name(node.name)
+        e.nodes.append(n)
 
 
 # -- convolution and pooling --------------------------------------------------------------------

@@ -15,8 +15,9 @@ Invariants of the graph it returns:
   A weight consumed by several nodes is copied per node, so a pass that rewrites one layer's
   weight never changes another's (exporters share equal-valued tensors between layers).
 - ONNX ops with no graphc mapping become ``opaque`` nodes that keep the ONNX node verbatim,
-  typed by ``onnx.shape_inference`` run on that node with its static input types; a node
-  whose output types cannot be inferred raises :class:`UnsupportedError` naming it.
+  typed by ``onnx.shape_inference`` run on that node with its static input types (for an op
+  onnx has no schema for, by the model's own static ``value_info``); a node whose output
+  types cannot be found raises :class:`UnsupportedError` naming it.
 - Node names are the ONNX node names cleaned into module paths
   (``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0.conv1``), so the same model gives the same dump.
 """
@@ -210,6 +211,7 @@ class Importer:
         self._param_users: dict[str, int] = {}
         self.input_shapes = input_shapes
         self._onnx = onnx
+        self._declared = {vi.name: vi for vi in list(model.graph.value_info) + list(model.graph.output)}
 
     # -- inputs and constants -----------------------------------------------------------
     def _add_inputs(self) -> None:
@@ -311,23 +313,24 @@ class Importer:
         import onnx
 
         m = self._one_node_model(node, inputs_as_init=True)
+        failure = None
         try:
             inferred = onnx.shape_inference.infer_shapes(m, strict_mode=True, data_prop=True)
+            known = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
         except Exception as e:
-            raise UnsupportedError(f"cannot infer output shapes of ONNX node {label} ({node.op_type}): "
-                                   f"{_first_line(e)}") from None
-        known = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+            failure, known = f": {_first_line(e)}", {}
         types = []
         for o in node.output:
             if not o:
                 continue
-            vi = known.get(o)
-            tt = vi.type.tensor_type if vi is not None and vi.type.HasField("tensor_type") else None
-            if (tt is None or not tt.elem_type or not tt.HasField("shape")
-                    or any(not d.HasField("dim_value") for d in tt.shape.dim)):
+            t = _static_type(known.get(o), label)
+            if t is None:
+                # A custom op onnx has no schema for: the model's own annotation, when static.
+                t = _static_type(self._declared.get(o), label)
+            if t is None:
                 raise UnsupportedError(f"cannot infer a static shape for output {o!r} of ONNX node "
-                                       f"{label} ({node.op_type})")
-            types.append(TensorType(tuple(d.dim_value for d in tt.shape.dim), _dtype(tt.elem_type, label)))
+                                       f"{label} ({node.op_type}){failure or ''}")
+            types.append(t)
         return types
 
     def _foldable(self, node) -> bool:
@@ -420,6 +423,15 @@ class Importer:
             else:
                 raise InputError(f"graph output {o.name!r} is produced by no node")
         self.graph.set_outputs(outs)
+
+
+def _static_type(vi, label: str) -> TensorType | None:
+    """The TensorType of a ValueInfoProto whose dtype and every dim are known, else None."""
+    tt = vi.type.tensor_type if vi is not None and vi.type.HasField("tensor_type") else None
+    if (tt is None or not tt.elem_type or not tt.HasField("shape")
+            or any(not d.HasField("dim_value") for d in tt.shape.dim)):
+        return None
+    return TensorType(tuple(d.dim_value for d in tt.shape.dim), _dtype(tt.elem_type, label))
 
 
 def _clean(name: str) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 
 from graphc.frontends.onnx import Fallback, attr_to_json
 from graphc.ir.graph import Value
-from graphc.ir.types import TensorType, dtype_from_onnx
+from graphc.ir.types import TensorType, dtype_from_onnx, numpy_dtype
 
 HANDLERS: dict[tuple[str, str], Callable] = {}
 
@@ -532,12 +532,16 @@ def softmax(cx):
 
 @handles("Dropout")
 def dropout(cx):
-    if cx.n_outputs > 1:
-        raise Fallback
+    """Inference-mode Dropout; its optional mask output (all true then) folds to a constant."""
+    if cx.attr("is_test", 1) == 0 or (cx.has(2) and bool(np.asarray(cx.need_const(2)).reshape(-1)[0])):
+        raise Fallback("training-mode Dropout")
     p = cx.attr("ratio", 0.5)
     if cx.has(1):
         p = float(cx.need_const(1))
-    return [cx.out("dropout", [cx.value(0)], {"p": float(p)})]
+    out = [cx.out("dropout", [cx.value(0)], {"p": float(p)})]
+    if cx.output_used(1):
+        out.append(np.ones(cx.shape(0), dtype=bool if cx.opset >= 10 else numpy_dtype(cx.type(0).dtype)))
+    return out
 
 
 # -- shapes -------------------------------------------------------------------------------------

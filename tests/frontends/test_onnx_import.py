@@ -27,8 +27,10 @@ def roundtrip(model, feeds: dict, **load_kw):
     graph = load_onnx(model, **load_kw)
     graph.verify()
     emitted = emit_onnx(graph)
-    names = [v.name for v in graph.inputs]
-    got = ort_run(emitted, {n: feeds[n] for n in names})
+    # Inputs in graph order (the IR cleans names such as tf2onnx's ``input:0``).
+    inits = {t.name for t in model.graph.initializer}
+    arrays = [feeds[i.name] for i in model.graph.input if i.name not in inits]
+    got = ort_run(emitted, dict(zip([i.name for i in emitted.graph.input], arrays)))
     assert len(got) == len(ref)
     for g, r in zip(got, ref):
         np.testing.assert_allclose(g, r, rtol=RTOL, atol=ATOL)
@@ -37,7 +39,7 @@ def roundtrip(model, feeds: dict, **load_kw):
 
         from graphc.backends.torch import run_graph
 
-        outs = run_graph(graph, [torch.from_numpy(feeds[n]) for n in names])
+        outs = run_graph(graph, [torch.from_numpy(a) for a in arrays])
         for g, r in zip(outs, ref):
             np.testing.assert_allclose(g.numpy(), r, rtol=RTOL, atol=ATOL)
     return graph, emitted
@@ -340,3 +342,161 @@ def test_gather_nd_with_constant_indices(rng):
     model = make(nodes, [vi("x", [3, 4, 5])], [vi("y", [2, 2, 5])], [tensor("idx", idx)], opset=13)
     graph, _ = roundtrip(model, {"x": rand(rng, 3, 4, 5)})
     assert "index_select" in [n.op for n in graph.nodes]
+
+
+# -- graphs from other tools -----------------------------------------------------------------
+# Rebuilt with onnx.helper in the style of their writers: a Caffe2-era SqueezeNet/AlexNet-like
+# net (opset 7, weights also graph inputs, Caffe2 tensor names, LRN, Dropout with its mask
+# output, Reshape to a constant shape, Gemm with transB, old Softmax) and a tf2onnx/Keras-style
+# NHWC net (Transposes around NCHW convs, depthwise conv, Clip as ReLU6, a shape-computed
+# Reshape, MatMul + Add for the dense layer, ``name:0`` tensor names).
+def _conv(name, x, w, b, out, **attrs):
+    return helper.make_node("Conv", [x, w, b], [out], name=name, **attrs)
+
+
+def _caffe2_net(rng):
+    inits = []
+
+    def w(name, *shape, positive=False):
+        a = rng.uniform(0.5, 1.5, shape).astype(np.float32) if positive else rand(rng, *shape) * 0.3
+        inits.append(tensor(name, a))
+        return name
+
+    nodes = [
+        _conv("conv1", "data_0", w("conv1_w_0", 16, 3, 3, 3), w("conv1_b_0", 16), "conv1_1", kernel_shape=[3, 3],
+              strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv1_1"], ["conv1_2"], name="relu1"),
+        helper.make_node("LRN", ["conv1_2"], ["norm1_1"], name="norm1", size=5, alpha=1e-4, beta=0.75, bias=1.0),
+        helper.make_node("MaxPool", ["norm1_1"], ["pool1_1"], name="pool1", kernel_shape=[3, 3], strides=[2, 2]),
+        # a Fire module: squeeze 1x1, expand 1x1 and 3x3, concatenated
+        _conv("fire2/squeeze1x1", "pool1_1", w("fire2/squeeze1x1_w_0", 4, 16, 1, 1), w("fire2/squeeze1x1_b_0", 4),
+              "fire2/squeeze1x1_1", kernel_shape=[1, 1]),
+        helper.make_node("Relu", ["fire2/squeeze1x1_1"], ["fire2/squeeze1x1_2"]),
+        _conv("fire2/expand1x1", "fire2/squeeze1x1_2", w("fire2/expand1x1_w_0", 8, 4, 1, 1),
+              w("fire2/expand1x1_b_0", 8), "fire2/expand1x1_1", kernel_shape=[1, 1]),
+        _conv("fire2/expand3x3", "fire2/squeeze1x1_2", w("fire2/expand3x3_w_0", 8, 4, 3, 3),
+              w("fire2/expand3x3_b_0", 8), "fire2/expand3x3_1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Concat", ["fire2/expand1x1_1", "fire2/expand3x3_1"], ["fire2/concat_1"], axis=1),
+        # a residual Sum of three tensors, as Caffe2 wrote elementwise adds
+        helper.make_node("Sum", ["fire2/concat_1", "pool1_1", "fire2/concat_1"], ["sum_1"], name="sum"),
+        helper.make_node("Relu", ["sum_1"], ["sum_2"]),
+        helper.make_node("Dropout", ["sum_2"], ["drop_1", "_mask_0"], name="drop", ratio=0.5),
+        helper.make_node("AveragePool", ["drop_1"], ["pool2_1"], name="pool2", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Reshape", ["pool2_1", "OC2_DUMMY_1"], ["flat_1"], name="flat"),
+        helper.make_node("Gemm", ["flat_1", w("fc_w_0", 10, 16 * 2 * 2), w("fc_b_0", 10)], ["fc_1"], name="fc",
+                         transB=1),
+        helper.make_node("Softmax", ["fc_1"], ["prob_1"], name="prob"),
+    ]
+    inits.append(tensor("OC2_DUMMY_1", np.array([1, -1], np.int64)))
+    return make(nodes, [vi("data_0", [1, 3, 17, 17])], [vi("prob_1", [1, 10])], inits, opset=7, ir_version=3,
+                input_inits=True)
+
+
+def test_caffe2_era_net(rng):
+    model = _caffe2_net(rng)
+    graph, emitted = roundtrip(model, {"data_0": rand(rng, 1, 3, 17, 17)})
+    assert [v.name for v in graph.inputs] == ["data_0"]
+    assert not graph.find("opaque")
+    ops = [n.op for n in graph.nodes]
+    assert ops.count("conv2d") == 4 and {"lrn", "sum_n", "dropout", "linear", "softmax"} <= set(ops)
+    assert graph.params["conv1_w_0"].kind == "weight"
+    assert graph.node("fc").inputs[1].shape == (10, 64)
+
+
+def test_dropout_mask_output_is_used(rng):
+    """An inference-mode Dropout's mask is all true (opset 12+ defines it so); a graph that
+    reads it still imports."""
+    nodes = [helper.make_node("Dropout", ["x", "ratio"], ["d", "mask"], name="drop"),
+             helper.make_node("Cast", ["mask"], ["m"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["d", "m"], ["y"], name="mul")]
+    model = make(nodes, [vi("x", [2, 3])], [vi("y", [2, 3])], [tensor("ratio", np.array(0.25, np.float32))],
+                 opset=12)
+    graph, _ = roundtrip(model, {"x": rand(rng, 2, 3)})
+    assert not graph.find("opaque")
+
+
+def _tf2onnx_net(rng):
+    """Keras-style NHWC model as tf2onnx writes it: NHWC graph input and output, Transposes
+    around each NCHW conv, BatchNormalization, Clip(0, 6), a depthwise conv, a residual Add,
+    ReduceMean over H and W, a Reshape whose target comes from Shape, MatMul + Add."""
+    inits = [tensor("conv/kernel", rand(rng, 8, 3, 3, 3) * 0.3), tensor("conv/bias", rand(rng, 8) * 0.1),
+             tensor("bn/gamma", rng.uniform(0.5, 1.5, 8).astype(np.float32)), tensor("bn/beta", rand(rng, 8) * 0.1),
+             tensor("bn/mean", rand(rng, 8) * 0.1), tensor("bn/var", rng.uniform(0.5, 1.5, 8).astype(np.float32)),
+             tensor("dw/kernel", rand(rng, 8, 1, 3, 3) * 0.3), tensor("dw/bias", rand(rng, 8) * 0.1),
+             tensor("clip_min", np.array(0.0, np.float32)), tensor("clip_max", np.array(6.0, np.float32)),
+             tensor("dense/kernel", rand(rng, 8, 5) * 0.3), tensor("dense/bias", rand(rng, 5) * 0.1),
+             tensor("const_axes", np.array([0], np.int64)), tensor("minus_one", np.array([-1], np.int64))]
+    nodes = [
+        helper.make_node("Transpose", ["input_1:0"], ["conv__1:0"], name="conv__1", perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["conv__1:0", "conv/kernel", "conv/bias"], ["conv:0"], name="model/conv/Conv2D",
+                         kernel_shape=[3, 3], strides=[1, 1], auto_pad="SAME_UPPER", dilations=[1, 1]),
+        helper.make_node("BatchNormalization", ["conv:0", "bn/gamma", "bn/beta", "bn/mean", "bn/var"], ["bn:0"],
+                         name="model/bn/FusedBatchNormV3", epsilon=1e-3),
+        helper.make_node("Clip", ["bn:0", "clip_min", "clip_max"], ["relu6:0"], name="model/re_lu/Relu6"),
+        helper.make_node("Conv", ["relu6:0", "dw/kernel", "dw/bias"], ["dw:0"], name="model/dw/depthwise",
+                         kernel_shape=[3, 3], group=8, pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["dw:0", "relu6:0"], ["add:0"], name="model/add/add"),
+        helper.make_node("Transpose", ["add:0"], ["nhwc:0"], name="model/add/add__7", perm=[0, 2, 3, 1]),
+        helper.make_node("ReduceMean", ["nhwc:0"], ["gap:0"], name="model/gap/Mean", axes=[1, 2], keepdims=1),
+        helper.make_node("Shape", ["gap:0"], ["shape:0"], name="model/flatten/Shape"),
+        helper.make_node("Gather", ["shape:0", "const_axes"], ["batch:0"], name="model/flatten/strided_slice", axis=0),
+        helper.make_node("Concat", ["batch:0", "minus_one"], ["target:0"], name="model/flatten/concat", axis=0),
+        helper.make_node("Reshape", ["gap:0", "target:0"], ["flat:0"], name="model/flatten/Reshape"),
+        helper.make_node("MatMul", ["flat:0", "dense/kernel"], ["mm:0"], name="model/dense/MatMul"),
+        helper.make_node("Add", ["mm:0", "dense/bias"], ["logits:0"], name="model/dense/BiasAdd"),
+        helper.make_node("Softmax", ["logits:0"], ["dense/Softmax:0"], name="model/dense/Softmax", axis=-1),
+    ]
+    return make(nodes, [vi("input_1:0", ["unk__12", 6, 6, 3])], [vi("dense/Softmax:0", ["unk__13", 5])], inits,
+                opset=13)
+
+
+def test_tf2onnx_nhwc_net(rng):
+    model = _tf2onnx_net(rng)
+    graph, _ = roundtrip(model, {"input_1:0": rand(rng, 1, 6, 6, 3)})
+    assert not graph.find("opaque")
+    ops = [n.op for n in graph.nodes]
+    assert ops.count("permute") == 2 and ops.count("conv2d") == 2
+    dw = [n for n in graph.nodes if n.op == "conv2d"][1]
+    assert dw.attrs["groups"] == 8
+
+
+def test_unknown_ops_in_a_foreign_graph_stay_opaque(rng):
+    """Standard ops graphc has no mapping for, and a custom-domain op whose output type the
+    model annotates (value_info), become opaque nodes; the graph still emits and runs."""
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], name="t", perm=[0, 3, 1, 2]),
+             helper.make_node("Hardmax", ["t"], ["h"], name="hardmax", axis=1),
+             helper.make_node("Shrink", ["h"], ["s"], name="shrink", lambd=0.5, bias=0.1),
+             helper.make_node("ReverseSequence", ["s", "lens"], ["y"], name="reverse", batch_axis=1, time_axis=0)]
+    model = make(nodes, [vi("x", [2, 3, 4, 5])], [vi("y", [2, 5, 3, 4])],
+                 [tensor("lens", np.array([1, 2, 1, 2, 2], np.int64))], opset=13)
+    graph, emitted = roundtrip(model, {"x": rand(rng, 2, 3, 4, 5)})
+    assert [n.attrs["op_type"] for n in graph.find("opaque")] == ["Hardmax", "Shrink", "ReverseSequence"]
+
+
+def test_custom_domain_op_typed_by_value_info():
+    from graphc.frontends.onnx import load_onnx
+
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("FusedThing", ["r"], ["f"], name="fused", domain="com.example", alpha=2.0),
+             helper.make_node("Relu", ["f"], ["y"], name="relu2")]
+    g = helper.make_graph(nodes, "g", [vi("x", [1, 3, 4])], [vi("y", [1, 3, 2])], value_info=[vi("f", [1, 3, 2])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.example", 1)])
+    graph = load_onnx(model)
+    graph.verify()
+    fused = graph.node("fused")
+    assert fused.op == "opaque" and fused.attrs["domain"] == "com.example"
+    assert fused.output.shape == (1, 3, 2)
+    assert graph.outputs[0].shape == (1, 3, 2)
+
+
+def test_opaque_nodes_from_old_opsets_are_brought_to_the_emitted_opset(rng):
+    """Upsample (opset 9) and Hardmax (opset 11, which still coerced its input to 2-d) have no
+    graphc mapping; emitted at opset 17 they must be converted, not copied (a verbatim Hardmax
+    would silently change meaning, a verbatim Upsample would fail the checker)."""
+    nodes = [helper.make_node("Upsample", ["x", "scales"], ["u"], name="up", mode="nearest"),
+             helper.make_node("Hardmax", ["u"], ["y"], name="hardmax", axis=1)]
+    model = make(nodes, [vi("x", [1, 2, 3, 2])], [vi("y", [1, 2, 6, 4])],
+                 [tensor("scales", np.array([1, 1, 2, 2], np.float32))], opset=9, ir_version=4)
+    graph, emitted = roundtrip(model, {"x": rand(rng, 1, 2, 3, 2)})
+    assert [n.attrs["op_type"] for n in graph.find("opaque")] == ["Resize", "Hardmax"]
+    assert "Upsample" not in [n.op_type for n in emitted.graph.node]
