@@ -69,15 +69,24 @@ def _bad_cases(tmp_path, factory):
     }
 
 
-@pytest.mark.parametrize("case", ["missing", "text", "truncated", "torchvision", "factory"])
-def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, factory, capsys, case):
-    spec, words = _bad_cases(tmp_path, factory)[case]
+@pytest.mark.parametrize("command", ["inspect", "convert", "optimize"])
+@pytest.mark.parametrize("case", ["missing", "text", "truncated", "torchvision", "factory", "no-factory"])
+def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, factory, capsys, case, command):
+    cases = _bad_cases(tmp_path, factory)
+    cases["no-factory"] = (f"{factory}:absent", "absent")
+    spec, words = cases[case]
+    before = set(tmp_path.iterdir())
     capsys.readouterr()
-    out = tmp_path / "out.pt"
-    assert main(["convert", spec, "-o", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("graphc: error:") and words in err
-    assert not out.exists()
+    out = tmp_path / ("out.onnx" if command == "optimize" else "out.pt")
+    args = {"inspect": ["inspect", spec],
+            "convert": ["convert", spec, "-o", str(out)],
+            "optimize": ["optimize", spec, "-o", str(out), "--report", str(tmp_path / "report.json")]}[command]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("graphc: error:") and words in err, err
+    assert "Traceback" not in captured.out + captured.err
+    assert set(tmp_path.iterdir()) == before  # no output, report or temporary file left
 
 
 def test_cli_process_prints_no_traceback(tmp_path):
