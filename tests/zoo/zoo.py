@@ -28,10 +28,35 @@ SLOW = {"vit_h_14", "vit_l_16", "vit_l_32", "regnet_y_128gf", "regnet_y_32gf", "
         "swin_v2_b", "swin_b", "vit_b_16", "resnext101_64x4d", "wide_resnet101_2", "maxvit_t"}
 
 
-def model_names() -> list[str]:
+# The models a default test run (and CI) checks: one or more of every architecture family
+# and every coupling kind the zoo has (plain, residual, depthwise, grouped, SE scaling, dense
+# concat, channel shuffle, inception branches, layer scale + LayerNorm, windowed attention,
+# the class-token transformer). `GRAPHC_ZOO=all` runs all 80; bench/zoo.py runs all 80 and
+# writes docs/zoo.md.
+CI_MODELS = ("alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "googlenet",
+             "inception_v3", "mnasnet0_5", "mobilenet_v2", "mobilenet_v3_small", "regnet_x_400mf",
+             "regnet_y_400mf", "resnet18", "resnext50_32x4d", "shufflenet_v2_x0_5",
+             "squeezenet1_1", "swin_t", "vgg11_bn", "vit_b_32")
+
+
+def all_model_names() -> list[str]:
     import torchvision
 
     return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def model_names() -> list[str]:
+    """The models to check: `GRAPHC_ZOO` unset -> CI_MODELS; `all` -> every classification
+    model; otherwise a comma-separated list of names."""
+    sel = os.environ.get("GRAPHC_ZOO", "").strip()
+    every = all_model_names()
+    if sel == "all":
+        return every
+    names = [n.strip() for n in sel.split(",") if n.strip()] if sel else list(CI_MODELS)
+    unknown = sorted(set(names) - set(every))
+    if unknown:
+        raise ValueError(f"GRAPHC_ZOO names unknown torchvision models: {', '.join(unknown)}")
+    return sorted(names)
 
 
 def input_side(name: str) -> int:

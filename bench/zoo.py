@@ -1,0 +1,131 @@
+"""The zoo conformance suite over every torchvision classification model, with a results table.
+
+CI runs tests/zoo on a representative subset of the zoo (``CI_MODELS`` in tests/zoo/zoo.py:
+one or more models of every architecture family and coupling kind) to stay within its time
+budget on two cores. This script runs the very same tests on all 80 models (or the ones
+named), then writes a table of model x check -> pass/fail and seconds to docs/zoo.md.
+
+    python bench/zoo.py                         # all 80 models, 2 workers, writes docs/zoo.md
+    python bench/zoo.py --models resnet18,alexnet --workers 1 --no-write
+    python bench/zoo.py --tests roundtrip_torch,roundtrip_onnx
+
+It is the same pytest run CI does, with ``GRAPHC_ZOO`` set; the table comes from pytest's
+JUnit XML, so a failure here is a failing test there.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MARK_BEGIN, MARK_END = "<!-- bench:zoo -->", "<!-- /bench:zoo -->"
+
+
+def _parse(xml_path: Path):
+    """{model: {check: (outcome, seconds, message)}} from pytest's JUnit XML."""
+    results: dict[str, dict[str, tuple[str, float, str]]] = collections.defaultdict(dict)
+    for tc in ET.parse(xml_path).getroot().iter("testcase"):
+        name = tc.get("name", "")
+        if "[" not in name:
+            continue
+        test, model = name[:-1].split("[", 1)
+        check = tc.get("classname", "").rsplit(".", 1)[-1].removeprefix("test_") + "::" + test.removeprefix("test_")
+        outcome, msg = "pass", ""
+        for kind in ("failure", "error"):
+            el = tc.find(kind)
+            if el is not None:
+                outcome = "FAIL"
+                msg = (el.get("message") or "").splitlines()[0][:120] if el.get("message") else kind
+        if tc.find("skipped") is not None:
+            outcome = "skip"
+            msg = (tc.find("skipped").get("message") or "")[:120]
+        results[model][check] = (outcome, float(tc.get("time", 0.0)), msg)
+    return results
+
+
+def _table(results, elapsed: float, workers: int) -> str:
+    checks = sorted({c for r in results.values() for c in r})
+    lines = [f"{len(results)} models, {sum(len(r) for r in results.values())} checks, "
+             f"{elapsed / 60:.1f} min wall time with {workers} worker(s).", ""]
+    per_check = []
+    for c in checks:
+        ran = [r[c] for r in results.values() if c in r]
+        ok = sum(1 for o in ran if o[0] == "pass")
+        per_check.append(f"| {c} | {ok}/{len(ran)} |")
+    lines += ["| check | passed |", "|---|---|", *per_check, ""]
+    short = [c.split("::", 1)[1] for c in checks]
+    lines += ["| model | " + " | ".join(short) + " | seconds |",
+              "|---|" + "---|" * len(checks) + "---|"]
+    failures = []
+    for model in sorted(results):
+        r = results[model]
+        cells = []
+        for c in checks:
+            if c not in r:
+                cells.append("–")
+                continue
+            outcome, _, msg = r[c]
+            cells.append(outcome)
+            if outcome == "FAIL":
+                failures.append(f"- {model} {c}: {msg}")
+        secs = sum(v[1] for v in r.values())
+        lines.append(f"| {model} | " + " | ".join(cells) + f" | {secs:.0f} |")
+    if failures:
+        lines += ["", "Failures:", *failures]
+    return "\n".join(lines)
+
+
+def _write(doc: Path, body: str) -> None:
+    text = doc.read_text() if doc.exists() else "# Zoo conformance\n"
+    block = f"{MARK_BEGIN}\n{body}\n{MARK_END}"
+    if MARK_BEGIN in text and MARK_END in text:
+        head, rest = text.split(MARK_BEGIN, 1)
+        text = head + block + rest.split(MARK_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    tmp = doc.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(doc)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="all", help="comma-separated torchvision names, or 'all'")
+    ap.add_argument("--tests", default="", help="comma-separated test files (e.g. roundtrip_torch,fuse)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "docs" / "zoo.md"))
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args(argv)
+
+    files = [str(ROOT / "tests" / "zoo" / f"test_{t.strip()}.py") for t in args.tests.split(",") if t.strip()]
+    env = dict(os.environ, GRAPHC_ZOO=args.models)
+    env.setdefault("GRAPHC_ZOO_CACHE", tempfile.mkdtemp(prefix="graphc-zoo-"))
+    with tempfile.TemporaryDirectory(prefix="graphc-bench-zoo-") as d:
+        xml = Path(d) / "zoo.xml"
+        cmd = [sys.executable, "-m", "pytest", *(files or [str(ROOT / "tests" / "zoo")]), "-q",
+               "-p", "no:cacheprovider", f"--junitxml={xml}", "-o", "junit_family=xunit1"]
+        cmd += ["-n", str(args.workers), "--dist", "loadgroup"] if args.workers > 1 else ["-p", "no:xdist"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, env=env)
+        elapsed = time.perf_counter() - t0
+        if not xml.exists():
+            print(f"bench/zoo: pytest wrote no results (exit {proc.returncode})", file=sys.stderr)
+            return 2
+        results = _parse(xml)
+    body = _table(results, elapsed, args.workers)
+    print(body)
+    if not args.no_write:
+        _write(Path(args.out), body)
+        print(f"\nwritten to {args.out}")
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
