@@ -1,6 +1,6 @@
 """Reference models and built-in examples.
 
-``build(name, size)`` makes an untrained reference model; ``example(name, data)`` gives a
+``build(name, size)`` makes an untrained reference model; ``train_example(name, data)`` gives a
 trained one (see :mod:`graphc.models.examples`).
 """
 from __future__ import annotations
