@@ -48,10 +48,11 @@ def _member_scores(group: ChannelGroup, ops: set[str], operand: int | None, p: i
         if not any(u.node.op in ops and (operand is None or u.index == operand) for u in uses):
             continue
         data = m.value.param.data
-        rows = np.moveaxis(data, m.axis, 0).reshape(data.shape[m.axis], -1)
-        if not np.issubdtype(rows.dtype, np.floating):
-            rows = rows.astype(np.float64)
-        per = (rows * rows if p == 2 else np.abs(rows)).sum(axis=1, dtype=np.float64)
+        if not np.issubdtype(data.dtype, np.floating):
+            data = data.astype(np.float64)
+        # Reduce over the other axes in place: no transposed copy of the weight.
+        other = tuple(a for a in range(data.ndim) if a != m.axis)
+        per = (np.square(data) if p == 2 else np.abs(data)).sum(axis=other, dtype=np.float64)
         np.add.at(score, m.units, per)
         found = True
     if not found:
@@ -87,12 +88,15 @@ def _fill_members(group: ChannelGroup, keep: np.ndarray, score: np.ndarray, min_
     slice of a concat or a split must keep at least one channel for its conv to exist."""
     kept = np.zeros(group.size, bool)
     kept[keep] = True
+    floor = max(1, min_units)
     for m in group.members:
-        units = np.unique(m.units)
-        need = min(len(units), max(1, min_units)) - int(kept[units].sum())
-        if need > 0:
-            lost = units[~kept[units]]
-            kept[lost[np.argsort(-score[lost], kind="stable")[:need]]] = True
+        # One kept element is one kept unit: with a floor of 1 that is all to check.
+        if floor > 1 or not kept[m.units].any():
+            units = np.unique(m.units)
+            need = min(len(units), floor) - int(kept[units].sum())
+            if need > 0:
+                lost = units[~kept[units]]
+                kept[lost[np.argsort(-score[lost], kind="stable")[:need]]] = True
     return np.nonzero(kept)[0]
 
 

@@ -2,7 +2,8 @@
 
 MODEL is a model spec (see :mod:`graphc.frontends.spec`). The text form is the parseable
 dump: params first, then one line per layer in execution order, each ending with the source
-layer name. ``--no-params`` leaves the param lines out for reading.
+layer name. ``--no-params`` leaves the param lines out for reading. ``--groups`` prints the
+channel groups instead (group id, members, channels, prunable or why not).
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-params", action="store_true", help="text form without the param lines")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     p.add_argument("--after", metavar="PIPELINE", help="show the IR after running this pass pipeline (e.g. fuse)")
+    p.add_argument("--groups", action="store_true",
+                   help="print the channel groups (members, channels, prunable or why not) instead of the IR")
     p.set_defaults(func=run)
 
 
@@ -84,5 +87,10 @@ def run(args) -> int:
         from graphc.pipeline import run_pipeline
 
         run_pipeline(graph, pipeline)
+    if getattr(args, "groups", False):
+        from graphc.passes.channel_groups import channel_groups, format_groups
+
+        write_text(format_groups(channel_groups(graph), max_members=None) + "\n", args.output)
+        return 0
     write_text(render(graph, args), args.output)
     return 0
