@@ -61,17 +61,9 @@ def save(graph: Graph, path, **kwargs) -> Path:
     if suffix == ".onnx":
         from graphc.backends.onnx import save_onnx
 
-        # save_onnx may write external-data files beside the model, so it gets a temp name in
-        # the same directory and the model file is moved into place last.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
-        os.close(fd)
-        try:
-            save_onnx(graph, tmp, **kwargs)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        # save_onnx writes atomically itself; it must see the final name, which names the
+        # external-data file (PATH.data) that models over 2 GB reference.
+        return save_onnx(graph, path, **kwargs)
     import torch
 
     module = emit_torch(graph)

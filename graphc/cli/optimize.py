@@ -76,6 +76,11 @@ def validate(args):
 def write_output(graph, path: str) -> None:
     """Write by suffix through a temporary file beside ``path`` (never a half-written output)."""
     out = Path(path)
+    if out.suffix.lower() == ".onnx":
+        import graphc
+
+        graphc.save(graph, out)  # atomic, and its external data (over 2 GB) is named after OUT
+        return
     fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent or ".")
     os.close(fd)
     tmp = Path(tmp)

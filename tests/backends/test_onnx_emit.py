@@ -267,3 +267,31 @@ def test_external_data_beyond_the_protobuf_limit(tmp_path, monkeypatch):
     assert (tmp_path / "big.onnx").stat().st_size < 32 * 64 * 4
     back = load_onnx(path)
     np.testing.assert_array_equal(back.params["layer.p0"].data, g.params["layer.p0"].data)
+
+
+def test_external_data_through_save_and_the_cli(tmp_path, monkeypatch):
+    """graphc.save, `graphc convert` and `graphc optimize` of a model over the limit (lowered
+    here) write OUT.onnx + OUT.onnx.data and nothing else; each loads back and runs in
+    onnxruntime."""
+    import onnxruntime as ort
+
+    import graphc
+    import graphc.backends.onnx as backend
+    from graphc.cli.main import main
+
+    monkeypatch.setattr(backend, "_PROTO_LIMIT", 1024)
+    g = one("linear", [(2, 64)], {}, [W(32, 64), W(32)])
+    x = np.random.default_rng(0).standard_normal((2, 64)).astype(np.float32)
+    ref = run_graph(g, [torch.from_numpy(x)])[0].numpy()
+    src = graphc.save(g, tmp_path / "src.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.onnx", "src.onnx.data"]
+    out = tmp_path / "out" / "m.onnx"
+    out.parent.mkdir()
+    assert main(["convert", str(src), "-o", str(out)]) == 0
+    assert main(["optimize", str(src), "-o", str(out.parent / "o.onnx"), "--quiet"]) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.onnx", "m.onnx.data", "o.onnx", "o.onnx.data"]
+    for path in (src, out, out.parent / "o.onnx"):
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x})[0], ref, rtol=RTOL, atol=ATOL)
+        back = graphc.load(str(path))
+        np.testing.assert_array_equal(back.params["layer.p0"].data, g.params["layer.p0"].data)
