@@ -93,9 +93,10 @@ _KEEPS_ZERO = {
     "tile", "split", "concat", "slice", "select", "index_select", "gather", "roll", "channel_shuffle",
     "add", "sub", "sum_n", "maximum", "minimum",
 }
+# Ops that combine operands: zero only where every operand is zero (mul: where any is).
+_COMBINES = {"add", "sub", "sum_n", "maximum", "minimum"}
 # Readers for which a zero input channel contributes nothing: removing it (their weight
 # columns with it) leaves their output unchanged.
-_COMBINES = {"add", "sub", "sum_n", "maximum", "minimum"}
 _ABSORBS_ZERO = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "linear", "matmul", "sum"}
 _WEIGHTED = {"conv1d", "conv2d", "conv3d", "linear"}
 
@@ -107,13 +108,16 @@ def _rows_zero(data: np.ndarray, axis: int, threshold: float) -> np.ndarray:
 
 
 class _ZeroChannels:
-    """Which units of one channel group are zero at every node output of the group.
+    """Which units of one channel group are zero wherever the group is read.
 
     Walks the group's node outputs in topological order; an output element is zero when its
-    producer provably makes it so: a conv/linear whose weight row and bias are zero, or an op
-    that keeps zero as zero (relu, pooling, add of zeros, reshape...) fed by zeros. Everything
-    else (BatchNorm with a nonzero shift, sigmoid, softmax, an add of another value...) makes
-    it nonzero, with the reason kept for the report."""
+    producer provably makes it so: a conv/linear whose weight row and bias are zero, an op that
+    keeps zero as zero (relu, pooling, add of zeros, reshape...) fed by zeros, or a product
+    with a zero operand. Everything else (BatchNorm with a nonzero shift, sigmoid, softmax, an
+    add of another value...) may be nonzero. A unit is removable when it is zero in every
+    value a reader outside the group reads (a conv, linear, matmul or sum, to which a zero
+    channel adds nothing); values read only inside the group lose the unit together with their
+    readers' outputs. ``why[u]`` names the first node where unit u may stop being zero."""
 
     def __init__(self, graph: Graph, group, threshold: float):
         self.group, self.threshold = group, threshold
@@ -122,18 +126,31 @@ class _ZeroChannels:
             self.members.setdefault(id(m.value), []).append(m)
         self.zero: dict[tuple[int, int], np.ndarray] = {}
         self.unit_zero = np.ones(group.size, bool)
-        self.why = [None] * group.size
+        self.why: list[str | None] = [None] * group.size
+        self.absorb_reason = None
         for node in graph.nodes:
             outs = [m for v in node.outputs for m in self.members.get(id(v), ()) if not m.is_param]
             for m in outs:
                 z, why = self._output_zero(node, m)
                 self.zero[(id(m.value), m.axis)] = z
-                lost = np.zeros(group.size, bool)
-                lost[m.units[~z]] = True
-                for u in np.flatnonzero(lost & self.unit_zero):
-                    self.why[u] = why
-                self.unit_zero &= ~lost
-        self.absorb_reason = self._readers()
+                for u in np.unique(m.units[~z]):
+                    if self.why[u] is None:
+                        self.why[u] = why
+                if self._read_outside(m):
+                    self.unit_zero &= self._units_zero(m)
+
+    def _read_outside(self, m) -> bool:
+        """Does a node whose outputs are not in the group read ``m``? Records a reader that a
+        zero channel does not leave unchanged."""
+        outside = False
+        for use in m.value.uses():
+            node = use.node
+            if any(id(v) in self.members for v in node.outputs):
+                continue
+            outside = True
+            if node.op not in _ABSORBS_ZERO and self.absorb_reason is None:
+                self.absorb_reason = f"{node.op} {node.name} reads these channels; removing zero ones would change it"
+        return outside
 
     def _units_zero(self, m) -> np.ndarray:
         """Per unit: every element of ``m`` in that unit is zero (vacuous for units not in ``m``)."""
@@ -185,6 +202,13 @@ class _ZeroChannels:
             if shift.size != m.size:
                 return nonzero, why
             return zin[m.units] & (np.abs(shift) <= self.threshold), why
+        if op == "mul":
+            z = np.zeros(self.group.size, bool)
+            for v in node.inputs:
+                zv = self._operand_zero(v)
+                if zv is not None:
+                    z |= zv
+            return z[m.units], f"mul {node.name}: no operand is zero there"
         if op not in _KEEPS_ZERO:
             return nonzero, f"{op} {node.name} does not keep a zero channel zero"
         if op == "pad" and node.attrs.get("mode", "constant") == "constant" and node.attrs.get("value", 0.0) != 0:
@@ -198,20 +222,6 @@ class _ZeroChannels:
                 if v.param is None or np.any(np.abs(v.param.data) > self.threshold):
                     return nonzero, f"{op} {node.name} adds %{v.name}, which is not zero there"
         return z[m.units], f"{op} {node.name}: an operand is not zero there"
-
-    def _readers(self) -> str | None:
-        """A reason the group's channels cannot be removed from a reader, or None."""
-        for ms in self.members.values():
-            for m in ms:
-                if m.is_param:
-                    continue
-                for use in m.value.uses():
-                    node = use.node
-                    if any(id(v) in self.members for v in node.outputs):
-                        continue
-                    if node.op not in _ABSORBS_ZERO:
-                        return f"{node.op} {node.name} reads these channels; removing zero ones would change it"
-        return None
 
 
 def _keep_per_member(group, keep: np.ndarray, prefer: np.ndarray) -> np.ndarray:

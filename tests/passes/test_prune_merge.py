@@ -150,3 +150,19 @@ def test_threshold_treats_small_groups_as_zero(lenet_graph, h):
     assert h.run_pass(g.clone(), "prune-merge").stats["columns_dropped"] == 0
     st = h.run_pass(g, "prune-merge", threshold=1e-4).stats
     assert st["columns_dropped"] == 100
+
+
+def test_zero_times_anything_is_zero(h):
+    """An SE-style gate x * sigmoid(x): the sigmoid of a zero channel is not zero, but only the
+    product reads it, and the product is zero; a sigmoid read by the next conv is refused."""
+    b = h.Builder(shape=(1, 3, 6, 6), seed=2)
+    y = b.conv(b.x, 6, name="a")
+    y = b.op("mul", y, b.op("sigmoid", y, name="gate"), name="mul")
+    g = b.out(b.conv(b.op("relu", y, name="r"), 4, name="c"))
+    h.run_pass(g, "decompose")
+    zero_rows(g, "a", [0, 3])
+    ref = g.clone()
+    st = h.run_pass(g, "prune-merge").stats
+    h.check_same(ref, g)
+    assert st["channels_removed"] == 2 and not st["refused"]
+    assert g.node("gate").output.shape[1] == 4
