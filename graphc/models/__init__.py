@@ -17,5 +17,5 @@ def build(name: str, size: int = 28, in_ch: int = 1, classes: int = 10):
     aliases = {"lenet": "lenet5", "lenet300100": "lenet300", "smallvgg": "vgg", "smallresnet": "resnet"}
     key = aliases.get(key, key)
     if key not in MODELS:
-        raise InputError(f"unknown example model {name!r}: expected one of {', '.join(MODELS)}")
+        raise InputError(f"unknown example model {name!r}: expected one of lenet5, lenet300, small-vgg, small-resnet")
     return MODELS[key](size=size, in_ch=in_ch, classes=classes)
