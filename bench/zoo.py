@@ -100,31 +100,48 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="all", help="comma-separated torchvision names, or 'all'")
     ap.add_argument("--tests", default="", help="comma-separated test files (e.g. roundtrip_torch,fuse)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--chunk", type=int, default=4, help="models per pytest process")
     ap.add_argument("--out", default=str(ROOT / "docs" / "zoo.md"))
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
 
     files = [str(ROOT / "tests" / "zoo" / f"test_{t.strip()}.py") for t in args.tests.split(",") if t.strip()]
-    env = dict(os.environ, GRAPHC_ZOO=args.models)
-    env.setdefault("GRAPHC_ZOO_CACHE", tempfile.mkdtemp(prefix="graphc-zoo-"))
+    sys.path.insert(0, str(ROOT / "tests" / "zoo"))
+    from zoo import all_model_names
+
+    models = all_model_names() if args.models == "all" else [m.strip() for m in args.models.split(",") if m.strip()]
+    chunks = [models[i:i + args.chunk] for i in range(0, len(models), args.chunk)]
+    cache = os.environ.get("GRAPHC_ZOO_CACHE") or tempfile.mkdtemp(prefix="graphc-zoo-")
+    results: dict = {}
+    worst = 0
+    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="graphc-bench-zoo-") as d:
-        xml = Path(d) / "zoo.xml"
-        cmd = [sys.executable, "-m", "pytest", *(files or [str(ROOT / "tests" / "zoo")]), "-q",
-               "-p", "no:cacheprovider", f"--junitxml={xml}", "-o", "junit_family=xunit1"]
-        cmd += ["-n", str(args.workers), "--dist", "loadgroup"] if args.workers > 1 else ["-p", "no:xdist"]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, env=env)
-        elapsed = time.perf_counter() - t0
-        if not xml.exists():
-            print(f"bench/zoo: pytest wrote no results (exit {proc.returncode})", file=sys.stderr)
-            return 2
-        results = _parse(xml)
+        for i, chunk in enumerate(chunks):
+            # one pytest process per chunk: a model's memory (the giants hold several GB) is
+            # returned before the next chunk starts
+            xml = Path(d) / f"zoo{i}.xml"
+            env = dict(os.environ, GRAPHC_ZOO=",".join(chunk), GRAPHC_ZOO_CACHE=cache)
+            cmd = [sys.executable, "-m", "pytest", *(files or [str(ROOT / "tests" / "zoo")]), "-q",
+                   "-p", "no:cacheprovider", f"--junitxml={xml}", "-o", "junit_family=xunit1"]
+            cmd += ["-n", str(args.workers), "--dist", "loadgroup"] if args.workers > 1 else ["-p", "no:xdist"]
+            print(f"[{i + 1}/{len(chunks)}] {', '.join(chunk)}", flush=True)
+            proc = subprocess.run(cmd, cwd=ROOT, env=env)
+            worst = max(worst, proc.returncode)
+            if not xml.exists():
+                print(f"bench/zoo: pytest wrote no results for {', '.join(chunk)} (exit {proc.returncode})",
+                      file=sys.stderr)
+                for m in chunk:
+                    results.setdefault(m, {})["*::pytest"] = ("FAIL", 0.0, f"pytest exit {proc.returncode}, no results")
+                continue
+            for m, r in _parse(xml).items():
+                results.setdefault(m, {}).update(r)
+    elapsed = time.perf_counter() - t0
     body = _table(results, elapsed, args.workers)
     print(body)
     if not args.no_write:
         _write(Path(args.out), body)
         print(f"\nwritten to {args.out}")
-    return proc.returncode
+    return worst
 
 
 if __name__ == "__main__":
