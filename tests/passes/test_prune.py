@@ -250,3 +250,26 @@ def test_prune_through_the_pipeline_string(h):
     assert report.changed
     g.verify()
     assert g.params["c1.weight"].data.shape[0] == 3
+
+
+@pytest.mark.parametrize("build", BUILDERS, ids=lambda f: f.__name__)
+def test_removing_no_unit_through_the_whole_path_is_the_identity(h, build):
+    """A ratio too small to remove a unit from any group still runs the analysis, the plan and
+    the rewrite: nothing may change, weights and outputs included."""
+    g = build(h)
+    before, xs = str(g), _inputs(g)
+    data = {p.source: p.data.copy() for p in g.params.values()}
+    y0 = h.execute(g, *xs)
+    assert prune_graph(g, ratio=1e-6) == 0
+    assert str(g) == before
+    for p in g.params.values():
+        np.testing.assert_array_equal(p.data, data[p.source])
+    for a, b in zip(y0, h.execute(g, *xs)):
+        assert torch.equal(a, b)
+
+
+def test_keeping_every_unit_is_the_identity(h):
+    g = concat_split(h)
+    before = str(g)
+    assert prune_groups(g, [(gr, np.arange(gr.size)) for gr in channel_groups(g) if gr.prunable]) == 0
+    assert str(g) == before
