@@ -38,7 +38,30 @@ WEIGHT_OPS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2
 SCALE_OPS = {"batch_norm", "layer_norm", "group_norm", "instance_norm"}
 
 
-def _member_scores(group: ChannelGroup, ops: set[str], operand: int | None, p: int) -> np.ndarray | None:
+def _axis_sums(m, p: int, cache: dict | None) -> np.ndarray:
+    """Sum of |w| (p=1) or w**2 (p=2) of a param member over every axis but its own. A weight is
+    a member of two groups (its rows and its columns): its magnitude is taken once for both."""
+    key = (id(m.value), m.axis, p)
+    if cache is not None and key in cache:
+        return cache[key]
+    data = m.value.param.data
+    if not np.issubdtype(data.dtype, np.floating):
+        data = data.astype(np.float64)
+    mag = np.square(data) if p == 2 else np.abs(data)
+    # Reduce over the other axes in place: no transposed copy of the weight.
+    axes = [m.axis] if cache is None or data.ndim < 2 else sorted({m.axis, 0, 1})
+    per = None
+    for a in axes:
+        s = mag.sum(axis=tuple(b for b in range(data.ndim) if b != a)).astype(np.float64)
+        if cache is not None:
+            cache[(id(m.value), a, p)] = s
+        if a == m.axis:
+            per = s
+    return per
+
+
+def _member_scores(group: ChannelGroup, ops: set[str], operand: int | None, p: int,
+                   cache: dict | None = None) -> np.ndarray | None:
     score = np.zeros(group.size)
     found = False
     for m in group.members:
@@ -47,32 +70,27 @@ def _member_scores(group: ChannelGroup, ops: set[str], operand: int | None, p: i
         uses = m.value.uses()
         if not any(u.node.op in ops and (operand is None or u.index == operand) for u in uses):
             continue
-        data = m.value.param.data
-        if not np.issubdtype(data.dtype, np.floating):
-            data = data.astype(np.float64)
-        # Reduce over the other axes in place: no transposed copy of the weight.
-        other = tuple(a for a in range(data.ndim) if a != m.axis)
-        per = (np.square(data) if p == 2 else np.abs(data)).sum(axis=other, dtype=np.float64)
-        np.add.at(score, m.units, per)
+        np.add.at(score, m.units, _axis_sums(m, p, cache))
         found = True
     if not found:
         return None
     return np.sqrt(score) if p == 2 else score
 
 
-def importance(group: ChannelGroup, kind: str, rng: np.random.Generator) -> np.ndarray:
-    """One score per unit of ``group``; higher means more important."""
+def importance(group: ChannelGroup, kind: str, rng: np.random.Generator, cache: dict | None = None) -> np.ndarray:
+    """One score per unit of ``group``; higher means more important. ``cache`` (a dict shared
+    by the groups of one graph state) keeps each weight's per-axis magnitudes between groups."""
     if kind == "random":
         return rng.random(group.size)
     if kind == "bn-scale":
-        s = _member_scores(group, SCALE_OPS, 1, 1)
+        s = _member_scores(group, SCALE_OPS, 1, 1, cache)
         if s is not None:
             return s
         kind = "l1"
     p = 2 if kind == "l2" else 1
-    s = _member_scores(group, WEIGHT_OPS, None, p)
+    s = _member_scores(group, WEIGHT_OPS, None, p, cache)
     if s is None:
-        s = _member_scores(group, WEIGHT_OPS | SCALE_OPS, None, p)
+        s = _member_scores(group, WEIGHT_OPS | SCALE_OPS, None, p, cache)
     return s if s is not None else np.zeros(group.size)
 
 
@@ -104,7 +122,8 @@ def plan(groups: list[ChannelGroup], ratio: float, kind: str, scope: str, min_un
          rng: np.random.Generator) -> list[tuple[ChannelGroup, np.ndarray]]:
     """Which units of each prunable group to keep."""
     groups = [g for g in groups if g.prunable]
-    scores = [importance(g, kind, rng) for g in groups]
+    cache: dict = {}
+    scores = [importance(g, kind, rng, cache) for g in groups]
     out = []
     if scope == "global":
         norm = [s / (s.max() if s.max() > 0 else 1.0) for s in scores]
