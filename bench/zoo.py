@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import subprocess
 import sys
@@ -103,6 +104,8 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=4, help="models per pytest process")
     ap.add_argument("--out", default=str(ROOT / "docs" / "zoo.md"))
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--save", default="", help="JSON-lines file of per-model results; models already in it are "
+                    "not rerun (resume an interrupted run), and the table is rewritten after every chunk")
     args = ap.parse_args(argv)
 
     files = [str(ROOT / "tests" / "zoo" / f"test_{t.strip()}.py") for t in args.tests.split(",") if t.strip()]
@@ -110,9 +113,14 @@ def main(argv=None) -> int:
     from zoo import all_model_names
 
     models = all_model_names() if args.models == "all" else [m.strip() for m in args.models.split(",") if m.strip()]
-    chunks = [models[i:i + args.chunk] for i in range(0, len(models), args.chunk)]
-    cache = os.environ.get("GRAPHC_ZOO_CACHE") or tempfile.mkdtemp(prefix="graphc-zoo-")
     results: dict = {}
+    if args.save and Path(args.save).exists():
+        for line in Path(args.save).read_text().splitlines():
+            row = json.loads(line)
+            results[row["model"]] = {k: tuple(v) for k, v in row["checks"].items()}
+    todo = [m for m in models if m not in results]
+    chunks = [todo[i:i + args.chunk] for i in range(0, len(todo), args.chunk)]
+    cache = os.environ.get("GRAPHC_ZOO_CACHE") or tempfile.mkdtemp(prefix="graphc-zoo-")
     worst = 0
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="graphc-bench-zoo-") as d:
@@ -135,6 +143,11 @@ def main(argv=None) -> int:
                 continue
             for m, r in _parse(xml).items():
                 results.setdefault(m, {}).update(r)
+                if args.save:
+                    with open(args.save, "a") as f:
+                        f.write(json.dumps({"model": m, "checks": results[m]}) + "\n")
+            if not args.no_write:
+                _write(Path(args.out), _table(results, time.perf_counter() - t0, args.workers))
     elapsed = time.perf_counter() - t0
     body = _table(results, elapsed, args.workers)
     print(body)
