@@ -12,7 +12,7 @@ tests/zoo/zoo.py). Neither tool gets per-model configuration (no attention head 
 unwrapped parameters): a model counts as handled when the tool's pruned module runs and returns
 the model's output shape. MACs of each pruned module are counted by one counter
 (``torch.utils.flop_counter``, MACs = FLOPs / 2) and reported relative to the unpruned model.
-Each tool gets ``--limit`` seconds per model. Prints a table and writes it to the
+Each tool gets ``--limit`` CPU seconds per model. Prints a table and writes it to the
 ``vs-torch-pruning`` section of docs/benchmarks.md.
 
     python bench/vs_torch_pruning.py                  # a representative set, a few minutes
@@ -57,15 +57,16 @@ class Timeout(Exception):
 @contextmanager
 def time_limit(seconds: float):
     def fire(signum, frame):
-        raise Timeout(f"over {seconds:.0f} s")
+        raise Timeout(f"over {seconds:.0f} CPU s")
 
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # CPU time of the process, as the timings: waiting for a core on a shared machine does not count.
+    old = signal.signal(signal.SIGPROF, fire)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, old)
 
 
 def all_models() -> list[str]:
@@ -209,17 +210,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", help="comma-separated torchvision model names")
     ap.add_argument("--all", action="store_true", help="every torchvision classification model")
-    ap.add_argument("--limit", type=float, default=600, help="seconds each tool gets per model (default 600)")
+    ap.add_argument("--limit", type=float, default=600, help="CPU seconds each tool gets per model (default 600)")
     ap.add_argument("--save", type=Path, metavar="FILE", help="append rows to FILE (JSON lines); skip models already there")
+    ap.add_argument("--no-run", action="store_true",
+                    help="run nothing: tabulate the rows already in --save (models not there are listed as not run)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = ap.parse_args(argv)
+    if args.no_run and not args.save:
+        ap.error("--no-run needs --save FILE")
     every = all_models()
     names = every if args.all else (args.models.split(",") if args.models else DEFAULT)
     unknown = sorted(set(names) - set(every))
     if unknown:
         ap.error(f"unknown torchvision models: {', '.join(unknown)}")
     done = load_rows(args.save)
-    todo = [n for n in names if n not in done]
+    todo = [] if args.no_run else [n for n in names if n not in done]
     if todo:
         # Imports and first-call caches of both tools, outside the timings.
         warm, wx = build("resnet18")
@@ -234,16 +239,19 @@ def main(argv=None) -> int:
             with args.save.open("a") as f:
                 f.write(json.dumps(row) + "\n")
         gc.collect()
-    rows = [done[n] for n in names]
+    rows = [done[n] for n in names if n in done]
+    missing = [n for n in names if n not in done]
     text, ratios = table(rows)
     summary = summarize(rows, ratios)
+    if missing:
+        summary += f" Not run yet ({len(missing)} of {len(names)}): {', '.join(missing)}."
     body = ("## Structured pruning: graphc vs Torch-Pruning\n\n"
             f"`prune(ratio=0.5)`, L1 magnitude, one run per model and tool, both in the same process on "
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
             f"Torch-Pruning {_tp_version()}. graphc time = load (torch.fx) + channel groups + prune + emit a "
             "torch module; Torch-Pruning time = MagnitudePruner (DependencyGraph) + step(), the last Linear "
             "ignored, no per-model options. A tool fails on a model when it raises, exceeds "
-            f"{args.limit:.0f} s (wall), or its pruned module does not return the model's output shape. Times "
+            f"{args.limit:.0f} CPU s, or its pruned module does not return the model's output shape. Times "
             "are CPU seconds of the process, single-threaded (OMP_NUM_THREADS=1), wall seconds in parentheses: "
             "the machine is shared, and CPU time does not count waiting for a core. The time ratio is "
             "graphc CPU / Torch-Pruning CPU. MACs are "
