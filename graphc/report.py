@@ -184,7 +184,13 @@ def format_table(report: Report) -> str:
     for name, m in report.metrics.items():
         unit = f" ({m['unit']})" if m.get("unit") else ""
         fmt = (lambda v: "-" if v is None else f"{v:.4g}") if name != "params" else _count
-        tot.append([name + unit, fmt(m.get("before")), fmt(m.get("after")), _pct(m.get("before"), m.get("after"))])
+        if m.get("unit") == "%":
+            fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        b, a = m.get("before"), m.get("after")
+        # a percentage metric changes by points, not by a percent of itself
+        change = (f"{a - b:+.2f} pt" if b is not None and a is not None else "-") if m.get("unit") == "%" \
+            else _pct(b, a)
+        tot.append([name + unit, fmt(b), fmt(a), change])
     lines += _render(tot, right={1, 2, 3})
     lines.append(f"time: {report.seconds:.2f}s")
     if report.check is not None:
