@@ -214,11 +214,63 @@ class _Converter:
             v = self.graph.add_param(tensor.detach(), source=src, kind=kind or k)
         else:
             origin = self._origin.get(key)
-            base = name or (_scoped_name(origin) if origin is not None else f"{self.node_name}.const")
-            v = self.graph.add_param(tensor.detach().clone(), name=base, kind=kind or "const")
+            v = self._from_weights(origin) if kind is None and origin is not None else None
+            if v is None:
+                base = name or (_scoped_name(origin) if origin is not None else f"{self.node_name}.const")
+                v = self.graph.add_param(tensor.detach().clone(), name=base, kind=kind or "const")
         self._param_cache[key] = v
         self._keep.append(tensor)  # ids key the cache: keep the tensor alive so its id is not reused
         return v
+
+    def _reads_weight(self, n: fx.Node, seen: dict) -> bool:
+        """Whether static node ``n`` computes from a model parameter (not only from buffers)."""
+        if n not in seen:
+            seen[n] = False
+            if n.op == "get_attr":
+                t = self.results.get(n)
+                seen[n] = isinstance(t, torch.Tensor) and self._named.get(id(t), ("", ""))[1] == "weight"
+            elif n.op in ("call_function", "call_method", "call_module"):
+                seen[n] = any(self._reads_weight(a, seen) for a in n.all_input_nodes if a not in self.dynamic)
+        return seen[n]
+
+    def _from_weights(self, origin: fx.Node) -> Value | None:
+        """A tensor computed before the input arrives from model parameters (ViT's class token
+        expanded to the batch, Swin's relative position bias gathered by a fixed index): the
+        computation becomes IR nodes on the parameters themselves, so they stay weights that
+        passes and the param count see. None (fold it) when that takes an opaque node."""
+        if not self._reads_weight(origin, {}):
+            return None
+        mark = len(self.graph.nodes)
+        saved = self.node, self.node_name
+        promoted: list[fx.Node] = []
+
+        def promote(n: fx.Node) -> bool:
+            if n in self.dynamic or not self._reads_weight(n, {}):
+                return True  # a buffer-only input stays a const operand
+            if n.op == "get_attr":
+                self.dynamic.add(n)
+                promoted.append(n)
+                self.env[n] = self.param(self.results[n])
+                return True
+            if not all(promote(a) for a in n.all_input_nodes):
+                return False
+            self.dynamic.add(n)
+            promoted.append(n)
+            self._convert_node(n)
+            return isinstance(self.env[n], Value)
+
+        try:
+            ok = promote(origin)
+        finally:
+            self.node, self.node_name = saved
+        if ok and not any(x.op == "opaque" for x in self.graph.nodes[mark:]):
+            return self.env[origin]
+        for x in reversed(self.graph.nodes[mark:]):
+            self.graph.erase(x)
+        for n in promoted:
+            self.dynamic.discard(n)
+            self.env.pop(n, None)
+        return None
 
     def const(self, value, like: Value | None = None) -> Value:
         """A 0-d const for a Python scalar, typed so torch's promotion keeps ``like``'s dtype."""

@@ -631,6 +631,26 @@ METHOD_RULES = {
     "exp": _fn_unary("exp"), "sqrt": _fn_unary("sqrt"), "neg": _fn_unary("neg"), "abs": _fn_unary("abs"),
 }
 
+def _swin_relative_position_bias(cv, n, args, kwargs):
+    """torchvision Swin's ``_get_relative_position_bias(table, index, window_size)``: the bias
+    table gathered by a fixed index into (1, heads, N, N), kept as ops on the table."""
+    table, index, window = args
+    if not isinstance(table, Value) or not isinstance(index, torch.Tensor):
+        raise NoRule
+    size = int(window[0]) * int(window[1])
+    idx = cv.param(index.reshape(-1).to(torch.int64).clone())
+    y = cv.emit("index_select", [table, idx], {"dim": 0})
+    y = cv.emit("reshape", [y], {"shape": [size, size, -1]})
+    y = cv.emit("permute", [y], {"dims": [2, 0, 1]})
+    return cv.emit("unsqueeze", [y], {"dims": [0]})
+
+
+# Wrapped (fx leaf) library functions, by module and name: importing their libraries here
+# would slow every import of graphc.
+QUALNAME_RULES = {
+    ("torchvision.models.swin_transformer", "_get_relative_position_bias"): _swin_relative_position_bias,
+}
+
 # Calls that return their (mutated) first input: never alias them to an unchanged value.
 INPLACE = {operator.iadd, operator.isub, operator.imul, operator.itruediv, torch.relu_, "add_", "mul_", "relu_",
            "sigmoid_", "clamp_", "hardtanh_", "copy_", "fill_", "zero_", "masked_fill_"}
@@ -650,9 +670,13 @@ def rule_for(node, gm):
 
             return aten_rule(node.target)
         try:
-            return FUNCTION_RULES.get(node.target)
+            rule = FUNCTION_RULES.get(node.target)
         except TypeError:  # unhashable callable
             return None
+        if rule is None:
+            key = (getattr(node.target, "__module__", None), getattr(node.target, "__name__", None))
+            rule = QUALNAME_RULES.get(key)
+        return rule
     if node.op == "call_method":
         return METHOD_RULES.get(node.target)
     return None
