@@ -207,6 +207,7 @@ class Importer:
         self.consts: dict[str, np.ndarray] = {}
         self.from_init: set[str] = set()
         self.values: dict[str, Value] = {}
+        self.sequences: dict[str, list[Value]] = {}
         self._params: dict[tuple[str, str], Value] = {}
         self._param_users: dict[str, int] = {}
         self.input_shapes = input_shapes
@@ -380,7 +381,8 @@ class Importer:
                         if derived:
                             self.from_init.add(o)
                 continue
-            missing = [n for n in node.input if n and n not in self.values and n not in self.consts]
+            missing = [n for n in node.input
+                       if n and n not in self.values and n not in self.consts and n not in self.sequences]
             if missing:
                 raise InputError(f"ONNX node {label} ({node.op_type}) reads {missing[0]!r}, which nothing "
                                  f"produces (graph not topologically sorted?)")
@@ -406,6 +408,8 @@ class Importer:
             for o, r in zip(outs, results):
                 if isinstance(r, np.ndarray):
                     self.consts[o] = r
+                elif isinstance(r, list):
+                    self.sequences[o] = r
                 else:
                     self.values[o] = r
         self._set_outputs()

@@ -79,6 +79,11 @@ class NodeContext:
         name = self.inputs[i]
         if name in self.imp.values:
             return self.imp.values[name]
+        if name in self.imp.sequences:
+            from graphc.errors import UnsupportedError
+
+            raise UnsupportedError(f"ONNX node {self.node.name or self.name} ({self.node.op_type}) uses sequence "
+                                   f"{name!r} in a way graphc cannot map to static tensors")
         if self.imp.consts[name].dtype.kind in "UO":
             raise Fallback("string tensor operand")
         return self.imp.param(name, (id(self.node), self.name), role, kind)
@@ -625,6 +630,65 @@ def split(cx):
         raise Fallback
     n = cx.emit("split", [cx.value(0)], {"dim": axis, "sizes": sizes})
     return list(n.outputs)
+
+
+@handles("SplitToSequence")
+def split_to_sequence(cx):
+    """A sequence of static length (the dynamo exporter's ``chunk`` without optimisation):
+    the split's outputs, read back by SequenceAt / ConcatFromSequence / SequenceLength."""
+    shape = cx.shape(0)
+    axis = _norm_axis(int(cx.attr("axis", 0)), len(shape))
+    keep = int(cx.attr("keepdims", 1))
+    if cx.has(1):
+        split = np.asarray(cx.need_const(1))
+        if split.ndim == 0:
+            k = int(split)
+            sizes = [min(k, shape[axis] - i) for i in range(0, shape[axis], k)]
+        else:
+            sizes = _ints(split)
+    else:
+        sizes = [1] * shape[axis]
+    if not cx.has(1) and not keep:
+        parts = [cx.out("select", [cx.value(0)], {"dim": axis, "index": i}, name=f"{cx.name}.{i}")
+                 for i in range(shape[axis])]
+    else:
+        parts = list(cx.emit("split", [cx.value(0)], {"dim": axis, "sizes": sizes}).outputs)
+    return [Sequence(parts)]
+
+
+class Sequence(list):
+    """An ONNX sequence of static length: its items' IR values."""
+
+
+def _sequence(cx, i: int) -> Sequence:
+    seq = cx.imp.sequences.get(cx.inputs[i])
+    if seq is None:
+        raise Fallback("not a sequence of static length")
+    return seq
+
+
+@handles("SequenceAt")
+def sequence_at(cx):
+    seq = _sequence(cx, 0)
+    return [seq[int(np.asarray(cx.need_const(1)))]]
+
+
+@handles("SequenceLength")
+def sequence_length(cx):
+    return [np.array(len(_sequence(cx, 0)), dtype=np.int64)]
+
+
+@handles("ConcatFromSequence")
+def concat_from_sequence(cx):
+    seq = _sequence(cx, 0)
+    axis = int(cx.attr("axis"))
+    if cx.attr("new_axis", 0):
+        rank = len(seq[0].shape) + 1
+        axis = _norm_axis(axis, rank)
+        seq = [cx.out("unsqueeze", [v], {"dims": [axis]}, name=f"{cx.name}.unsqueeze") for v in seq]
+    else:
+        axis = _norm_axis(axis, len(seq[0].shape))
+    return [cx.out("concat", list(seq), {"dim": axis})]
 
 
 @handles("Slice")

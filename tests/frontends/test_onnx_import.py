@@ -500,3 +500,23 @@ def test_opaque_nodes_from_old_opsets_are_brought_to_the_emitted_opset(rng):
     graph, emitted = roundtrip(model, {"x": rand(rng, 1, 2, 3, 2)})
     assert [n.attrs["op_type"] for n in graph.find("opaque")] == ["Resize", "Hardmax"]
     assert "Upsample" not in [n.op_type for n in emitted.graph.node]
+
+
+def test_static_sequences_from_the_unoptimised_dynamo_exporter(rng):
+    """SplitToSequence (scalar split, split list, per-item without keepdims) read back by
+    SequenceAt, ConcatFromSequence and SequenceLength become split/select/concat ops."""
+    nodes = [helper.make_node("SplitToSequence", ["x", "two"], ["seq"], name="chunk", axis=1),
+             helper.make_node("SequenceAt", ["seq", "zero"], ["a"], name="first"),
+             helper.make_node("SequenceAt", ["seq", "minus1"], ["b"], name="last"),
+             helper.make_node("SequenceLength", ["seq"], ["n"], name="len"),
+             helper.make_node("Cast", ["n"], ["nf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["b", "nf"], ["b2"], name="scale"),
+             helper.make_node("Concat", ["b2", "a"], ["c"], name="cat", axis=1),
+             helper.make_node("SplitToSequence", ["c"], ["items"], name="unbind", axis=2, keepdims=0),
+             helper.make_node("ConcatFromSequence", ["items"], ["y"], name="stack", axis=1, new_axis=1)]
+    inits = [tensor("two", np.array(2, np.int64)), tensor("zero", np.array(0, np.int64)),
+             tensor("minus1", np.array(-1, np.int64))]
+    model = make(nodes, [vi("x", [1, 5, 3])], [vi("y", [1, 3, 3])], inits, opset=18)
+    graph, _ = roundtrip(model, {"x": rand(rng, 1, 5, 3)})
+    assert not graph.find("opaque")
+    assert {"split", "select", "concat", "unsqueeze"} <= {n.op for n in graph.nodes}
