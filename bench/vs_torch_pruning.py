@@ -5,7 +5,7 @@ For each model, on the same machine, one run each:
 - graphc: ``graphc.load`` (torch.fx) + ``channel_groups`` + ``prune(ratio=0.5)`` +
   ``emit_torch`` (a runnable pruned ``nn.Module``);
 - Torch-Pruning: ``MagnitudePruner`` (which builds its ``DependencyGraph``) + ``step()``, L1
-  magnitude, the final classifier ignored (graphc keeps graph outputs whole too).
+  magnitude, the classifier layer ignored (graphc keeps graph outputs whole too).
 
 Both start from the same randomly initialised model and input (the zoo's input sizes,
 tests/zoo/zoo.py). Neither tool gets per-model configuration (no attention head counts, no
@@ -122,10 +122,16 @@ def run_graphc(model, x):
 def run_tp(model, x):
     import torch_pruning as tp
 
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    # The classifier keeps its outputs (graphc keeps graph outputs whole): Torch-Pruning's own
+    # examples ignore the layers with one output per class, Linear or (SqueezeNet) Conv2d.
+    with torch.no_grad():
+        y = model(x)
+    n = (y[0] if isinstance(y, (tuple, list)) else y).shape[-1]
+    heads = [m for m in model.modules() if (isinstance(m, torch.nn.Linear) and m.out_features == n)
+             or (isinstance(m, torch.nn.Conv2d) and m.out_channels == n)]
     t0 = clock()
     pruner = tp.pruner.MagnitudePruner(model, x, importance=tp.importance.MagnitudeImportance(p=1),
-                                       pruning_ratio=0.5, ignored_layers=linears[-1:])
+                                       pruning_ratio=0.5, ignored_layers=heads)
     pruner.step()
     return since(t0), model
 
@@ -249,8 +255,8 @@ def main(argv=None) -> int:
             f"`prune(ratio=0.5)`, L1 magnitude, one run per model and tool, both in the same process on "
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
             f"Torch-Pruning {_tp_version()}. graphc time = load (torch.fx) + channel groups + prune + emit a "
-            "torch module; Torch-Pruning time = MagnitudePruner (DependencyGraph) + step(), the last Linear "
-            "ignored, no per-model options. A tool fails on a model when it raises, exceeds "
+            "torch module; Torch-Pruning time = MagnitudePruner (DependencyGraph) + step(), the classifier "
+            "(the layer with one output per class) ignored, no other per-model options. A tool fails on a model when it raises, exceeds "
             f"{args.limit:.0f} CPU s, or its pruned module does not return the model's output shape. Times "
             "are CPU seconds of the process, single-threaded (OMP_NUM_THREADS=1), wall seconds in parentheses: "
             "the machine is shared, and CPU time does not count waiting for a core. The time ratio is "
