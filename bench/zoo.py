@@ -37,6 +37,9 @@ def _parse(xml_path: Path):
         if "[" not in name:
             continue
         test, model = name[:-1].split("[", 1)
+        if "-" in model:  # a zoo case crossed with another parameter: `resnet18-onnx`
+            model, variant = model.split("-", 1)
+            test = f"{test}[{variant}]"
         check = tc.get("classname", "").rsplit(".", 1)[-1].removeprefix("test_") + "::" + test.removeprefix("test_")
         outcome, msg = "pass", ""
         for kind in ("failure", "error"):
