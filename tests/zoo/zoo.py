@@ -74,6 +74,7 @@ class ZooCase:
         kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
         self.model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
         _randomize_bn(self.model)
+        _randomize_zero_weights(self.model)
         side = input_side(name)
         g = torch.Generator().manual_seed(1)
         self.x = torch.randn(1, 3, side, side, generator=g)
@@ -124,6 +125,17 @@ def _export_onnx(model, x, path: Path) -> None:
     except torch.onnx.errors.OnnxExporterError:
         program = torch.onnx.export(model, (x,), dynamo=True, opset_version=18, verbose=False)
         program.save(str(path))
+
+
+def _randomize_zero_weights(model: torch.nn.Module) -> None:
+    """torchvision starts some layers at zero (the ViT classifier head), so the model outputs
+    zeros for every input and any comparison against it holds vacuously: give such weights
+    small random values."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2 and not p.any():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
 
 
 def _randomize_bn(model: torch.nn.Module) -> None:
