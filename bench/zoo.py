@@ -107,6 +107,7 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=4, help="models per pytest process")
     ap.add_argument("--out", default=str(ROOT / "docs" / "zoo.md"))
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("-k", dest="keyword", default="", help="pytest -k expression (e.g. 'not dynamo')")
     ap.add_argument("--save", default="", help="JSON-lines file of per-model results; models already in it are "
                     "not rerun (resume an interrupted run), and the table is rewritten after every chunk")
     args = ap.parse_args(argv)
@@ -134,6 +135,7 @@ def main(argv=None) -> int:
             env = dict(os.environ, GRAPHC_ZOO=",".join(chunk), GRAPHC_ZOO_CACHE=cache)
             cmd = [sys.executable, "-m", "pytest", *(files or [str(ROOT / "tests" / "zoo")]), "-q",
                    "-p", "no:cacheprovider", f"--junitxml={xml}", "-o", "junit_family=xunit1"]
+            cmd += ["-k", args.keyword] if args.keyword else []
             cmd += ["-n", str(args.workers), "--dist", "loadgroup"] if args.workers > 1 else ["-p", "no:xdist"]
             print(f"[{i + 1}/{len(chunks)}] {', '.join(chunk)}", flush=True)
             proc = subprocess.run(cmd, cwd=ROOT, env=env)
