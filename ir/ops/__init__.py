@@ -6,6 +6,8 @@ An OpDef is the single source of truth about an op:
   torch back-end and the numeric checks run it; shape inference runs it on meta tensors unless
   the op gives a faster ``infer``.
 - ``infer``: optional ``f(types, attrs) -> list[TensorType]``.
+- ``rule``: optional closed-form ``f(types, attrs) -> list[TensorType] | None`` (see
+  :mod:`graphc.ir.ops.rules`); None hands the node to the meta-tensor path.
 - ``channels``: how channel axes flow through the op (see :mod:`graphc.ir.channel_rules`).
 - ``cost``: MACs and other figures per node (see :mod:`graphc.ir.cost_rules`).
 - ``num_outputs``: an int, or a function of the attrs.
@@ -36,6 +38,7 @@ class OpDef:
     cost: Any = None
     # Free-form tags: "elementwise", "unary", "binary", "reduction", "pool", "norm", ...
     tags: frozenset = field(default_factory=frozenset)
+    rule: Callable[[list[TensorType], dict], list[TensorType] | None] | None = None
 
     def n_outputs(self, attrs: dict) -> int:
         return self.num_outputs(attrs) if callable(self.num_outputs) else self.num_outputs
@@ -45,6 +48,10 @@ class OpDef:
         try:
             if self.infer is not None:
                 return list(self.infer(types, node.attrs))
+            if self.rule is not None and all(all(t.shape) for t in types):
+                out = self.rule(types, node.attrs)
+                if out is not None:
+                    return out
             return list(_meta_infer(self.name, tuple(types), _freeze(node.attrs)))
         except IRError:
             raise
@@ -126,3 +133,7 @@ from graphc.ir.ops import nn as _nn  # noqa: E402,F401
 from graphc.ir.ops import elementwise as _elementwise  # noqa: E402,F401
 from graphc.ir.ops import shape as _shape  # noqa: E402,F401
 from graphc.ir.ops import opaque as _opaque  # noqa: E402,F401
+from graphc.ir.ops import rules as _rules  # noqa: E402
+
+for _name, _rule in _rules.RULES.items():
+    _OPS[_name].rule = _rule
