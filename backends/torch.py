@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import gc
 import inspect
 import operator
 import re
@@ -476,4 +477,12 @@ for _op in ("multi_head_attention", "dropout"):
 
 def emit_torch(graph: Graph) -> fx.GraphModule:
     """The graph as a ``torch.fx.GraphModule`` in eval mode (see the module docstring)."""
-    return _Emitter(graph).emit()
+    # Building layers and fx nodes allocates many small objects; the cyclic collector's passes
+    # over the whole heap (the source model and graph included) would dominate the emission.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _Emitter(graph).emit()
+    finally:
+        if enabled:
+            gc.enable()

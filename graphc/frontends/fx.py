@@ -23,6 +23,7 @@ their ``state_dict`` key.
 """
 from __future__ import annotations
 
+import gc
 import re
 from collections import OrderedDict
 from typing import Any
@@ -66,10 +67,44 @@ class LayerTracer(fx.Tracer):
 
 def trace(model: torch.nn.Module, example_inputs: tuple) -> fx.GraphModule:
     """Symbolic trace with :class:`LayerTracer`; ``torch.export`` when that fails."""
+    traced = _trace(model, example_inputs)
+    if isinstance(traced, _Traced):
+        return fx.GraphModule(traced.module, traced.graph, type(model).__name__)
+    return traced
+
+
+class _Traced:
+    """A symbolic trace as the importer reads it: the fx graph and the module hierarchy an
+    ``fx.GraphModule`` would hold (the layers and attributes the graph reads, copied the way
+    GraphModule copies them), without the Python code a GraphModule generates and compiles,
+    which the import never runs (the recording interpreter walks the graph itself)."""
+
+    def __init__(self, root: torch.nn.Module, graph: fx.Graph):
+        from torch.fx.graph_module import _copy_attr
+
+        self.graph = graph
+        self.module = torch.nn.Module()
+        self.module.training = root.training
+        for node in graph.nodes:
+            if node.op in ("get_attr", "call_module"):
+                _copy_attr(root, self.module, node.target)
+
+    def named_parameters(self, remove_duplicate: bool = True):
+        return self.module.named_parameters(remove_duplicate=remove_duplicate)
+
+    def named_buffers(self, remove_duplicate: bool = True):
+        return self.module.named_buffers(remove_duplicate=remove_duplicate)
+
+    def get_submodule(self, target: str) -> torch.nn.Module:
+        return self.module.get_submodule(target)
+
+
+def _trace(model: torch.nn.Module, example_inputs: tuple):
+    """:class:`_Traced` from a symbolic trace; the ``torch.export`` module when that fails."""
     tracer = LayerTracer()
     try:
         graph = tracer.trace(model)
-        return fx.GraphModule(tracer.root, graph, type(model).__name__)
+        return _Traced(tracer.root, graph)
     except Exception as e:  # any failure inside user code: fall back, then report both
         where = tracer.failed_in or ("", type(model).__name__)
         fx_error = e
@@ -93,7 +128,10 @@ class _Recorder(fx.Interpreter):
     """Runs the traced graph and keeps every node's result."""
 
     def __init__(self, gm):
-        super().__init__(gm)
+        if isinstance(gm, _Traced):
+            super().__init__(gm.module, graph=gm.graph)
+        else:
+            super().__init__(gm)
         self.results: dict[fx.Node, Any] = {}
 
     def run_node(self, n):
@@ -143,6 +181,18 @@ def _normalise_inputs(example_inputs) -> tuple:
 
 def load_module(model: torch.nn.Module, example_inputs=None, input_shape=None, name: str | None = None) -> Graph:
     """Import ``model`` (traced in eval mode) at the shapes of ``example_inputs``."""
+    # The import allocates many small objects that never form cycles worth collecting; the
+    # collector's passes over a large model's heap would cost more than the import itself.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load_module(model, example_inputs, input_shape, name)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load_module(model: torch.nn.Module, example_inputs, input_shape, name: str | None) -> Graph:
     inputs = _normalise_inputs(example_inputs)
     if not inputs:
         if input_shape is None:
@@ -160,7 +210,7 @@ def load_module(model: torch.nn.Module, example_inputs=None, input_shape=None, n
         model = torch.nn.Sequential(OrderedDict([(prefix, model)]))
     try:
         with torch.no_grad():
-            gm = trace(model, inputs)
+            gm = _trace(model, inputs)
             rec = _Recorder(gm)
             try:
                 rec.run(*inputs)
