@@ -218,21 +218,23 @@ def _conv_layer(em: _Emitter, node: Node):
     if node.op.startswith("conv_transpose"):
         cls = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d}[nd]
         m = cls(w.data.shape[0], w.data.shape[1] * groups, tuple(w.data.shape[2:]), a.get("stride", 1),
-                a.get("padding", 0), a.get("output_padding", 0), groups, has_b, a.get("dilation", 1))
+                a.get("padding", 0), a.get("output_padding", 0), groups, has_b, a.get("dilation", 1), device="meta")
     else:
         cls = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[nd]
         m = cls(w.data.shape[1] * groups, w.data.shape[0], tuple(w.data.shape[2:]), a.get("stride", 1),
-                a.get("padding", 0), a.get("dilation", 1), groups, has_b)
+                a.get("padding", 0), a.get("dilation", 1), groups, has_b, device="meta")
     _set(m, node)
     return em.layer(node, m, [em.val(node.input(0))])
 
 
 def _set(m: nn.Module, node: Node, names=("weight", "bias")):
+    """Give ``m`` the node's params. A layer built on the meta device (no storage, no default
+    initialisation to overwrite) gets every param it has this way."""
     with torch.no_grad():
         for name, p in zip(names, node.params[1:]):
             t = _tensor(p)
             cur = getattr(m, name)
-            if cur is None or tuple(cur.shape) != tuple(t.shape) or cur.dtype != t.dtype:
+            if cur is None or cur.is_meta or tuple(cur.shape) != tuple(t.shape) or cur.dtype != t.dtype:
                 setattr(m, name, nn.Parameter(t, requires_grad=t.is_floating_point()))
             else:
                 cur.copy_(t)
@@ -242,7 +244,7 @@ def _linear_layer(em, node):
     w = node.params[1]
     if w.data.ndim != 2:
         return None
-    m = nn.Linear(w.data.shape[1], w.data.shape[0], bias=len(node.inputs) > 2)
+    m = nn.Linear(w.data.shape[1], w.data.shape[0], bias=len(node.inputs) > 2, device="meta")
     _set(m, node)
     return em.layer(node, m, [em.val(node.input(0))])
 
