@@ -284,13 +284,23 @@ def _mha_layer(em, node):
     if any(p is None for p in node.params[3:]) or node.params[0] is not None:
         return None
     e = node.input(0).shape[-1]
-    m = nn.MultiheadAttention(e, node.attrs["num_heads"], batch_first=node.attrs.get("batch_first", False))
-    with torch.no_grad():
-        ps = node.params
-        m.in_proj_weight.copy_(_tensor(ps[3]))
-        m.in_proj_bias.copy_(_tensor(ps[4]))
-        m.out_proj.weight.copy_(_tensor(ps[5]))
-        m.out_proj.bias.copy_(_tensor(ps[6]))
+    ps = node.params
+    # Built on the meta device (no default initialisation), then given the graph's weights in
+    # the module's own dtype; operands of other shapes are copied (broadcast) as before.
+    m = nn.MultiheadAttention(e, node.attrs["num_heads"], batch_first=node.attrs.get("batch_first", False),
+                              device="meta")
+    slots = [(m, "in_proj_weight", ps[3]), (m, "in_proj_bias", ps[4]), (m.out_proj, "weight", ps[5]),
+             (m.out_proj, "bias", ps[6])]
+    if all(tuple(getattr(mod, n).shape) == tuple(p.data.shape) for mod, n, p in slots):
+        for mod, n, p in slots:
+            setattr(mod, n, nn.Parameter(_tensor(p).to(getattr(mod, n).dtype)))
+    else:
+        m = nn.MultiheadAttention(e, node.attrs["num_heads"], batch_first=node.attrs.get("batch_first", False))
+        with torch.no_grad():
+            m.in_proj_weight.copy_(_tensor(ps[3]))
+            m.in_proj_bias.copy_(_tensor(ps[4]))
+            m.out_proj.weight.copy_(_tensor(ps[5]))
+            m.out_proj.bias.copy_(_tensor(ps[6]))
     q, k, v = (em.val(node.input(i)) for i in range(3))
     out = em.layer(node, m, [q, k, v], {"need_weights": False})
     return em.call(operator.getitem, out, 0)
