@@ -218,13 +218,21 @@ def _conv_layer(em: _Emitter, node: Node):
     if node.op.startswith("conv_transpose"):
         cls = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d}[nd]
         m = cls(w.data.shape[0], w.data.shape[1] * groups, tuple(w.data.shape[2:]), a.get("stride", 1),
-                a.get("padding", 0), a.get("output_padding", 0), groups, has_b, a.get("dilation", 1), device="meta")
+                a.get("padding", 0), a.get("output_padding", 0), groups, has_b, a.get("dilation", 1), device=_build_on(w))
     else:
         cls = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[nd]
         m = cls(w.data.shape[1] * groups, w.data.shape[0], tuple(w.data.shape[2:]), a.get("stride", 1),
-                a.get("padding", 0), a.get("dilation", 1), groups, has_b, device="meta")
+                a.get("padding", 0), a.get("dilation", 1), groups, has_b, device=_build_on(w))
     _set(m, node)
     return em.layer(node, m, [em.val(node.input(0))])
+
+
+def _build_on(weight) -> str:
+    """Where to build a layer before it gets the graph's weights: a large one on the meta device
+    (its default initialisation, which the weights overwrite, costs in proportion to its size); a
+    small one on the CPU, where that initialisation costs less than the meta device's fixed
+    overhead."""
+    return "meta" if weight.data.size >= 16384 else "cpu"
 
 
 def _set(m: nn.Module, node: Node, names=("weight", "bias")):
@@ -244,7 +252,7 @@ def _linear_layer(em, node):
     w = node.params[1]
     if w.data.ndim != 2:
         return None
-    m = nn.Linear(w.data.shape[1], w.data.shape[0], bias=len(node.inputs) > 2, device="meta")
+    m = nn.Linear(w.data.shape[1], w.data.shape[0], bias=len(node.inputs) > 2, device=_build_on(w))
     _set(m, node)
     return em.layer(node, m, [em.val(node.input(0))])
 
