@@ -3,8 +3,8 @@
 Every node's channel rule (:mod:`graphc.ir.channel_rules`) ties axes of its operands and
 outputs element by element. Starting from the axes of the weights, the analysis walks those
 ties over the whole graph (each value axis and each node is visited once), then joins tied
-elements with a connected-components pass over a sparse graph (scipy), so the whole analysis
-runs in time linear in the number of tied elements.
+elements with a connected-components pass over the graph of tied elements (a vectorised
+union-find), so the whole analysis runs in time close to linear in the number of tied elements.
 
 The result is a list of :class:`ChannelGroup`. A group is one connected set of value axes (its
 ``members``); its ``size`` independent units are the element classes: removing a unit removes
@@ -201,10 +201,39 @@ def channel_groups(graph: Graph, protect=()) -> list[ChannelGroup]:
             gc.enable()
 
 
-def _channel_groups(graph: Graph, protect) -> list[ChannelGroup]:
+def _components(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """A component label per vertex of the undirected graph on ``range(n)`` with edges
+    ``rows[i] -- cols[i]``. Only the partition is used (labels are renumbered by the caller).
+
+    Vectorised union-find: each round every tree root hooks onto the smallest root it has an
+    edge to, then paths are compressed; tied channels form short chains, so a few rounds
+    finish. Graphs that need many rounds go to scipy's connected components (whose import
+    alone costs more than the analysis of most models)."""
+    parent = np.arange(n, dtype=np.int64)
+    for _ in range(64):
+        pr, pc = parent[rows], parent[cols]
+        cross = pr != pc
+        if not cross.any():
+            return parent
+        pr, pc = pr[cross], pc[cross]
+        rows, cols = rows[cross], cols[cross]
+        lo, hi = np.minimum(pr, pc), np.maximum(pr, pc)
+        np.minimum.at(parent, hi, lo)
+        while True:
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+    # Still merging: the trees so far are vertices of a smaller graph whose edges join roots.
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
+    pr, pc = parent[rows], parent[cols]
+    _, labels = connected_components(coo_matrix((np.ones(len(pr), np.int8), (pr, pc)), shape=(n, n)), directed=False)
+    return labels[parent]
+
+
+def _channel_groups(graph: Graph, protect) -> list[ChannelGroup]:
     w = _Walker(graph)
     w.run()
     nd = len(w.dims)
@@ -222,8 +251,8 @@ def _channel_groups(graph: Graph, protect) -> list[ChannelGroup]:
         dcols.append(db)
     r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-    _, labels = connected_components(coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(n_el, n_el)), directed=False)
-    _, dlabels = connected_components(coo_matrix((np.ones(len(drows), np.int8), (drows, dcols)), shape=(nd, nd)), directed=False)
+    labels = _components(n_el, r.astype(np.int64), c.astype(np.int64))
+    dlabels = _components(nd, np.asarray(drows, np.int64), np.asarray(dcols, np.int64))
 
     # Number units per dim-component in order of first appearance.
     elem_dim = np.repeat(np.arange(nd), sizes)
