@@ -10,6 +10,7 @@ from graphc.errors import PassError
 from graphc.passes.channel_groups import channel_groups, prune_groups, remove_channels
 from graphc.passes.prune import Prune, prune_graph
 from graphc.registry import PassContext
+from zoo import kill_units
 
 
 def resnet_block(h):
@@ -103,18 +104,6 @@ def _inputs(g, seed=0):
     return [torch.randn(v.shape, generator=gen) for v in g.inputs]
 
 
-def _kill(graph, group, dead):
-    """Make units ``dead`` of ``group`` contribute nothing: zero every param slice of them (the
-    conv rows and columns, bias, BN scale and shift), with a BN variance of 1."""
-    for m in group.params():
-        data = m.value.param.data.copy()
-        sel = [slice(None)] * data.ndim
-        sel[m.axis] = np.isin(m.units, dead)
-        use = m.value.uses()[0]
-        data[tuple(sel)] = 1.0 if (use.node.op == "batch_norm" and use.index == 4) else 0.0
-        m.value.param.set_data(data)
-
-
 @pytest.mark.parametrize("build", BUILDERS, ids=lambda f: f.__name__)
 def test_ratio_zero_is_the_identity(h, build):
     g = build(h)
@@ -132,7 +121,7 @@ def test_removing_dead_channels_leaves_outputs_unchanged(h, build):
     plan = []
     for gr in groups:
         dead = np.arange(gr.size)[1::2]
-        _kill(g, gr, dead)
+        kill_units(gr, dead)
         plan.append((gr, np.setdiff1d(np.arange(gr.size), dead)))
     y_dead = h.execute(g, *xs)
     shapes = {p.source: p.data.shape for p in g.params.values()}

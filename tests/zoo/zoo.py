@@ -132,6 +132,20 @@ def _export_onnx(model, x, path: Path) -> None:
         program.save(str(path))
 
 
+def kill_units(group, dead) -> None:
+    """Make units ``dead`` of a channel group contribute nothing: zero every param slice of them
+    (the conv rows and columns, bias, BN scale and shift), with a BN variance of 1."""
+    import numpy as np
+
+    for m in group.params():
+        data = m.value.param.data.copy()
+        sel = [slice(None)] * data.ndim
+        sel[m.axis] = np.isin(m.units, dead)
+        use = m.value.uses()[0]
+        data[tuple(sel)] = 1.0 if (use.node.op == "batch_norm" and use.index == 4) else 0.0
+        m.value.param.set_data(data)
+
+
 def _randomize_zero_weights(model: torch.nn.Module) -> None:
     """torchvision starts some layers at zero (the ViT classifier head), so the model outputs
     zeros for every input and any comparison against it holds vacuously: give such weights
