@@ -11,6 +11,7 @@ The weights file holds one array per param, keyed by value name.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -18,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from graphc.errors import InputError
-from graphc.ir.graph import Graph
-from graphc.ir.types import TensorType
+from graphc.ir.graph import PARAM_KINDS, Graph
+from graphc.ir.ops import has_op
+from graphc.ir.types import TensorType, numpy_dtype
 
 FORMAT = "graphc-ir"
 VERSION = 1
@@ -49,33 +51,152 @@ def to_json(graph: Graph) -> dict:
     }
 
 
-def from_json(doc: dict, weights: dict | None = None) -> Graph:
-    if doc.get("format") != FORMAT:
-        raise InputError("not a graphc IR JSON document")
-    weights = weights or {}
-    g = Graph(doc["name"])
-    values = {}
-    for d in doc["inputs"]:
-        values[d["name"]] = g.add_input(d["name"], TensorType.parse(d["type"]))
-    for d in doc["params"]:
-        t = TensorType.parse(d["type"])
-        if d["name"] in weights:
-            data = np.asarray(weights[d["name"]])
-        else:
-            from graphc.ir.types import numpy_dtype
+def from_json(doc, weights: dict | None = None) -> Graph:
+    """Build a Graph from a JSON document and its weights, refusing anything malformed.
 
-            data = np.zeros(t.shape, numpy_dtype(t.dtype))
-        values[d["name"]] = g.add_param(data, source=d["source"], name=d["name"], kind=d["kind"])
-    for d in doc["nodes"]:
-        n = g.add_node(
-            d["op"], [values[i] for i in d["inputs"]], d["attrs"], d["name"],
-            out_types=[TensorType.parse(o["type"]) for o in d["outputs"]],
-            out_names=[o["name"] for o in d["outputs"]],
-        )
-        for o, v in zip(d["outputs"], n.outputs):
-            values[o["name"]] = v
-    g.set_outputs([values[o] for o in doc["outputs"]])
+    Every field is checked for presence and type before use, every param must have an array of
+    its declared shape and dtype in ``weights`` (a missing array is an error, never zeros),
+    and the finished graph must pass the verifier; each failure is one :class:`InputError`
+    naming the field, so a broken file is blamed on the file and never on a later pass.
+    """
+    if not isinstance(doc, dict):
+        raise InputError(f"not a graphc IR JSON document (top level is {_kind(doc)}, expected an object)")
+    if doc.get("format") != FORMAT:
+        raise InputError("not a graphc IR JSON document (no \"format\": \"graphc-ir\")")
+    version = doc.get("version")
+    if type(version) is not int or version != VERSION:
+        raise InputError(f"graphc IR version {version!r} is not supported (this graphc reads version {VERSION})")
+    weights = {} if weights is None else weights
+    name = _field(doc, "name", str, "the document")
+    g = Graph(name or "main")
+    values: dict[str, object] = {}
+
+    def define(vname: str, where: str):
+        if vname in values:
+            raise InputError(f"{where}: value name {vname!r} is defined twice")
+
+    for i, d in enumerate(_field(doc, "inputs", list, "the document")):
+        where = f"inputs[{i}]"
+        vname = _field(d, "name", str, where)
+        define(vname, where)
+        values[vname] = g.add_input(vname, _type(d, where))
+    for i, d in enumerate(_field(doc, "params", list, "the document")):
+        where = f"params[{i}]"
+        vname = _field(d, "name", str, where)
+        define(vname, where)
+        t = _type(d, where)
+        source = _field(d, "source", str, where)
+        kind = _field(d, "kind", str, where)
+        if kind not in PARAM_KINDS:
+            raise InputError(f"{where}: kind {kind!r} is not one of {', '.join(PARAM_KINDS)}")
+        data = _weight(weights, vname, t)
+        values[vname] = g.add_param(data, source=source, name=vname, kind=kind)
+    node_names: set[str] = set()
+    for i, d in enumerate(_field(doc, "nodes", list, "the document")):
+        where = f"nodes[{i}]"
+        nname = _field(d, "name", str, where)
+        where = f"node {nname!r}"
+        if nname in node_names:
+            raise InputError(f"{where}: node name {nname!r} is used twice")
+        node_names.add(nname)
+        op = _field(d, "op", str, where)
+        if not has_op(op):
+            raise InputError(f"{where}: unknown op {op!r}")
+        ins = _field(d, "inputs", list, where)
+        for j, vname in enumerate(ins):
+            if not isinstance(vname, str):
+                raise InputError(f"{where}: inputs[{j}] is {_kind(vname)}, expected a value name")
+            if vname not in values:
+                raise InputError(f"{where}: input {vname!r} is not defined before it")
+        outs = _field(d, "outputs", list, where)
+        out_names, out_types = [], []
+        for j, o in enumerate(outs):
+            ow = f"{where} outputs[{j}]"
+            oname = _field(o, "name", str, ow)
+            define(oname, ow)
+            out_names.append(oname)
+            out_types.append(_type(o, ow))
+        attrs = _field(d, "attrs", dict, where)
+        n = g.add_node(op, [values[v] for v in ins], attrs, nname, out_types=out_types, out_names=out_names)
+        for oname, v in zip(out_names, n.outputs):
+            values[oname] = v
+    outputs = _field(doc, "outputs", list, "the document")
+    if not outputs:
+        raise InputError("the graph has no outputs")
+    for j, vname in enumerate(outputs):
+        if not isinstance(vname, str) or vname not in values:
+            raise InputError(f"outputs[{j}] ({vname!r}) names no value of the graph")
+    g.set_outputs([values[o] for o in outputs])
+    _verify(g)
     return g
+
+
+def _kind(x) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(x), "a number" if isinstance(x, (int, float)) else type(x).__name__)
+
+
+def _field(d, key: str, typ: type, where: str):
+    if not isinstance(d, dict):
+        raise InputError(f"{where} is {_kind(d)}, expected an object")
+    if key not in d:
+        raise InputError(f"{where} has no {key!r}")
+    v = d[key]
+    if not isinstance(v, typ) or (typ is not bool and isinstance(v, bool)):
+        raise InputError(f"{where}: {key!r} is {_kind(v)}, expected "
+                         f"{ {dict: 'an object', list: 'a list', str: 'a string'}[typ]}")
+    return v
+
+
+def _type(d, where: str) -> TensorType:
+    text = _field(d, "type", str, where)
+    try:
+        return TensorType.parse(text)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{where}: {e}") from None
+
+
+def _weight(weights: dict, name: str, t: TensorType) -> np.ndarray:
+    if name not in weights:
+        raise InputError(f"param {name!r} ({t}) has no array in the weights file")
+    data = weights[name]
+    want = numpy_dtype(t.dtype) if t.dtype != "bf16" else None  # numpy has no bfloat16
+    if data.dtype.kind not in "biuf" or (want is not None and data.dtype != want):
+        raise InputError(f"param {name!r}: the weights file holds {data.dtype} values, its type says {t.dtype}")
+    if tuple(data.shape) != t.shape:
+        raise InputError(f"param {name!r}: the weights file holds shape {list(data.shape)}, its type says {t}")
+    return data
+
+
+def _verify(g: Graph) -> None:
+    """The verifier, then each node's attributes run through its op on meta tensors: a closed-form
+    type rule reads only the attributes it needs, the op's own code checks all of them."""
+    from graphc.errors import IRError
+    from graphc.ir.ops import _freeze, _meta_infer
+
+    try:
+        g.verify()
+    except IRError as e:
+        raise InputError(e.args[0].removeprefix("verify: ")) from None
+    for n in g.nodes:
+        opdef = n.opdef
+        if opdef.torch is None or opdef.infer is not None:
+            continue
+        types = tuple(v.type for v in n.inputs)
+        try:
+            inferred = list(_meta_infer(n.op, types, _freeze(n.attrs)))
+        except Exception as e:
+            raise InputError(f"node {n.name!r} ({n.op}): its attributes or operands are invalid "
+                             f"({type(e).__name__}: {_first_line(e)})") from None
+        if inferred != [v.type for v in n.outputs]:
+            raise InputError(f"node {n.name!r} ({n.op}): output types "
+                             f"{', '.join(str(v.type) for v in n.outputs)} do not follow from its inputs "
+                             f"({', '.join(str(t) for t in inferred)})")
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[0][:200] if lines else type(e).__name__
 
 
 def save_json(graph: Graph, path: str | os.PathLike) -> tuple[Path, Path]:
@@ -88,28 +209,60 @@ def save_json(graph: Graph, path: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def load_json(path: str | os.PathLike) -> Graph:
+    """Read a graph saved by :func:`save_json`: the JSON document and the ``.npz`` beside it.
+
+    Weights are read with ``allow_pickle=False``; anything that is not the format (binary bytes,
+    deep nesting, a damaged or pickled ``.npz``) is an :class:`InputError` naming the file."""
     path = Path(path)
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"cannot read graphc IR {path}: {e}") from None
-    wpath = path.with_suffix(".npz")
-    weights = dict(np.load(wpath)) if wpath.exists() else {}
-    return from_json(doc, weights)
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read graphc IR {path}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path} is not a graphc IR file (not UTF-8 text: byte {e.start})") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except RecursionError:
+        raise InputError(f"{path} is not a graphc IR file (JSON nested too deeply)") from None
+    try:
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            return from_json(doc, {})  # the document's own error, before the weights are looked for
+        wpath = path.with_suffix(".npz")
+        weights = _load_weights(wpath) if _field(doc, "params", list, "the document") else {}
+        return from_json(doc, weights)
+    except InputError as e:
+        msg = str(e)
+        raise InputError(msg if msg.startswith(str(path.with_suffix(""))) else f"{path}: {msg}") from None
+
+
+def _load_weights(wpath: Path) -> dict[str, np.ndarray]:
+    import zipfile
+
+    with open(wpath, "rb") if wpath.is_file() else contextlib.nullcontext() as f:
+        if f is not None and f.read(4) != b"PK\x03\x04":
+            raise InputError(f"{wpath} is not an .npz weights file (not a zip archive)")
+    if not wpath.is_file():
+        raise InputError(f"{wpath.with_suffix('.json')} has params but its weights file {wpath} is missing")
+    try:
+        with np.load(wpath, allow_pickle=False) as z:
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise InputError(f"{wpath} is not an .npz weights file (a bare .npy array)")
+            return {k: z[k] for k in z.files}
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        why = "pickled data is never loaded" if "pickle" in str(e) else _first_line(e)
+        raise InputError(f"{wpath} is not a readable .npz weights file ({why})") from None
 
 
 def _atomic_write(path: Path, write) -> None:
-    import tempfile
+    from graphc.files import atomic_write
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, write)
 
 
 def to_dot(graph: Graph) -> str:

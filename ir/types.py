@@ -6,6 +6,7 @@ one-to-one onto numpy, torch and ONNX element types.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,8 @@ _DTYPES = {
     "bool": ("bool", "bool", 9),
 }
 DTYPES = tuple(_DTYPES)
+MAX_DIM = 2**63 - 1
+_TYPE_RE = re.compile(r"([A-Za-z0-9]+)\[\s*((?:\d+\s*(?:,\s*\d+\s*)*)?)\]")
 
 _NP_TO_SHORT = {v[0]: k for k, v in _DTYPES.items() if v[0]}
 _TORCH_TO_SHORT = {v[1]: k for k, v in _DTYPES.items()}
@@ -100,12 +103,16 @@ class TensorType:
 
     @staticmethod
     def parse(text: str) -> "TensorType":
-        text = text.strip()
-        dt, _, rest = text.partition("[")
-        if not rest.endswith("]"):
-            raise ValueError(f"bad type {text!r}")
-        body = rest[:-1].strip()
+        """``f32[1,3,224,224]`` -> TensorType; ValueError naming the problem otherwise."""
+        m = _TYPE_RE.fullmatch(text.strip())
+        if m is None:
+            raise ValueError(f"bad type {text!r}: expected a dtype and a shape like f32[1,3,224,224]")
+        dt, body = m.group(1), m.group(2).strip()
+        if dt not in _DTYPES:
+            raise ValueError(f"unknown dtype {dt!r} in {text!r} (known: {', '.join(_DTYPES)})")
         shape = tuple(int(s) for s in body.split(",")) if body else ()
+        if any(d > MAX_DIM for d in shape):
+            raise ValueError(f"a dimension of {text!r} is past int64")
         return TensorType(shape, dt)
 
     @staticmethod
