@@ -55,7 +55,58 @@ def load_onnx(model: Any, input_shapes: dict[str, Sequence[int]] | Sequence[Sequ
     input order); symbolic dims without one become 1.
     """
     proto, base_dir = _read_model(model)
+    validate(proto)
     return Importer(proto, input_shapes, base_dir).run()
+
+
+MIN_OPSET = 7
+
+
+def validate(proto) -> None:
+    """Refuse a model onnxruntime could not run either: an opset outside 7 to the newest onnx
+    knows, no outputs, a name with two producers, or shapes that do not type-check under
+    onnx's strict shape inference (declared shapes contradicting inferred ones included)."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    opset = {o.domain or "": o.version for o in proto.opset_import}.get("", None)
+    if opset is None:
+        opset = {o.domain: o.version for o in proto.opset_import}.get("ai.onnx")
+    if opset is not None and not MIN_OPSET <= opset <= newest:
+        raise UnsupportedError(f"ONNX opset {opset} is not supported (graphc reads opsets {MIN_OPSET} to {newest})")
+    g = proto.graph
+    if not g.output:
+        raise InputError("the ONNX graph has no outputs")
+    inits = {t.name for t in g.initializer}
+    produced = {i.name for i in g.input if i.name not in inits} | inits
+    for n in g.node:
+        for o in n.output:
+            if o and o in produced:
+                raise InputError(f"ONNX name {o!r} has two producers (node {n.name or n.op_type} "
+                                 f"redefines it); a graph must assign each name once")
+            produced.add(o)
+    for n in g.node:
+        for i in n.input:
+            if i and i not in produced:
+                raise InputError(f"ONNX node {n.name or n.op_type} ({n.op_type}) reads {i!r}, which nothing produces")
+    for i in g.input:
+        if i.name not in inits:
+            if not i.type.HasField("tensor_type"):
+                raise UnsupportedError(f"graph input {i.name!r} is not a tensor")
+            _dtype(i.type.tensor_type.elem_type, f"graph input {i.name!r}")
+    if proto.ByteSize() < 2**31 - 2**20:  # shape inference serialises the model: protobuf's 2 GB limit
+        try:
+            onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+        except onnx.shape_inference.InferenceError as e:
+            raise InputError(f"the ONNX graph's shapes do not type-check: {_inference_reason(e)}") from None
+        except Exception:
+            pass  # anything else (an op onnx cannot infer without data) is left to the importer
+
+
+def _inference_reason(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    text = re.sub(r"^\[ShapeInferenceError\] Inference error\(s\): ", "", text)
+    return text[:300]
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -248,8 +299,11 @@ class Importer:
             else:
                 if not tt.HasField("shape"):
                     raise InputError(f"graph input {inp.name!r} has no shape; pass input_shapes")
-                shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
-                              for d in tt.shape.dim)
+                if any(d.HasField("dim_value") and d.dim_value <= 0 for d in tt.shape.dim):
+                    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
+                    raise InputError(f"graph input {inp.name!r} declares a dimension of size 0 ({dims}); "
+                                     "graphc needs positive sizes (give --input-shape)")
+                shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim)
             self.values[inp.name] = self.graph.add_input(inp.name, TensorType(shape, dtype))
 
     def is_const(self, name: str) -> bool:
@@ -399,6 +453,12 @@ class Importer:
                     cx.discard()
                     if not isinstance(e, IRError):
                         raise
+                    if "cannot infer types" in str(e):
+                        # graphc's op refused the operand shapes: the node is ill-typed, and an
+                        # opaque copy of it would only fail later, in onnxruntime.
+                        given = " with the given input shapes" if self.input_shapes else ""
+                        raise InputError(f"ONNX node {label} ({node.op_type}): its operand shapes do not "
+                                         f"type-check{given}: {_first_line(e).split('): ', 1)[-1]}") from None
                     results = None
             if results is None:
                 results = cx.opaque()
