@@ -3,6 +3,24 @@ user (the CLI prints ``str(err)`` and exits 2 unless ``--debug``); anything else
 CLI is a bug in graphc."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import io
+
+# Set by the CLI unless --debug: what the libraries graphc drives print is not for the user.
+quiet_libraries: contextvars.ContextVar[bool] = contextvars.ContextVar("graphc_quiet_libraries", default=False)
+
+
+@contextlib.contextmanager
+def library_output():
+    """Hold back what a library prints on stderr inside the block (torch.export prints the
+    graph it failed on) when :data:`quiet_libraries` is set."""
+    if not quiet_libraries.get():
+        yield
+        return
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
+
 
 class GraphcError(Exception):
     """Base of every error graphc raises deliberately."""

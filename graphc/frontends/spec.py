@@ -21,6 +21,7 @@ from typing import Any
 
 from graphc.errors import GraphcError, InputError
 from graphc.ir import Graph
+from graphc.ir.types import MAX_DIM
 
 
 @dataclass
@@ -36,9 +37,11 @@ class ModelSpec:
 
     def load(self) -> Graph:
         if self.kind == "torch":
+            from graphc.errors import library_output
             from graphc.frontends.fx import load_module
 
-            return load_module(self.module, self.example_inputs, name=_graph_name(self))
+            with library_output():
+                return load_module(self.module, self.example_inputs, name=_graph_name(self))
         if self.kind == "ir":
             from graphc.ir import load_json
 
@@ -69,12 +72,16 @@ def parse_input_shape(text) -> list[tuple[int, ...]]:
             shape = tuple(int(d) for d in item)
         if not shape or any(d < 1 for d in shape):
             raise InputError(f"bad input shape {item!r}: every dimension must be a positive integer")
+        if any(d > MAX_DIM for d in shape):
+            raise InputError(f"bad input shape {item!r}: a dimension is past int64")
         shapes.append(shape)
     return shapes
 
 
 def resolve(spec: str, input_shape=None) -> ModelSpec:
     """Turn a spec string into a :class:`ModelSpec` (builds torch models, checks files)."""
+    if not spec.strip():
+        raise InputError("no model given (expected FILE.onnx, FILE.json, torchvision:NAME or FILE.py:factory)")
     shapes = dict(input_shape) if isinstance(input_shape, dict) else parse_input_shape(input_shape)
     if isinstance(shapes, dict) and not spec.lower().endswith(".onnx"):
         raise InputError("input shapes by name apply to ONNX models only")
@@ -159,6 +166,8 @@ def _factory(spec: str, path: Path, fn: str, shapes) -> ModelSpec:
     module = importlib.util.module_from_spec(mspec)
     try:
         mspec.loader.exec_module(module)
+    except SystemExit as e:
+        raise InputError(f"{path} called sys.exit({e.code!r}) while being imported") from None
     except Exception as e:
         raise InputError(f"{path} failed to import: {type(e).__name__}: {_first_line(e)}") from None
     factory = getattr(module, fn, None)
@@ -166,6 +175,8 @@ def _factory(spec: str, path: Path, fn: str, shapes) -> ModelSpec:
         raise InputError(f"{path} has no function {fn!r}")
     try:
         made = factory()
+    except SystemExit as e:
+        raise InputError(f"{spec}: the factory called sys.exit({e.code!r})") from None
     except Exception as e:
         raise InputError(f"{spec}: the factory raised {type(e).__name__}: {_first_line(e)}") from None
     example = None
@@ -180,8 +191,11 @@ def _factory(spec: str, path: Path, fn: str, shapes) -> ModelSpec:
         raise InputError(f"{spec}: the factory gave no example input; pass --input-shape (e.g. 1,3,224,224)")
     elif isinstance(example, torch.Tensor):
         example = (example,)
-    else:
+    elif isinstance(example, (tuple, list)) and example and all(isinstance(t, torch.Tensor) for t in example):
         example = tuple(example)
+    else:
+        raise InputError(f"{spec}: the factory's example input is a {type(example).__name__}, "
+                         "not a tensor or a tuple of tensors")
     made.eval()
     return ModelSpec(spec, "torch", module=made, example_inputs=example, input_shapes=[tuple(t.shape) for t in example])
 
