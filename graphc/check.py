@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphc.errors import GraphcError
+from graphc.errors import GraphcError, InputError
 from graphc.ir.graph import Graph
 from graphc.progress import progress
 from graphc.report import CheckResult
@@ -29,8 +29,37 @@ class CheckFailed(GraphcError):
     exit_code = 1
 
 
+# The most memory one random input set and the graph's largest tensor may take: a declared
+# 1e9-channel input would otherwise be allocated (and run) before anything could refuse it.
+CHECK_MAX_BYTES = 2 * 2**30
+
+
+def check_memory(graph: Graph, limit: int = CHECK_MAX_BYTES) -> None:
+    """InputError when running ``graph`` on random inputs would need more than ``limit`` bytes
+    for its inputs or for any one tensor (a lower bound on what onnxruntime or torch would take)."""
+    inputs = sum(v.type.nbytes for v in graph.inputs)
+    biggest = max(graph.values(), key=lambda v: v.type.nbytes, default=None)
+    if inputs > limit:
+        what = f"its inputs take {_size(inputs)} (" + ", ".join(f"{v.name}: {v.type}" for v in graph.inputs[:3]) + ")"
+    elif biggest is not None and biggest.type.nbytes > limit:
+        what = f"tensor %{biggest.name} ({biggest.type}) takes {_size(biggest.type.nbytes)}"
+    else:
+        return
+    raise InputError(f"the numeric check would run the model on random inputs, but {what}, over the "
+                     f"{_size(limit)} the check may use; --check 0 skips the check")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return f"{n:.3g} EiB"
+
+
 def random_inputs(graph: Graph, n: int, seed: int = 0) -> list[list[np.ndarray]]:
     """``n`` input sets matching the graph inputs: standard normal floats, small integers."""
+    check_memory(graph)
     rng = np.random.default_rng(seed)
     sets = []
     for _ in range(n):
@@ -117,11 +146,14 @@ def numeric_check(source: Source, graph: Graph, n: int = 3, *, seed: int = 0, en
     kind = source.kind if source.kind in ("torch", "onnx") else "ir"
     if kind == "torch" and any(nd.op == "opaque" and nd.attrs.get("source") == "onnx" for nd in graph.nodes):
         kind = "ir"
+    check_memory(graph)
+    sets = random_inputs(inputs_from or graph, n, seed)
+    first = source.run(sets[0]) if sets else None  # a source that cannot run is blamed before the result
     run, desc = result_runner(graph, kind)
     max_abs = max_rel = 0.0
     ok = True
-    for xs in progress(random_inputs(inputs_from or graph, n, seed), total=n, desc="numeric check", quiet=quiet):
-        a, r, good = compare(source.run(xs), run(xs), rtol, atol)
+    for i, xs in enumerate(progress(sets, total=n, desc="numeric check", quiet=quiet)):
+        a, r, good = compare(first if i == 0 else source.run(xs), run(xs), rtol, atol)
         max_abs, max_rel, ok = max(max_abs, a), max(max_rel, r), ok and good
     res = CheckResult(inputs=n, max_abs=max_abs, max_rel=max_rel, rtol=rtol, atol=atol, ok=ok,
                       enforced=enforced, reference=str(source), result=desc)
