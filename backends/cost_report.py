@@ -41,16 +41,20 @@ def units(n: float, word: str) -> str:
     return f"{s}{word}" if s[-1].isalpha() else f"{s} {word}"
 
 
+def _share(part: int, total: int) -> str:
+    return f"{100 * part / total:.1f}%" if total else "-"  # a graph of no MACs (only activations)
+
+
 def layers_table(rows: list[NodeRow], title: str, *, latency: dict[str, float] | None = None,
                  latency_label: str = "ms", total_macs: int | None = None, limit: int | None = 10) -> str:
-    total_macs = total_macs if total_macs is not None else sum(r.macs for r in rows) or 1
+    total_macs = total_macs if total_macs is not None else sum(r.macs for r in rows)
     shown = rows[:limit] if limit else rows
     head = f"{'layer':<34} {'op':<18} {'MACs':>11} {'%MACs':>6} {'FLOPs':>11} {'params':>10}"
     if latency is not None:
         head += f" {latency_label:>10}"
     out = [title, "  " + head]
     for r in shown:
-        line = (f"{r.name[:34]:<34} {r.op[:18]:<18} {format_count(r.macs):>11} {100 * r.macs / total_macs:>5.1f}%"
+        line = (f"{r.name[:34]:<34} {r.op[:18]:<18} {format_count(r.macs):>11} {_share(r.macs, total_macs):>6}"
                 f" {format_count(r.flops):>11} {format_count(r.params):>10}")
         if latency is not None:
             line += f" {latency.get(r.name, 0.0):>10.3f}"

@@ -21,6 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("model", help="model spec: torchvision:NAME, a .onnx file, ...")
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     p.add_argument("--size", type=int, default=None, help="input side for torchvision models (default 224)")
+    p.add_argument("--input-shape", action="append", metavar="1,3,224,224",
+                   help="input shape (repeat for several inputs): for FILE.py:factory and .onnx models")
     p.add_argument("--measure", action="store_true", help="also measure latency (onnxruntime and torch)")
     p.add_argument("--repeats", type=int, default=20, help="timed runs per measurement (default 20)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
@@ -36,12 +38,16 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def load_model(spec: str, batch: int = 1, size: int | None = None):
+def load_model(spec: str, batch: int = 1, size: int | None = None, input_shape=None):
     """An IR graph for ``spec`` at batch ``batch``, with the torch module behind it when there is one."""
     import graphc
 
     if batch < 1:
         raise InputError(f"--batch must be >= 1, got {batch}")
+    if size is not None and size < 1:
+        raise InputError(f"--size must be >= 1, got {size}")
+    if size is not None and not spec.startswith("torchvision:"):
+        raise InputError("--size applies to torchvision:NAME models; give --input-shape for others")
     if spec.startswith("torchvision:"):
         import torch
 
@@ -56,6 +62,7 @@ def load_model(spec: str, batch: int = 1, size: int | None = None):
         torch.manual_seed(0)
         model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
         side = size or (299 if name == "inception_v3" else 224)
+        _bound_example((batch, 3, side, side))
         x = torch.randn(batch, 3, side, side)
         return graphc.load(model, example_inputs=x), model, x
     if not os.path.exists(spec) and ":" not in spec:
@@ -65,10 +72,20 @@ def load_model(spec: str, batch: int = 1, size: int | None = None):
     except ImportError:
         graph = graphc.load(spec)
     else:
-        graph = load_source(spec)[0]
+        graph = load_source(spec, input_shape=input_shape)[0]
     if graph.inputs and graph.inputs[0].shape and graph.inputs[0].shape[0] != batch:
         raise InputError(f"{spec} has a fixed batch of {graph.inputs[0].shape[0]}; --batch {batch} cannot change it")
     return graph, None, None
+
+
+def _bound_example(shape) -> None:
+    from graphc.check import CHECK_MAX_BYTES, _size
+    from graphc.ir.types import TensorType
+
+    t = TensorType(shape)
+    if t.nbytes > CHECK_MAX_BYTES:
+        raise InputError(f"an example input of {t} takes {_size(t.nbytes)}, over the {_size(CHECK_MAX_BYTES)} "
+                         "graphc traces with; lower --batch or --size")
 
 
 def report(graph, *, module=None, example=None, measure=False, repeats=20, warmup=5, threads=None,
@@ -165,14 +182,34 @@ def _json(r: dict, per_layer: bool, top: int) -> dict:
 
 
 def run(args) -> int:
-    if args.plot and not args.plot.lower().endswith((".png", ".pdf", ".svg")):
-        raise InputError(f"--plot wants a .png, .pdf or .svg file, got {args.plot}")
+    if args.plot is not None:
+        from pathlib import Path
+
+        plot = Path(args.plot)
+        if not args.plot.lower().endswith((".png", ".pdf", ".svg")):
+            raise InputError(f"--plot wants a .png, .pdf or .svg file, got {args.plot!r}")
+        if not (plot.parent if str(plot.parent) else Path(".")).is_dir():
+            raise InputError(f"--plot folder does not exist: {plot.parent}")
+        if plot.is_dir():
+            raise InputError(f"--plot {args.plot} is a folder")
+    if args.top < 1:
+        raise InputError(f"--top must be >= 1, got {args.top}")
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
+    if args.input_shape:
+        from graphc.source import parse_shapes
+
+        parse_shapes(args.input_shape)
     if args.repeats < 1 or args.warmup < 0:
         raise InputError("--repeats must be >= 1 and --warmup >= 0")
     from graphc.backends.latency import check_clock
 
     check_clock(args.clock, args.threads)
-    graph, module, x = load_model(args.model, args.batch, args.size)
+    if args.passes:
+        from graphc.pipeline_parse import parse_pipeline
+
+        parse_pipeline(args.passes)  # a bad pipeline fails before the model loads
+    graph, module, x = load_model(args.model, args.batch, args.size, args.input_shape)
     opts = dict(measure=args.measure, repeats=args.repeats, warmup=args.warmup, threads=args.threads, clock=args.clock)
     r = report(graph, module=module, example=x, **opts)
     r["inputs"] = list(graph.inputs)

@@ -61,7 +61,7 @@ def test_text_report_labels_macs_and_flops(cache, capsys, monkeypatch):
     pytest.importorskip("graphc.api")
     from graphc.cli import cost
 
-    monkeypatch.setattr(cost, "load_model", lambda spec, batch=1, size=None: (_graph(batch), None, None))
+    monkeypatch.setattr(cost, "load_model", lambda spec, batch=1, size=None, input_shape=None: (_graph(batch), None, None))
     assert main(["cost", "tiny", "--batch", "2"]) == 0
     out = capsys.readouterr().out
     macs = 2 * (8 * 27 * 256 + 40)
@@ -78,7 +78,7 @@ def test_json_report_and_plot(cache, capsys, monkeypatch, tmp_path):
 
     _save(Calibration(1e-6, 1e10, {"conv": 1e11, "dwconv": 1e10, "gemm": 1e11, "elementwise": 1e10, "reduce": 1e10}),
           calibration_path())
-    monkeypatch.setattr(cost, "load_model", lambda spec, batch=1, size=None: (_graph(batch), None, None))
+    monkeypatch.setattr(cost, "load_model", lambda spec, batch=1, size=None, input_shape=None: (_graph(batch), None, None))
     out_png = tmp_path / "layers.png"
     assert main(["cost", "tiny", "--json", "--per-layer", "--plot", str(out_png)]) == 0
     d = json.loads(capsys.readouterr().out)
@@ -94,7 +94,7 @@ def test_plot_with_a_bad_suffix_writes_nothing(cache, capsys, monkeypatch, tmp_p
     pytest.importorskip("graphc.api")
     from graphc.cli import cost
 
-    monkeypatch.setattr(cost, "load_model", lambda spec, batch=1, size=None: (_graph(), None, None))
+    monkeypatch.setattr(cost, "load_model", lambda spec, batch=1, size=None, input_shape=None: (_graph(), None, None))
     assert main(["cost", "tiny", "--plot", str(tmp_path / "out.txt")]) == 2
     assert not list(tmp_path.iterdir())
 
@@ -102,7 +102,7 @@ def test_plot_with_a_bad_suffix_writes_nothing(cache, capsys, monkeypatch, tmp_p
 def test_measure_reports_onnxruntime_and_torch_and_per_layer_times(cache, capsys, monkeypatch):
     from graphc.cli import cost
 
-    monkeypatch.setattr(cost, "load_model", lambda spec, batch=1, size=None: (_graph(batch), None, None))
+    monkeypatch.setattr(cost, "load_model", lambda spec, batch=1, size=None, input_shape=None: (_graph(batch), None, None))
     assert main(["cost", "tiny", "--measure", "--json", "--per-layer", "--repeats", "3", "--warmup", "1"]) == 0
     d = json.loads(capsys.readouterr().out)
     for key in ("measured_onnx", "measured_torch"):
@@ -117,7 +117,7 @@ def test_measure_reports_onnxruntime_and_torch_and_per_layer_times(cache, capsys
 def test_passes_show_before_and_after(cache, capsys, monkeypatch):
     from graphc.cli import cost
 
-    monkeypatch.setattr(cost, "load_model", lambda spec, batch=1, size=None: (_graph(batch), None, None))
+    monkeypatch.setattr(cost, "load_model", lambda spec, batch=1, size=None, input_shape=None: (_graph(batch), None, None))
     assert main(["cost", "tiny", "--json", "--passes", "fold-bn"]) == 0
     d = json.loads(capsys.readouterr().out)
     rows = {r["key"]: r for r in d["compare"]}
