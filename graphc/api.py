@@ -66,12 +66,14 @@ def save(graph: Graph, path, **kwargs) -> Path:
         return save_onnx(graph, path, **kwargs)
     import torch
 
+    from graphc.files import publish
+
     module = emit_torch(graph)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".pt", dir=path.parent)
     os.close(fd)
     try:
         torch.save(module, tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

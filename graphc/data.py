@@ -256,3 +256,16 @@ def _module_function(spec: str) -> Data:
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         raise DataError(f"data spec {spec!r}: {fn_name}() must return (train_loader, val_loader)")
     return Data(name=spec, split=f"{spec}() train/val loaders", train_loader=out[0], val_loader=out[1])
+
+
+def check_fits(data: Data, graph) -> None:
+    """DataError unless ``graph`` has one input whose shape past the batch is the data's
+    example shape: a pass that trains must fail here, not deep inside the first conv."""
+    want = tuple(data.input_shape)
+    if len(graph.inputs) != 1:
+        raise DataError(f"data {data.name} feeds one input, but the model has {len(graph.inputs)}")
+    x = graph.inputs[0]
+    if tuple(x.shape[1:]) != want:
+        raise DataError(f"data {data.name} has examples of shape {list(want)}, but the model's input "
+                        f"{x.name} is {x.type} (examples of shape {list(x.shape[1:])}); give data that fits "
+                        "the model, or --input-shape for a model that accepts other sizes")

@@ -66,6 +66,11 @@ def optimize(model, passes="fuse", *, example_inputs=None, input_shape=None, dat
     if isinstance(model, Graph):
         graph = graph.clone()
     torch.manual_seed(seed)
+    if data is not None and pipeline.uses_data:
+        from graphc.data import check_fits, load_data
+
+        data = load_data(data)
+        check_fits(data, graph)  # before any pass trains on it
     if ctx is None:
         ctx = PassContext(data=data, seed=seed, quiet=quiet, example_inputs=example_inputs, **options)
     predicted = predicted_latency(graph)

@@ -93,6 +93,12 @@ class Pipeline:
     def needs_data(self) -> bool:
         return any(getattr(p.instance, "needs_data", False) for p in self.passes())
 
+    @property
+    def uses_data(self) -> bool:
+        """True when a pass trains on data given to it (also one with a data-free mode)."""
+        return any(getattr(p.instance, "needs_data", False) or getattr(p.instance, "uses_data", False)
+                   for p in self.passes())
+
     def __str__(self) -> str:
         return ",".join(str(s) for s in self.steps)
 
@@ -188,14 +194,21 @@ def coerce(raw: str | list, tp, where: str):
 
 
 # -- the parser -----------------------------------------------------------------------------------
+# fixpoint(...) inside fixpoint(...) deeper than this is refused: the parser and the manager
+# recurse per level, and no useful pipeline comes near it.
+MAX_NESTING = 16
+
+
 class _Parser:
     def __init__(self, text: str):
         self.text = text
         self.i = 0
+        self.depth = 0
         self.expanding: list[str] = []
 
     def fail(self, msg: str):
-        raise ParseError(f"pipeline {self.text!r}: {msg}")
+        shown = self.text if len(self.text) <= 120 else self.text[:100] + f"... ({len(self.text)} characters)"
+        raise ParseError(f"pipeline {shown!r}: {msg}")
 
     def peek(self) -> str:
         self.skip_ws()
@@ -270,6 +283,9 @@ class _Parser:
         self.fail(f"unknown pass {name!r}{close_names(name, list(passes) + list(presets) + ['fixpoint'])}")
 
     def fixpoint(self) -> FixpointStep:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            self.fail(f"fixpoint(...) nested more than {MAX_NESTING} deep")
         self.eat("(")
         steps, cap = [], DEFAULT_FIXPOINT_CAP
         while True:
@@ -295,6 +311,7 @@ class _Parser:
             self.fail(f"expected ',' or ')' in fixpoint(...) at column {self.i + 1}")
         if not steps:
             self.fail("fixpoint() needs at least one pass")
+        self.depth -= 1
         return FixpointStep(steps, cap)
 
     def pass_step(self, cls: type[Pass]) -> PassStep:

@@ -87,6 +87,7 @@ class EDPTrain(Pass):
 
     name: ClassVar[str] = "edp-train"
     exact: ClassVar[bool] = False
+    uses_data: ClassVar[bool] = True  # trains on data whenever some is given
 
     lambda_col: float = 0.01
     lambda_row: float = 0.005

@@ -180,6 +180,15 @@ class Prune(Pass):
     protect: tuple[str, ...] = ()
     target_macs: float | None = None
 
+    def __post_init__(self):
+        # Checked on construction, so a pipeline string with them fails before a model loads.
+        if self.min_channels < 1:
+            raise ValueError(f"min-channels must be >= 1, got {self.min_channels}")
+        if self.round_to < 1:
+            raise ValueError(f"round-to must be >= 1, got {self.round_to}")
+        if self.target_macs is not None and not self.target_macs > 0:
+            raise ValueError(f"target-macs must be > 0 (a fraction up to 1, or a MAC count), got {self.target_macs}")
+
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         opts = dict(importance=self.importance, scope=self.scope, min_channels=self.min_channels,
                     round_to=self.round_to, protect=tuple(self.protect), seed=getattr(ctx, "seed", 0))

@@ -27,10 +27,14 @@ def run(args) -> int:
     import graphc
     from graphc.frontends.spec import load_spec
 
+    if not args.output.strip():
+        raise InputError("-o was given an empty file name")
     out = Path(args.output)
+    if out.is_dir():
+        raise InputError(f"-o {out} is a folder, not a file")
     if out.suffix.lower() not in SUFFIXES:
         raise InputError(f"{out}: output must end in .pt or .onnx")
-    if not out.parent.exists():
+    if not (out.parent if str(out.parent) else Path(".")).is_dir():
         raise InputError(f"{out}: directory {out.parent} does not exist")
     graph = load_spec(args.model, input_shape=args.input_shape)
     graphc.save(graph, out)

@@ -53,30 +53,42 @@ def render(graph, args) -> str:
     return text
 
 
-def write_text(text: str, output: str | None) -> None:
-    if not output:
-        sys.stdout.write(text)
+# Suffixes of files graphc reads as models or weights: inspect's text never replaces one.
+MODEL_SUFFIXES = (".onnx", ".pt", ".pth", ".npz", ".pkl")
+
+
+def check_text_output(output: str | None) -> None:
+    """Refuse an ``-o`` inspect cannot write: empty, a folder, a missing folder, a model file."""
+    if output is None:
         return
-    import os
-    import tempfile
     from pathlib import Path
 
     from graphc.errors import InputError
 
+    if not output.strip():
+        raise InputError("-o was given an empty file name")
     path = Path(output)
-    if not path.parent.exists():
-        raise InputError(f"{path}: directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    if path.is_dir():
+        raise InputError(f"-o {output} is a folder, not a file")
+    if not (path.parent if str(path.parent) else Path(".")).is_dir():
+        raise InputError(f"-o {output}: folder {path.parent} does not exist")
+    if path.suffix.lower() in MODEL_SUFFIXES:
+        raise InputError(f"-o {output}: inspect writes text, and {path.suffix} names a model file; "
+                         "use convert or optimize to write a model, or a .txt/.json/.dot name for text")
+
+
+def write_text(text: str, output: str | None) -> None:
+    if not output:
+        sys.stdout.write(text)
+        return
+    from graphc.files import atomic_write
+
+    check_text_output(output)
+    atomic_write(output, lambda f: f.write(text), mode="w")
 
 
 def run(args) -> int:
+    check_text_output(args.output)  # before the model loads: bad output costs nothing
     pipeline = None
     if getattr(args, "after", None):
         from graphc.pipeline import parse_pipeline

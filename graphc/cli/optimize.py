@@ -43,6 +43,8 @@ def register(sub) -> None:
 
 
 def _parent_exists(path: str, what: str) -> Path:
+    if not path.strip():
+        raise InputError(f"{what} was given an empty file name")
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
@@ -56,11 +58,11 @@ def validate(args):
     from graphc.pipeline_parse import parse_pipeline
 
     pipeline = parse_pipeline(args.passes)
-    if args.output:
+    if args.output is not None:
         out = _parent_exists(args.output, "output")
         if out.suffix.lower() not in OUTPUT_SUFFIXES:
             raise InputError(f"output {args.output} has an unknown suffix: expected {', '.join(OUTPUT_SUFFIXES)}")
-    if args.report:
+    if args.report is not None:
         _parent_exists(args.report, "report")
     if args.check is not None and args.check < 0:
         raise InputError(f"--check wants N >= 0, got {args.check}")
@@ -81,6 +83,8 @@ def write_output(graph, path: str) -> None:
 
         graphc.save(graph, out)  # atomic, and its external data (over 2 GB) is named after OUT
         return
+    from graphc.files import publish
+
     fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent or ".")
     os.close(fd)
     tmp = Path(tmp)
@@ -96,8 +100,8 @@ def write_output(graph, path: str) -> None:
 
             graphc.save(graph, str(tmp))
         for a, b in extra:
-            os.replace(a, b)
-        os.replace(tmp, out)
+            publish(a, b)
+        publish(tmp, out)
     finally:
         for p in [tmp] + [a for a, _ in extra]:
             if p.exists():
@@ -105,11 +109,9 @@ def write_output(graph, path: str) -> None:
 
 
 def _write_text(path: str, text: str) -> None:
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent or ".")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, p)
+    from graphc.files import atomic_write
+
+    atomic_write(path, lambda f: f.write(text), mode="w")
 
 
 def _latency(source, graph, quiet: bool):
@@ -144,7 +146,13 @@ def run(args) -> int:
     import torch
 
     torch.manual_seed(args.seed)
-    ctx = PassContext(data=args.data, seed=args.seed, quiet=args.quiet)
+    data = args.data
+    if data is not None and pipeline.uses_data:
+        from graphc.data import check_fits, load_data
+
+        data = load_data(data)
+        check_fits(data, graph)  # before any pass trains on it
+    ctx = PassContext(data=data, seed=args.seed, quiet=args.quiet)
     predicted = predicted_latency(graph)
     report = PassManager(pipeline, dump_dir=args.dump_ir).run(graph, ctx)
     add_predicted_latency(report, predicted, graph)

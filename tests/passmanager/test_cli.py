@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import pytest
 
 from graphc.cli.main import main
@@ -235,9 +236,15 @@ def test_pass_needing_data_without_data_is_exit_2_and_with_data_loads_it(model, 
     assert not (tmp_path / "o.json").exists()
     rc, _, err = cli(capsys, "optimize", model, "--passes", "t-trains", "--data", "nosuch.npz", "-o", tmp_path / "o.json")
     assert rc == 2 and "nosuch.npz" in err and len(err.strip().splitlines()) == 1
-    rc, stdout, err = cli(capsys, "optimize", model, "--passes", "t-trains", "--data", "digits", "--json", "--no-accuracy")
+    rc, _, err = cli(capsys, "optimize", model, "--passes", "t-trains", "--data", "digits", "-o", tmp_path / "o.json")
+    assert rc == 2 and "[1, 8, 8]" in err and len(err.strip().splitlines()) == 1  # digits do not fit the model
+    assert not (tmp_path / "o.json").exists()
+    x = load_json(model).inputs[0]
+    np.savez(tmp_path / "fits.npz", x=np.zeros((10, *x.shape[1:]), np.float32), y=np.arange(10) % 2)
+    rc, stdout, err = cli(capsys, "optimize", model, "--passes", "t-trains", "--data", tmp_path / "fits.npz",
+                          "--json", "--no-accuracy")
     assert rc == 0, err
-    assert json.loads(stdout)["passes"][0]["stats"] == {"train": 1437}
+    assert json.loads(stdout)["passes"][0]["stats"] == {"train": 8}
 
 
 def test_inspect_after_prints_the_ir_after_a_pipeline(model, capsys):
