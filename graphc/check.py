@@ -34,7 +34,8 @@ class CheckFailed(GraphcError):
 CHECK_MAX_BYTES = 2 * 2**30
 
 
-def check_memory(graph: Graph, limit: int = CHECK_MAX_BYTES) -> None:
+def check_memory(graph: Graph, limit: int = CHECK_MAX_BYTES, *, who: str = "the numeric check",
+                 hint: str = "--check 0 skips the check") -> None:
     """InputError when running ``graph`` on random inputs would need more than ``limit`` bytes
     for its inputs or for any one tensor (a lower bound on what onnxruntime or torch would take)."""
     inputs = sum(v.type.nbytes for v in graph.inputs)
@@ -45,8 +46,8 @@ def check_memory(graph: Graph, limit: int = CHECK_MAX_BYTES) -> None:
         what = f"tensor %{biggest.name} ({biggest.type}) takes {_size(biggest.type.nbytes)}"
     else:
         return
-    raise InputError(f"the numeric check would run the model on random inputs, but {what}, over the "
-                     f"{_size(limit)} the check may use; --check 0 skips the check")
+    raise InputError(f"{who} would run the model on random inputs, but {what}, over the "
+                     f"{_size(limit)} it may use; {hint}")
 
 
 def _size(n: int) -> str:

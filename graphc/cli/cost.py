@@ -210,6 +210,10 @@ def run(args) -> int:
 
         parse_pipeline(args.passes)  # a bad pipeline fails before the model loads
     graph, module, x = load_model(args.model, args.batch, args.size, args.input_shape)
+    if args.measure:
+        from graphc.check import check_memory
+
+        check_memory(graph, who="--measure", hint="cost without --measure needs no inputs")
     opts = dict(measure=args.measure, repeats=args.repeats, warmup=args.warmup, threads=args.threads, clock=args.clock)
     r = report(graph, module=module, example=x, **opts)
     r["inputs"] = list(graph.inputs)

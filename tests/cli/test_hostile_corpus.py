@@ -488,6 +488,8 @@ def option_cases() -> list[OptionCase]:
                    {"big.onnx": _relu((1, 10**9))}, "--check 0"),
         OptionCase("check-1e5-by-1e5", ["optimize", "big.onnx", "--passes", "fuse", "-o", "o.onnx"],
                    {"big.onnx": _relu((1, 1, 10**5, 10**5))}, "--check 0"),
+        OptionCase("cost-measure-1e9-channels", ["cost", "big.onnx", "--measure"], {"big.onnx": _relu((1, 10**9))},
+                   "--measure"),
         OptionCase("data-does-not-fit", ["optimize", "f.py:make", "--passes", "edp", "--data", "digits", "-o", "o.onnx"],
                    {"f.py": DIGITS_MISFIT.encode()}, "[1, 28, 28]"),
     ]
