@@ -59,13 +59,7 @@ def from_json(doc, weights: dict | None = None) -> Graph:
     and the finished graph must pass the verifier; each failure is one :class:`InputError`
     naming the field, so a broken file is blamed on the file and never on a later pass.
     """
-    if not isinstance(doc, dict):
-        raise InputError(f"not a graphc IR JSON document (top level is {_kind(doc)}, expected an object)")
-    if doc.get("format") != FORMAT:
-        raise InputError("not a graphc IR JSON document (no \"format\": \"graphc-ir\")")
-    version = doc.get("version")
-    if type(version) is not int or version != VERSION:
-        raise InputError(f"graphc IR version {version!r} is not supported (this graphc reads version {VERSION})")
+    _header(doc)
     weights = {} if weights is None else weights
     name = _field(doc, "name", str, "the document")
     g = Graph(name or "main")
@@ -129,6 +123,16 @@ def from_json(doc, weights: dict | None = None) -> Graph:
     g.set_outputs([values[o] for o in outputs])
     _verify(g)
     return g
+
+
+def _header(doc) -> None:
+    if not isinstance(doc, dict):
+        raise InputError(f"not a graphc IR JSON document (top level is {_kind(doc)}, expected an object)")
+    if doc.get("format") != FORMAT:
+        raise InputError("not a graphc IR JSON document (no \"format\": \"graphc-ir\")")
+    version = doc.get("version")
+    if type(version) is not int or version != VERSION:
+        raise InputError(f"graphc IR version {version!r} is not supported (this graphc reads version {VERSION})")
 
 
 def _kind(x) -> str:
@@ -228,15 +232,15 @@ def load_json(path: str | os.PathLike) -> Graph:
         raise InputError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except RecursionError:
         raise InputError(f"{path} is not a graphc IR file (JSON nested too deeply)") from None
+    wpath = path.with_suffix(".npz")
     try:
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            return from_json(doc, {})  # the document's own error, before the weights are looked for
-        wpath = path.with_suffix(".npz")
+        _header(doc)  # the document's own errors come before the weights are looked for
         weights = _load_weights(wpath) if _field(doc, "params", list, "the document") else {}
         return from_json(doc, weights)
     except InputError as e:
         msg = str(e)
-        raise InputError(msg if msg.startswith(str(path.with_suffix(""))) else f"{path}: {msg}") from None
+        named = msg.startswith((f"{path} ", f"{wpath} "))  # the weights file's errors name it
+        raise InputError(msg if named else f"{path}: {msg}") from None
 
 
 def _load_weights(wpath: Path) -> dict[str, np.ndarray]:
