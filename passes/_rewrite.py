@@ -1,4 +1,10 @@
-"""Shared machinery of the exact fusion passes: pattern queries, weight math, cost figures.
+"""Shared machinery of the exact fusion passes: the pattern-pass skeleton, pattern queries,
+weight math, cost figures.
+
+Each exact pass is a :class:`PatternPass`: a list of :class:`~graphc.ir.rewrite.RewritePattern`
+driven by :func:`~graphc.ir.rewrite.apply_patterns` to a fixed point, then one sweep of the
+params nothing reads. Its stats are the patterns' counters plus ``refused`` (node name ->
+why no pattern rewrote it).
 
 Invariants the helpers keep, so every pass built on them keeps them too:
 
@@ -18,6 +24,8 @@ import numpy as np
 import torch
 
 from graphc.ir.graph import Graph, Node, Value
+from graphc.ir.rewrite import RewritePattern, RewriteResult, apply_patterns
+from graphc.registry import Pass, PassContext, PassResult
 
 CONV_OPS = ("conv1d", "conv2d", "conv3d")
 
@@ -152,23 +160,33 @@ def replace_output(graph: Graph, node: Node, new: Value) -> None:
         graph.rename_value(new, old_name)
 
 
-def alive(graph: Graph, node: Node) -> bool:
-    """Whether ``node`` is still in ``graph`` (passes iterate snapshots while erasing)."""
-    return any(n is node for n in graph._nodes)
-
-
 def erase_if_dead(graph: Graph, node: Node | None) -> None:
     """Erase ``node`` and, recursively, producers that lose their last reader."""
     stack = [node]
     while stack:
         n = stack.pop()
-        if n is None or not alive(graph, n):
-            continue
-        if any(v.uses() or v.is_output for v in n.outputs):
+        if n is None or not n.alive or any(v._uses or v.is_output for v in n.outputs):
             continue
         producers = [v.producer for v in n.inputs]
         graph.erase(n)
         stack.extend(producers)
+
+
+class PatternPass(Pass):
+    """A pass that is a set of rewrite patterns run to a fixed point (subclass as a frozen
+    dataclass and define :meth:`patterns`; :meth:`stats` shapes the result's stats)."""
+
+    def patterns(self) -> list[RewritePattern]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def stats(self, res: RewriteResult) -> dict:
+        return {**res.counts, **res.groups, "refused": res.refused}
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        res = apply_patterns(graph, self.patterns())
+        if res.changed:
+            graph.prune_unused_params()
+        return PassResult(changed=res.changed, stats=self.stats(res))
 
 
 def cast_like(arr, like: np.ndarray) -> np.ndarray:

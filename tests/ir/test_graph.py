@@ -77,8 +77,9 @@ def test_verifier_catches_broken_types_and_order(rng):
     with pytest.raises(VerifyError, match="output 0 is f32\\[1,5,8,8\\]"):
         g.verify()
     g = small_graph(rng)
-    nodes = g._nodes
+    nodes = g.nodes
     nodes.insert(0, nodes.pop(nodes.index(g.node("add"))))
+    g._nodes = nodes
     with pytest.raises(VerifyError, match="defined later"):
         g.verify()
     g.toposort()
