@@ -4,7 +4,7 @@ JSON layout::
 
     {"format": "graphc-ir", "version": 1, "name": ..., "inputs": [{"name", "type"}],
      "params": [{"name", "type", "source", "kind"}],
-     "nodes": [{"name", "op", "inputs": [value names], "outputs": [{"name", "type"}], "attrs"}],
+     "nodes": [{"name", "op", "inputs": [value names], "outputs": [{"name", "type"}], "attrs", "meta" (optional)}],
      "outputs": [value names]}
 
 The weights file holds one array per param, keyed by value name.
@@ -42,6 +42,7 @@ def to_json(graph: Graph) -> dict:
                 "inputs": [v.name for v in n.inputs],
                 "outputs": [{"name": v.name, "type": str(v.type)} for v in n.outputs],
                 "attrs": n.attrs,
+                **({"meta": n.meta} if n.meta else {}),
             }
             for n in graph.nodes
         ],
@@ -72,6 +73,7 @@ def from_json(doc: dict, weights: dict | None = None) -> Graph:
             out_types=[TensorType.parse(o["type"]) for o in d["outputs"]],
             out_names=[o["name"] for o in d["outputs"]],
         )
+        n.meta.update(d.get("meta", {}))
         for o, v in zip(d["outputs"], n.outputs):
             values[o["name"]] = v
     g.set_outputs([values[o] for o in doc["outputs"]])

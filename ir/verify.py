@@ -8,6 +8,7 @@ from collections import Counter
 
 from graphc.errors import IRError, VerifyError
 from graphc.ir.graph import Graph, Node, Use
+from graphc.ir.meta import check_meta
 
 
 def verify(graph: Graph, *, types: bool = True) -> None:
@@ -49,6 +50,10 @@ def verify(graph: Graph, *, types: bool = True) -> None:
             if v.producer is not node or v.index != i:
                 _fail(graph, node, f"output {i} (%{v.name}) does not point back to its producer")
             defined.add(id(v))
+        if node.meta:
+            why = check_meta(node)
+            if why is not None:
+                _fail(graph, node, why)
         try:
             opdef = node.opdef
         except IRError as e:

@@ -14,6 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from graphc.ir.graph import Graph, Node
+from graphc.ir.meta import EDP
 from graphc.ir.rewrite import RewritePattern, Rewriter
 from graphc.passes._rewrite import (CONV_OPS, PatternPass, cast_like, compose_convs, conv_attrs, conv_parts,
                                     node_macs, set_param, sole_user, t64)
@@ -133,8 +134,11 @@ class MergePair(RewritePattern):
             return rw.refuse(second, "weights are not constants")
         if sole_user(first.output) is not second:
             return rw.refuse(second, f"{first.name} output has other readers")
+        pair = first.meta.get(EDP.name) == "basis" and second.meta.get(EDP.name) == "coef"
         why = (_merge_linears if second.op == "linear" else _merge_convs)(rw.graph, first, second)
         if why is not None:
             return rw.refuse(second, why)
+        if pair:  # an EDP pair merged back is one plain layer again
+            del second.meta[EDP.name]
         rw.count("merged")
         return True
