@@ -495,11 +495,12 @@ class Graph:
             del self.params[old]
             self.params[value.name] = value.param
 
-    def clone(self) -> "Graph":
-        """Deep copy: structure and weights (arrays are copied)."""
+    def clone(self, value_map: dict[int, Value] | None = None) -> "Graph":
+        """Deep copy: structure and weights (arrays are copied). ``value_map``, when given, is
+        filled with id(value of this graph) -> its copy (to carry analyses over)."""
         g = Graph(self.name)
         g.meta = dict(self.meta)
-        vmap: dict[int, Value] = {}
+        vmap: dict[int, Value] = {} if value_map is None else value_map
         for v in self.inputs:
             nv = Value(g, v.name, v.type)
             g._value_names.add(v.name)

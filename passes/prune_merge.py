@@ -307,11 +307,15 @@ class PruneMerge(Pass):
     """
 
     name: ClassVar[str] = "prune-merge"
-    exact: ClassVar[bool] = True
 
     threshold: float = 0.0
     rows: bool = True
     merge: bool = True
+
+    @property
+    def exact(self) -> bool:
+        """Only exact zeros are removed at threshold 0; above it, the dropped groups' weights are lost."""
+        return self.threshold == 0
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         pairs = find_pairs(graph)
