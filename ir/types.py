@@ -72,10 +72,14 @@ def onnx_dtype(short: str) -> int:
     return _DTYPES[short][2]
 
 
+_ITEMSIZE: dict[str, int] = {}
+
+
 def dtype_bytes(short: str) -> int:
-    if short == "bf16":
-        return 2
-    return numpy_dtype(short).itemsize
+    n = _ITEMSIZE.get(short)
+    if n is None:
+        n = _ITEMSIZE[short] = 2 if short == "bf16" else numpy_dtype(short).itemsize
+    return n
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,16 @@ from graphc.errors import InputError
 from graphc.registry import default_contract
 
 
+def _preserves(cls) -> frozenset:
+    kept = getattr(cls, "preserves", frozenset())
+    if isinstance(kept, property):  # decided per instance, like the contract
+        try:
+            kept = cls().preserves
+        except Exception:
+            kept = frozenset()
+    return frozenset(kept)
+
+
 def register(sub) -> None:
     p = sub.add_parser("passes", help="list the passes and presets, or show one in full",
                        description="Without NAME: every pass (name, exact/lossy, options with defaults, "
@@ -41,7 +51,7 @@ def pass_info(cls) -> dict:
     # The contract belongs to a configured instance: show the default one's.
     exact, needs = default_contract(cls)
     return {"name": cls.name, "exact": exact, "needs_data": needs,
-            "preserves": sorted(getattr(cls, "preserves", ())), "options": opts, "summary": cls.summary(),
+            "preserves": sorted(_preserves(cls)), "options": opts, "summary": cls.summary(),
             "doc": inspect.cleandoc(cls.__doc__ or ""), "module": cls.__module__}
 
 
