@@ -87,6 +87,27 @@ class Pass:
         return m.group(1) if m else para
 
 
+class PatternPass(Pass):
+    """A pass that is a set of rewrite patterns (:mod:`graphc.ir.rewrite`) run to a fixed point
+    by one worklist driver, then one sweep of the params nothing reads any more. Subclass as a
+    frozen dataclass and define :meth:`patterns`; :meth:`stats` shapes the result's stats
+    (default: the patterns' counters plus ``refused``, node name -> why no pattern rewrote it)."""
+
+    def patterns(self) -> list:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def stats(self, res) -> dict:
+        return {**res.counts, **res.groups, "refused": res.refused}
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        from graphc.ir.rewrite import apply_patterns
+
+        res = apply_patterns(graph, self.patterns())
+        if res.changed:
+            graph.prune_unused_params()
+        return PassResult(changed=res.changed, stats=self.stats(res))
+
+
 _PASSES: dict[str, type[Pass]] = {}
 _PRESETS: dict[str, str] = {}
 

@@ -125,25 +125,11 @@ class Rewriter:
     def replace(self, node: Node, new: Value) -> None:
         """Make every reader of ``node``'s output read ``new`` and erase ``node``; when the output
         was a graph output, ``new`` takes over its name (emitted models keep their names)."""
-        old = node.output
-        was_output = old.is_output
-        old_name = old.name
-        old.replace_all_uses_with(new, outputs=True)
-        self.graph.erase(node)
-        if (was_output and new.producer is not None and new.name != old_name
-                and sum(o is new for o in self.graph.outputs) == 1):
-            self.graph.rename_value(new, old_name)
+        replace_output(self.graph, node, new)
 
     def erase_if_dead(self, node: Node | None) -> None:
         """Erase ``node`` and, recursively, producers that lose their last reader."""
-        stack = [node]
-        while stack:
-            n = stack.pop()
-            if n is None or not n.alive or any(v._uses or v.is_output for v in n.outputs):
-                continue
-            producers = [v.producer for v in n.inputs]
-            self.graph.erase(n)
-            stack.extend(producers)
+        erase_if_dead(self.graph, node)
 
     def count(self, key: str, n: int = 1, group: str | None = None) -> None:
         """Add ``n`` to stats counter ``key`` (inside the dict ``group`` when given)."""
@@ -156,6 +142,31 @@ class Rewriter:
         if reason and reason not in self._refusals:
             self._refusals.append(reason)
         return False
+
+
+def replace_output(graph: Graph, node: Node, new: Value) -> None:
+    """Make every reader of ``node``'s output read ``new`` and erase ``node``; when the output
+    was a graph output, ``new`` takes over its name (emitted models keep their names)."""
+    old = node.output
+    was_output = old.is_output
+    old_name = old.name
+    old.replace_all_uses_with(new, outputs=True)
+    graph.erase(node)
+    if (was_output and new.producer is not None and new.name != old_name
+            and sum(o is new for o in graph.outputs) == 1):
+        graph.rename_value(new, old_name)
+
+
+def erase_if_dead(graph: Graph, node: Node | None) -> None:
+    """Erase ``node`` and, recursively, producers that lose their last reader."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n is None or not n.alive or any(v._uses or v.is_output for v in n.outputs):
+            continue
+        producers = [v.producer for v in n.inputs]
+        graph.erase(n)
+        stack.extend(producers)
 
 
 @dataclass
@@ -222,4 +233,4 @@ def apply_patterns(graph: Graph, patterns: Iterable[RewritePattern], *, max_rewr
                          refused={n.name: why for n, why in refused.values() if n.alive}, visits=visits)
 
 
-__all__ = ["RewritePattern", "Rewriter", "RewriteResult", "apply_patterns"]
+__all__ = ["RewritePattern", "Rewriter", "RewriteResult", "apply_patterns", "replace_output", "erase_if_dead"]

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from graphc.ir.rewrite import RewritePattern
-from graphc.passes._rewrite import PatternPass
-from graphc.registry import get_pass, register_pass
+from graphc.registry import PatternPass, get_pass, register_pass
 
 # Member passes, in the order their patterns are tried on a node.
 FUSE_PASSES = ("fold-constants", "drop-identity", "fold-bn", "fuse-resconv", "merge-linear", "absorb-pool", "dce")
