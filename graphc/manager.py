@@ -1,49 +1,31 @@
-"""The pass manager: runs a parsed pipeline on a graph, in place.
+"""The pass manager: runs a parsed pipeline on a graph, in place, with instruments around
+each pass (:mod:`graphc.instruments`: verify, numeric check, cost deltas, IR dumps).
 
 Invariants:
 - the graph is verified after every pass run that reported a change, and a broken graph is a
   :class:`~graphc.errors.PassError` naming that pass (the graph is not rolled back: the error
   carries the IR around the failing node);
+- a pass's contract is its configured instance's: ``exact`` and ``needs_data`` are read from the
+  instance, so ``prune-merge(threshold=0.1)`` is lossy where ``prune-merge`` is exact;
 - cached analyses in the :class:`~graphc.registry.PassContext` are dropped after every change
   except those the pass declares in ``preserves``;
 - a fixpoint group reruns its steps until one whole round changes nothing, and a group that
   still changes at its cap is an error, never a silent stop;
-- every pass run gets a :class:`~graphc.report.PassRecord` with its time and its deltas of
-  nodes, params and MACs.
+- every pass run gets a :class:`~graphc.report.PassRecord` with its time (of the pass alone,
+  not its instruments) and its deltas of nodes, params and MACs.
 """
 from __future__ import annotations
 
 import os
-import re
 import time
 import traceback
-from pathlib import Path
 
 from graphc.errors import DataError, InputError, IRError, PassError, UnsupportedError
+from graphc.instruments import CostDelta, DumpIR, NumericCheck, PassInstrument, Verify, measure
 from graphc.ir.graph import Graph, Node
 from graphc.pipeline_parse import FixpointStep, PassStep, Pipeline, parse_pipeline
 from graphc.registry import PassContext, PassResult
 from graphc.report import PassRecord, Report
-
-
-def measure(graph: Graph) -> dict:
-    """Cost totals of the graph (the cost model's when it is importable)."""
-    try:
-        from graphc.backends.cost import totals
-    except ImportError:
-        totals = None
-    if totals is not None:
-        return totals(graph)
-    return {"nodes": len(graph), "params": sum(p.value.type.numel for p in graph.params.values() if p.kind == "weight"),
-            "macs": None}
-
-
-def _delta(before: dict, after: dict) -> dict:
-    out = {}
-    for k in ("nodes", "params", "macs"):
-        b, a = before.get(k), after.get(k)
-        out[k] = None if a is None or b is None else int(a - b)
-    return out
 
 
 def _failing_node(tb, graph: Graph) -> Node | None:
@@ -65,44 +47,39 @@ def _one_line(e: BaseException) -> str:
 class PassManager:
     """Runs ``pipeline`` (a string, a Pipeline, or passes) over graphs.
 
-    ``dump_dir``: write ``000_input.gir``, then ``NNN_<pass>.gir`` after each pass run, and
-    ``final.dot``. ``verify``: verify after each changing pass (on by default; off only for
-    timing experiments).
+    ``verify``: verify after each changing pass (on by default; off only for timing
+    experiments). ``dump_dir``: write the IR before and after each pass and ``final.dot``.
+    ``check_each``: compare N random inputs through the graph before and after each changing
+    exact pass. ``cost``: cost deltas per pass (node counts only when off). ``instruments``:
+    more :class:`~graphc.instruments.PassInstrument` objects, run after the built-in ones.
     """
 
     def __init__(self, pipeline, *, verify: bool = True, dump_dir: str | os.PathLike | None = None,
-                 cost: bool = True):
+                 cost: bool = True, check_each: int = 0, seed: int = 0,
+                 instruments: list[PassInstrument] | tuple = ()):
         self.pipeline: Pipeline = parse_pipeline(pipeline)
-        self.verify = verify
-        self.dump_dir = Path(dump_dir) if dump_dir is not None else None
-        self.cost = cost
+        self.instruments: list[PassInstrument] = []
+        if verify:
+            self.instruments.append(Verify())
+        if check_each:
+            self.instruments.append(NumericCheck(check_each, seed))
+        self.instruments.append(CostDelta(cost))
+        if dump_dir is not None:
+            self.instruments.append(DumpIR(dump_dir))
+        self.instruments.extend(instruments)
 
     # -- running --------------------------------------------------------------------------------
     def run(self, graph: Graph, ctx: PassContext | None = None) -> Report:
         ctx = ctx if ctx is not None else PassContext()
         start = time.perf_counter()
         report = Report(pipeline=str(self.pipeline), exact=self.pipeline.exact)
-        self._totals = measure(graph) if self.cost else {"nodes": len(graph)}
-        report.before = dict(self._totals)
-        self._dump_n = 0
         self._groups = 0
-        if self.dump_dir is not None:
-            try:
-                self.dump_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise InputError(f"cannot create dump directory {self.dump_dir}: {e.strerror}") from None
-            # The folder shows one run: an earlier run's numbered dumps would read as this one's.
-            for old in self.dump_dir.iterdir():
-                if old.name == "final.dot" or re.fullmatch(r"\d{3}_.+\.gir", old.name):
-                    old.unlink()
-            self._dump(graph, "input")
+        for ins in self.instruments:
+            ins.enter_pipeline(graph, ctx, report)
         self._steps(self.pipeline.steps, graph, ctx, report, group=None, rnd=None)
-        report.after = dict(self._totals)
         report.seconds = time.perf_counter() - start
-        if self.dump_dir is not None:
-            from graphc.ir.serialize import to_dot
-
-            (self.dump_dir / "final.dot").write_text(to_dot(graph))
+        for ins in self.instruments:
+            ins.exit_pipeline(graph, ctx, report)
         return report
 
     def _steps(self, steps, graph, ctx, report, group, rnd) -> bool:
@@ -130,34 +107,38 @@ class PassManager:
         p = step.instance
         before_names = _unique([r.name for r in report.passes])
         after = f" (after: {', '.join(before_names)})" if before_names else " (first pass)"
-        if getattr(p, "needs_data", False) and ctx.data is None:
+        if p.needs_data and ctx.data is None:
             from graphc.data import SPEC_HELP
 
             raise DataError(f"pass '{p.name}' needs data: give --data {SPEC_HELP} (or data= in the API)")
+        for ins in self.instruments:
+            ins.before_pass(p, graph, ctx)
         try:
             res, seconds = self._execute(p, graph, ctx, after)
         except PassError:
-            if self.dump_dir is not None:
-                self._dump(graph, f"{p.name}.failed")
+            for ins in self.instruments:
+                ins.pass_failed(p, graph, ctx)
             raise
-        delta = {"nodes": 0, "params": 0, "macs": 0}
         if res.changed:
-            ctx.invalidate(keep=frozenset(getattr(p, "preserves", ())))
-            new = measure(graph) if self.cost else {"nodes": len(graph)}
-            delta = _delta(self._totals, new)
-            self._totals = new
-        report.passes.append(PassRecord(
+            ctx.invalidate(keep=frozenset(p.preserves))
+        record = PassRecord(
             name=p.name, options=dict(step.options), exact=bool(p.exact), changed=bool(res.changed),
-            seconds=seconds, stats=dict(res.stats or {}), delta=delta, group=group[0] if group else None,
-            round=rnd, group_index=group[1] if group else None))
-        if self.dump_dir is not None:
-            self._dump(graph, p.name)
+            seconds=seconds, stats=dict(res.stats or {}), delta={"nodes": 0, "params": 0, "macs": 0},
+            group=group[0] if group else None, round=rnd, group_index=group[1] if group else None, after=after)
+        try:
+            for ins in self.instruments:
+                ins.after_pass(p, graph, ctx, record)
+        except PassError:
+            for ins in self.instruments:
+                ins.pass_failed(p, graph, ctx)
+            raise
+        report.passes.append(record)
         return bool(res.changed)
 
     def _execute(self, p, graph: Graph, ctx: PassContext, after: str) -> tuple[PassResult, float]:
-        """Run one pass and verify what it changed: (result, seconds the pass itself took).
-        Every failure becomes a PassError (or the pass's own one-line DataError/InputError/
-        UnsupportedError, naming the pass)."""
+        """Run one pass: (result, seconds the pass itself took). Every failure becomes a
+        PassError (or the pass's own one-line DataError/InputError/UnsupportedError, naming
+        the pass)."""
         shape = (len(graph), len(graph.params))
         t0 = time.perf_counter()
         try:
@@ -190,24 +171,7 @@ class PassManager:
             # A change reported as none would skip verification and keep stale analyses.
             raise PassError(f"pass '{p.name}' reported no change but nodes/params went from {shape[0]}/{shape[1]} "
                             f"to {len(graph)}/{len(graph.params)}{after}")
-        if res.changed and self.verify:
-            try:
-                graph.verify()
-            except IRError as e:
-                raise PassError(f"pass '{p.name}' left a broken graph{after}: {e.args[0] if e.args else e}",
-                                e.context) from e
         return res, seconds
-
-    def _dump(self, graph: Graph, name: str) -> None:
-        from graphc.ir.printer import print_graph
-
-        path = self.dump_dir / f"{self._dump_n:03d}_{name}.gir"
-        self._dump_n += 1
-        try:
-            text = print_graph(graph)
-        except Exception as e:  # a graph a failed pass left may not even print
-            text = f"# the graph could not be printed: {type(e).__name__}: {e}\n"
-        path.write_text(text)
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -218,9 +182,10 @@ def _unique(names: list[str]) -> list[str]:
 
 
 def run_pipeline(graph: Graph, pipeline, ctx: PassContext | None = None, *, dump_dir=None,
-                 verify: bool = True) -> Report:
+                 verify: bool = True, check_each: int = 0, instruments=()) -> Report:
     """Run ``pipeline`` on ``graph`` in place; the report's ``changed`` says whether it did anything."""
-    return PassManager(pipeline, verify=verify, dump_dir=dump_dir).run(graph, ctx)
+    return PassManager(pipeline, verify=verify, dump_dir=dump_dir, check_each=check_each,
+                       instruments=instruments).run(graph, ctx)
 
 
 __all__ = ["PassManager", "run_pipeline", "measure"]

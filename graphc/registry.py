@@ -5,8 +5,10 @@ A pass is a frozen dataclass: its fields are its options, ``name`` is its kebab-
 ``f(graph, ctx) -> bool`` can be registered too (:func:`register_function_pass`). Third-party
 passes arrive through the ``graphc.passes`` entry-point group.
 
-Each pass declares ``exact`` (outputs unchanged up to float rounding) or lossy, and which
-cached analyses it keeps valid (``preserves``).
+Each pass declares ``exact`` (outputs unchanged up to float rounding) or lossy, whether it
+``needs_data``, and which cached analyses it keeps valid (``preserves``). ``exact`` and
+``needs_data`` belong to the configured instance: a class constant where they never depend on
+the options, a property where they do (``prune-merge(threshold=0.1)`` is lossy).
 """
 from __future__ import annotations
 
@@ -24,9 +26,9 @@ class PassResult:
 
 
 class PassContext:
-    """What a pass may need beyond the graph: options shared across passes, data for
-    training passes, a cache of analyses (invalidated by the manager after a change), an RNG
-    seed, and a progress flag."""
+    """What a pass may need beyond the graph: data for training passes, a cache of analyses
+    (invalidated by the manager after a change, except those the pass preserves), an RNG seed,
+    and a progress flag."""
 
     def __init__(self, *, data=None, seed: int = 0, quiet: bool = False, example_inputs=None, **options):
         self.data = data
@@ -34,18 +36,25 @@ class PassContext:
         self.quiet = quiet
         self.example_inputs = example_inputs
         self.options = options
-        self._analyses: dict[str, Any] = {}
+        self._analyses: dict[tuple, tuple[Graph, Any]] = {}
+        # How often each analysis was computed (not served from the cache).
+        self.analysis_runs: dict[str, int] = {}
         self.log: list[str] = []
 
-    def analysis(self, name: str, graph: Graph, compute: Callable[[Graph], Any]):
-        """Cached analysis result, recomputed after any change that did not preserve it."""
-        if name not in self._analyses:
-            self._analyses[name] = compute(graph)
-        return self._analyses[name]
+    def analysis(self, name: str, graph: Graph, compute: Callable[[Graph], Any], key: Any = None):
+        """The result of analysis ``name`` (``key``: its options) on ``graph``, computed once and
+        kept until a pass that changes the graph and does not list ``name`` in its
+        ``preserves`` has run."""
+        k = (name, id(graph), key)
+        entry = self._analyses.get(k)
+        if entry is None or entry[0] is not graph:
+            self.analysis_runs[name] = self.analysis_runs.get(name, 0) + 1
+            entry = self._analyses[k] = (graph, compute(graph))
+        return entry[1]
 
     def invalidate(self, keep: frozenset | set = frozenset()) -> None:
         for k in list(self._analyses):
-            if k not in keep:
+            if k[0] not in keep:
                 del self._analyses[k]
 
     def info(self, msg: str) -> None:
@@ -78,8 +87,40 @@ class Pass:
         return m.group(1) if m else para
 
 
+class PatternPass(Pass):
+    """A pass that is a set of rewrite patterns (:mod:`graphc.ir.rewrite`) run to a fixed point
+    by one worklist driver, then one sweep of the params nothing reads any more. Subclass as a
+    frozen dataclass and define :meth:`patterns`; :meth:`stats` shapes the result's stats
+    (default: the patterns' counters plus ``refused``, node name -> why no pattern rewrote it)."""
+
+    def patterns(self) -> list:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def stats(self, res) -> dict:
+        return {**res.counts, **res.groups, "refused": res.refused}
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        from graphc.ir.rewrite import apply_patterns
+
+        res = apply_patterns(graph, self.patterns())
+        if res.changed:
+            graph.prune_unused_params()
+        return PassResult(changed=res.changed, stats=self.stats(res))
+
+
 _PASSES: dict[str, type[Pass]] = {}
 _PRESETS: dict[str, str] = {}
+
+
+def default_contract(cls: type[Pass]) -> tuple[bool, bool]:
+    """(exact, needs_data) of ``cls`` with its default options (a pass whose contract depends on
+    options it cannot default to is taken as lossy and needing data)."""
+    try:
+        inst = cls()
+    except Exception:
+        e, n = cls.__dict__.get("exact", False), cls.__dict__.get("needs_data", True)
+        return (e if isinstance(e, bool) else False), (n if isinstance(n, bool) else True)
+    return bool(inst.exact), bool(inst.needs_data)
 
 
 def register_pass(cls: type[Pass]) -> type[Pass]:

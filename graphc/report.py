@@ -25,6 +25,8 @@ class PassRecord:
     group: str | None = None  # the fixpoint group it ran in
     round: int | None = None  # its round in that group (1-based)
     group_index: int | None = None  # which run of a group (a pipeline may hold the same group twice)
+    # " (after: a, b)": the passes before it, for error messages (not part of the JSON form)
+    after: str = field(default="", repr=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -75,7 +77,8 @@ class Report:
     def to_dict(self) -> dict:
         return _jsonable({
             "pipeline": self.pipeline, "exact": self.exact, "changed": self.changed, "seconds": self.seconds,
-            "passes": [dict(asdict(p), label=p.label) for p in self.passes],
+            "passes": [{k: v for k, v in dict(asdict(p), label=p.label).items() if k != "after"}
+                       for p in self.passes],
             "before": self.before, "after": self.after,
             "check": asdict(self.check) if self.check else None, "metrics": self.metrics, "notes": self.notes,
         })
@@ -85,6 +88,10 @@ class Report:
 
     def table(self) -> str:
         return format_table(self)
+
+    def refusals(self) -> str:
+        """Per pass, the nodes its rewrites left alone and why (``--explain``)."""
+        return format_refusals(self)
 
     def __str__(self) -> str:
         return self.table()
@@ -158,6 +165,18 @@ def _grouped(records: list[PassRecord]) -> list[tuple[str, list[PassRecord]]]:
             label = f"{label} (fixpoint, {n} round{'s' if n != 1 else ''})"
         out.append((label, recs))
     return out
+
+
+def format_refusals(report: Report) -> str:
+    lines = []
+    for r in report.passes:
+        refused = r.stats.get("refused") or {}
+        if not refused:
+            continue
+        where = f" (fixpoint round {r.round})" if r.round is not None else ""
+        lines.append(f"{r.name}{where}: {len(refused)} node{'s' if len(refused) != 1 else ''} not rewritten")
+        lines += [f"  {name}: {why}" for name, why in refused.items()]
+    return "\n".join(lines) if lines else "no pass refused a rewrite"
 
 
 def format_table(report: Report) -> str:

@@ -123,6 +123,8 @@ class Param:
         data = _as_array(data)
         self.data = data
         self.value.type = TensorType.of(data)
+        if self.value.graph._listener is not None:
+            self.value.graph._listener.on_value(self.value)
 
     def __repr__(self) -> str:
         return f"Param(%{self.value.name}, {self.value.type}, {self.source!r}, {self.kind})"
@@ -131,15 +133,27 @@ class Param:
 class Node:
     """An operation: ``op`` names an entry of the op table; ``attrs`` are its options."""
 
-    __slots__ = ("graph", "op", "name", "attrs", "_inputs", "outputs")
+    __slots__ = ("graph", "op", "name", "attrs", "meta", "_inputs", "outputs", "_prev", "_next", "_live")
 
     def __init__(self, graph: "Graph", op: str, name: str, attrs: dict[str, Any]):
         self.graph = graph
         self.op = op
         self.name = name
         self.attrs = attrs
+        # Typed hand-overs between passes (``NodeMeta`` entries keyed by their kind), shown by
+        # the printer and checked by the verifier; never inferred from names.
+        self.meta: dict[str, Any] = {}
         self._inputs: tuple[Value, ...] = ()
         self.outputs: tuple[Value, ...] = ()
+        # The graph keeps its nodes in a doubly linked list, so erasing or inserting one is O(1).
+        self._prev: Node | None = None
+        self._next: Node | None = None
+        self._live = False
+
+    @property
+    def alive(self) -> bool:
+        """Whether the node is still in its graph (passes hold nodes across erasures)."""
+        return self._live
 
     @property
     def inputs(self) -> tuple[Value, ...]:
@@ -172,13 +186,18 @@ class Node:
         lst[i] = value
         self._inputs = tuple(lst)
         value._uses.append(Use(self, i))
+        if self.graph._listener is not None:
+            self.graph._listener.on_operands(self, (old,))
 
     def set_inputs(self, values: Sequence[Value]) -> None:
-        for i, v in enumerate(self._inputs):
+        old = self._inputs
+        for i, v in enumerate(old):
             v._uses.remove(Use(self, i))
         self._inputs = tuple(values)
         for i, v in enumerate(self._inputs):
             v._uses.append(Use(self, i))
+        if self.graph._listener is not None:
+            self.graph._listener.on_operands(self, old)
 
     def set_params(self, *arrays) -> None:
         """Replace the arrays of this node's param inputs, in input order (None keeps one)."""
@@ -196,7 +215,10 @@ class Node:
         """Recompute output types from the inputs (after a pass changed input shapes)."""
         types = self.infer_types()
         for v, t in zip(self.outputs, types):
-            v.type = t
+            if v.type != t:
+                v.type = t
+                if self.graph._listener is not None:
+                    self.graph._listener.on_value(v)
 
     def __repr__(self) -> str:
         ins = ", ".join(f"%{v.name}" for v in self._inputs)
@@ -231,7 +253,11 @@ class Graph:
         self.name = sanitize(name)
         self.inputs: list[Value] = []
         self.outputs: list[Value] = []
-        self._nodes: list[Node] = []
+        self._first: Node | None = None
+        self._last: Node | None = None
+        self._count = 0
+        # The rewrite driver, while one runs: told of every edit (see graphc.ir.rewrite).
+        self._listener = None
         self.params: dict[str, Param] = {}
         self._value_names: set[str] = set()
         self._node_names: set[str] = set()
@@ -263,7 +289,7 @@ class Graph:
         raise KeyError(name)
 
     def node(self, name: str) -> Node:
-        for n in self._nodes:
+        for n in self._iter_nodes():
             if n.name == name:
                 return n
         raise KeyError(name)
@@ -320,12 +346,62 @@ class Graph:
             outs.append(v)
         node.outputs = tuple(outs)
         if before is not None:
-            self._nodes.insert(self._nodes.index(before), node)
+            self._link(node, before._prev)
         elif after is not None:
-            self._nodes.insert(self._nodes.index(after) + 1, node)
+            self._link(node, after)
         else:
-            self._nodes.append(node)
+            self._link(node, self._last)
+        if self._listener is not None:
+            self._listener.on_insert(node)
         return node
+
+    # -- the node list -------------------------------------------------------------------------
+    def _link(self, node: Node, prev: Node | None) -> None:
+        """Put ``node`` right after ``prev`` (first when ``prev`` is None)."""
+        nxt = self._first if prev is None else prev._next
+        node._prev, node._next = prev, nxt
+        if prev is None:
+            self._first = node
+        else:
+            prev._next = node
+        if nxt is None:
+            self._last = node
+        else:
+            nxt._prev = node
+        node._live = True
+        self._count += 1
+
+    def _unlink(self, node: Node) -> None:
+        if node._prev is None:
+            self._first = node._next
+        else:
+            node._prev._next = node._next
+        if node._next is None:
+            self._last = node._prev
+        else:
+            node._next._prev = node._prev
+        node._prev = node._next = None
+        node._live = False
+        self._count -= 1
+
+    def _iter_nodes(self):
+        n = self._first
+        while n is not None:
+            nxt = n._next
+            yield n
+            n = nxt
+
+    @property
+    def _nodes(self) -> list[Node]:
+        return list(self._iter_nodes())
+
+    @_nodes.setter
+    def _nodes(self, order: list[Node]) -> None:
+        """Relink the same nodes in a new order (toposort, and tests that break the order)."""
+        self._first = self._last = None
+        self._count = 0
+        for n in order:
+            self._link(n, self._last)
 
     def set_outputs(self, values: Iterable[Value]) -> None:
         self.outputs = list(values)
@@ -334,25 +410,25 @@ class Graph:
     @property
     def nodes(self) -> list[Node]:
         """Snapshot of the nodes in topological order."""
-        return list(self._nodes)
+        return list(self._iter_nodes())
 
     def __iter__(self):
-        return iter(list(self._nodes))
+        return iter(list(self._iter_nodes()))
 
     def __len__(self) -> int:
-        return len(self._nodes)
+        return self._count
 
     def find(self, *ops: str) -> list[Node]:
-        return [n for n in self._nodes if n.op in ops]
+        return [n for n in self._iter_nodes() if n.op in ops]
 
     def values(self) -> list[Value]:
         vals = list(self.inputs) + [p.value for p in self.params.values()]
-        for n in self._nodes:
+        for n in self._iter_nodes():
             vals.extend(n.outputs)
         return vals
 
     def position(self, node: Node) -> int:
-        return self._nodes.index(node)
+        return self.nodes.index(node)
 
     # -- mutation ----------------------------------------------------------------------------
     def erase(self, node: Node) -> None:
@@ -361,10 +437,12 @@ class Graph:
                 users = ", ".join(sorted({u.node.name for u in v._uses})) or "graph outputs"
                 raise IRError(f"cannot erase {node.name}: %{v.name} is still used by {users}")
         node.set_inputs([])
-        self._nodes.remove(node)
+        self._unlink(node)
         self._node_names.discard(node.name)
         for v in node.outputs:
             self._value_names.discard(v.name)
+        if self._listener is not None:
+            self._listener.on_erase(node)
 
     def remove_param(self, param: Param) -> None:
         if param.value._uses or param.value.is_output:
@@ -379,22 +457,23 @@ class Graph:
         return len(unused)
 
     def move_before(self, node: Node, anchor: Node) -> None:
-        self._nodes.remove(node)
-        self._nodes.insert(self._nodes.index(anchor), node)
+        self._unlink(node)
+        self._link(node, anchor._prev)
 
     def toposort(self) -> None:
         """Restore topological order (stable: keeps the current order where it is valid)."""
         import heapq
 
-        pos = {id(n): i for i, n in enumerate(self._nodes)}
+        nodes = self.nodes
+        pos = {id(n): i for i, n in enumerate(nodes)}
         indeg = {}
-        succ: dict[int, list[Node]] = {id(n): [] for n in self._nodes}
-        for n in self._nodes:
+        succ: dict[int, list[Node]] = {id(n): [] for n in nodes}
+        for n in nodes:
             preds = {id(v.producer) for v in n.inputs if v.producer is not None}
             indeg[id(n)] = len(preds)
             for p in preds:
                 succ[p].append(n)
-        ready = [(pos[id(n)], n) for n in self._nodes if indeg[id(n)] == 0]
+        ready = [(pos[id(n)], n) for n in nodes if indeg[id(n)] == 0]
         heapq.heapify(ready)
         order = []
         while ready:
@@ -404,7 +483,7 @@ class Graph:
                 indeg[id(s)] -= 1
                 if indeg[id(s)] == 0:
                     heapq.heappush(ready, (pos[id(s)], s))
-        if len(order) != len(self._nodes):
+        if len(order) != len(nodes):
             raise IRError("graph has a cycle")
         self._nodes = order
 
@@ -416,11 +495,12 @@ class Graph:
             del self.params[old]
             self.params[value.name] = value.param
 
-    def clone(self) -> "Graph":
-        """Deep copy: structure and weights (arrays are copied)."""
+    def clone(self, value_map: dict[int, Value] | None = None) -> "Graph":
+        """Deep copy: structure and weights (arrays are copied). ``value_map``, when given, is
+        filled with id(value of this graph) -> its copy (to carry analyses over)."""
         g = Graph(self.name)
         g.meta = dict(self.meta)
-        vmap: dict[int, Value] = {}
+        vmap: dict[int, Value] = {} if value_map is None else value_map
         for v in self.inputs:
             nv = Value(g, v.name, v.type)
             g._value_names.add(v.name)
@@ -432,8 +512,9 @@ class Graph:
             nv.param = Param(nv, p.data.copy(), p.source, p.kind)
             g.params[name] = nv.param
             vmap[id(p.value)] = nv
-        for n in self._nodes:
+        for n in self._iter_nodes():
             nn_ = Node(g, n.op, n.name, _copy_attrs(n.attrs))
+            nn_.meta = _copy_attrs(n.meta)
             g._node_names.add(n.name)
             nn_.set_inputs([vmap[id(v)] for v in n.inputs])
             outs = []
@@ -445,7 +526,7 @@ class Graph:
                 vmap[id(v)] = nv
                 outs.append(nv)
             nn_.outputs = tuple(outs)
-            g._nodes.append(nn_)
+            g._link(nn_, g._last)
         g.outputs = [vmap[id(v)] for v in self.outputs]
         return g
 
@@ -460,9 +541,10 @@ class Graph:
         import networkx as nx
 
         G = nx.MultiDiGraph()
-        for n in self._nodes:
+        nodes = self.nodes
+        for n in nodes:
             G.add_node(n.name, op=n.op, node=n)
-        for n in self._nodes:
+        for n in nodes:
             for i, v in enumerate(n.inputs):
                 if v.producer is not None:
                     G.add_edge(v.producer.name, n.name, value=v.name, index=i)

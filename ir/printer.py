@@ -1,6 +1,8 @@
 """Text form of the IR: a printer and a parser that reads the printout back.
 
-``print_graph(parse_graph(text)) == text`` for any text the printer made. Weights are never
+``print_graph(parse_graph(text)) == text`` for any text the printer made; ``//`` starts a
+comment that runs to the end of the line (text tests annotate their input). Node metadata
+(:mod:`graphc.ir.meta`) follows the attributes in brackets, ``[edp="basis"]``. Weights are never
 printed (small constants of at most 8 elements are, so a dump stays meaningful); the parser
 gives zero-filled weights unless a ``weights`` mapping (source name or value name -> array)
 is passed.
@@ -36,10 +38,16 @@ def format_attrs(attrs: dict) -> str:
     return " {" + ", ".join(f"{k}={_attr_value(v)}" for k, v in attrs.items()) + "}"
 
 
+def format_meta(meta: dict) -> str:
+    if not meta:
+        return ""
+    return " [" + ", ".join(f"{k}={_attr_value(v)}" for k, v in meta.items()) + "]"
+
+
 def format_node(node: Node) -> str:
     outs = ", ".join(f"%{v.name}: {v.type}" for v in node.outputs)
     ins = ", ".join(f"%{v.name}" for v in node.inputs)
-    return f"{outs} = {node.op}({ins}){format_attrs(node.attrs)}  # {node.name}"
+    return f"{outs} = {node.op}({ins}){format_attrs(node.attrs)}{format_meta(node.meta)}  # {node.name}"
 
 
 def format_param(p) -> str:
@@ -89,44 +97,65 @@ _NODE_HEAD = re.compile(rf"^((?:%{_NAME}: {_TYPE}(?:, )?)+) = ([A-Za-z_][A-Za-z0
 _DECODER = json.JSONDecoder()
 
 
-def _parse_attrs(text: str, lineno: int) -> tuple[dict, str]:
+def _parse_attrs(text: str, lineno: int, brackets: str = "{}", what: str = "attribute") -> tuple[dict, str]:
     attrs: dict = {}
-    if not text.startswith(" {"):
+    if not text.startswith(" " + brackets[0]):
         return attrs, text
     i = 2
     while True:
         m = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=").match(text, i)
         if not m:
-            raise ParseError(f"line {lineno}: bad attribute near {text[i:i + 20]!r}")
+            raise ParseError(f"line {lineno}: bad {what} near {text[i:i + 20]!r}")
         try:
             val, end = _DECODER.raw_decode(text, m.end())
         except json.JSONDecodeError as e:
-            raise ParseError(f"line {lineno}: bad value for attribute {m.group(1)}: {e.msg}") from None
+            raise ParseError(f"line {lineno}: bad value for {what} {m.group(1)}: {e.msg}") from None
         attrs[m.group(1)] = val
         if text.startswith(", ", end):
             i = end + 2
-        elif text.startswith("}", end):
+        elif text.startswith(brackets[1], end):
             return attrs, text[end + 1:]
         else:
-            raise ParseError(f"line {lineno}: expected ',' or '}}' after attribute {m.group(1)}")
+            raise ParseError(f"line {lineno}: expected ',' or '{brackets[1]}' after {what} {m.group(1)}")
+
+
+def _strip_comment(line: str) -> str:
+    """``line`` without a ``//`` comment (a ``//`` inside a quoted string is text)."""
+    quoted = False
+    i = 0
+    while i < len(line):
+        c = line[i]
+        if c == "\\" and quoted:
+            i += 2
+            continue
+        if c == '"':
+            quoted = not quoted
+        elif c == "/" and not quoted and line.startswith("//", i):
+            return line[:i]
+        i += 1
+    return line
 
 
 def parse_graph(text: str, weights: dict | None = None) -> Graph:
     """Parse a text dump back into a Graph (types re-checked by the verifier afterwards)."""
     weights = weights or {}
-    lines = [ln.rstrip() for ln in text.strip().splitlines()]
-    if not lines:
+    # Comment-only lines go (keeping line numbers for errors); blank lines stay.
+    numbered = [(i, _strip_comment(ln).rstrip()) for i, ln in enumerate(text.splitlines(), start=1)]
+    numbered = [(i, ln) for i, ln in numbered if ln.strip()]
+    if not numbered:
         raise ParseError("empty IR text")
+    lines = [ln for _, ln in numbered]
+    linenos = [i for i, _ in numbered]
     m = _HEADER.match(lines[0])
     if not m:
-        raise ParseError(f"line 1: expected 'graph @name(...) {{', got {lines[0][:60]!r}")
+        raise ParseError(f"line {linenos[0]}: expected 'graph @name(...) {{', got {lines[0][:60]!r}")
     g = Graph(m.group(1))
     values = {}
     for vm in _TYPED.finditer(m.group(2)):
         v = g.add_input(vm.group(1), TensorType.parse(vm.group(2)))
         values[v.name] = v
     saw_return = False
-    for lineno, raw in enumerate(lines[1:], start=2):
+    for lineno, raw in zip(linenos[1:], lines[1:]):
         line = raw.strip()
         if not line or line == "}":
             continue
@@ -167,6 +196,7 @@ def parse_graph(text: str, weights: dict | None = None) -> Graph:
         except KeyError as e:
             raise ParseError(f"line {lineno}: use of undefined value %{e.args[0]}") from None
         attrs, rest = _parse_attrs(line[nm.end():], lineno)
+        meta, rest = _parse_attrs(rest, lineno, "[]", "metadata")
         node_name = None
         rest = rest.strip()
         if rest.startswith("#"):
@@ -175,6 +205,7 @@ def parse_graph(text: str, weights: dict | None = None) -> Graph:
             raise ParseError(f"line {lineno}: unexpected text {rest[:40]!r}")
         node = g.add_node(nm.group(2), ins, attrs, node_name or outs[0][0],
                           out_types=[t for _, t in outs], out_names=[n for n, _ in outs])
+        node.meta.update(meta)
         for (n, _), v in zip(outs, node.outputs):
             if v.name != n:
                 raise ParseError(f"line {lineno}: duplicate value name %{n}")

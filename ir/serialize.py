@@ -4,7 +4,7 @@ JSON layout::
 
     {"format": "graphc-ir", "version": 1, "name": ..., "inputs": [{"name", "type"}],
      "params": [{"name", "type", "source", "kind"}],
-     "nodes": [{"name", "op", "inputs": [value names], "outputs": [{"name", "type"}], "attrs"}],
+     "nodes": [{"name", "op", "inputs": [value names], "outputs": [{"name", "type"}], "attrs", "meta" (optional)}],
      "outputs": [value names]}
 
 The weights file holds one array per param, keyed by value name.
@@ -44,6 +44,7 @@ def to_json(graph: Graph) -> dict:
                 "inputs": [v.name for v in n.inputs],
                 "outputs": [{"name": v.name, "type": str(v.type)} for v in n.outputs],
                 "attrs": n.attrs,
+                **({"meta": n.meta} if n.meta else {}),
             }
             for n in graph.nodes
         ],
@@ -111,7 +112,11 @@ def from_json(doc, weights: dict | None = None) -> Graph:
             out_names.append(oname)
             out_types.append(_type(o, ow))
         attrs = _field(d, "attrs", dict, where)
+        meta = d.get("meta", {})
+        if not isinstance(meta, dict):
+            raise InputError(f"{where}: 'meta' is {_kind(meta)}, expected an object")
         n = g.add_node(op, [values[v] for v in ins], attrs, nname, out_types=out_types, out_names=out_names)
+        n.meta.update(meta)
         for oname, v in zip(out_names, n.outputs):
             values[oname] = v
     outputs = _field(doc, "outputs", list, "the document")

@@ -33,10 +33,18 @@ _TORCH_TO_SHORT = {v[1]: k for k, v in _DTYPES.items()}
 _ONNX_TO_SHORT = {v[2]: k for k, v in _DTYPES.items()}
 
 
+_NP_SEEN: dict = {}
+
+
 def dtype_from_numpy(dt) -> str:
+    short = _NP_SEEN.get(dt) if isinstance(dt, np.dtype) else None
+    if short is not None:
+        return short
     name = np.dtype(dt).name
     if name not in _NP_TO_SHORT:
         raise TypeError(f"unsupported numpy dtype {name}")
+    if isinstance(dt, np.dtype):
+        _NP_SEEN[dt] = _NP_TO_SHORT[name]
     return _NP_TO_SHORT[name]
 
 
@@ -67,10 +75,14 @@ def onnx_dtype(short: str) -> int:
     return _DTYPES[short][2]
 
 
+_ITEMSIZE: dict[str, int] = {}
+
+
 def dtype_bytes(short: str) -> int:
-    if short == "bf16":
-        return 2
-    return numpy_dtype(short).itemsize
+    n = _ITEMSIZE.get(short)
+    if n is None:
+        n = _ITEMSIZE[short] = 2 if short == "bf16" else numpy_dtype(short).itemsize
+    return n
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,9 @@ class TensorType:
     dtype: str = "f32"
 
     def __post_init__(self):
-        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+        shape = self.shape
+        if type(shape) is not tuple or not all(type(d) is int for d in shape):
+            object.__setattr__(self, "shape", tuple(int(d) for d in shape))
         if self.dtype not in _DTYPES:
             raise TypeError(f"unknown dtype {self.dtype!r}")
 

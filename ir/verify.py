@@ -8,6 +8,7 @@ from collections import Counter
 
 from graphc.errors import IRError, VerifyError
 from graphc.ir.graph import Graph, Node, Use
+from graphc.ir.meta import check_meta
 
 
 def verify(graph: Graph, *, types: bool = True) -> None:
@@ -36,19 +37,26 @@ def verify(graph: Graph, *, types: bool = True) -> None:
     if dup:
         _fail(graph, None, f"duplicate node names: {', '.join(sorted(dup)[:5])}")
 
-    expected_uses: dict[int, Counter] = {}
+    # Operand slots reading each value; the use lists must hold exactly these.
+    slots: dict[int, int] = {}
+    node_ids: set[int] = set()
     for node in graph.nodes:
+        node_ids.add(id(node))
         if node.graph is not graph:
             _fail(graph, node, "node belongs to another graph")
         for i, v in enumerate(node.inputs):
             if id(v) not in defined:
                 where = "later in the graph" if v.producer is not None and v.producer in graph.nodes else "outside the graph"
                 _fail(graph, node, f"operand {i} (%{v.name}) is defined {where}")
-            expected_uses.setdefault(id(v), Counter())[(id(node), i)] += 1
+            slots[id(v)] = slots.get(id(v), 0) + 1
         for i, v in enumerate(node.outputs):
             if v.producer is not node or v.index != i:
                 _fail(graph, node, f"output {i} (%{v.name}) does not point back to its producer")
             defined.add(id(v))
+        if node.meta:
+            why = check_meta(node)
+            if why is not None:
+                _fail(graph, node, why)
         try:
             opdef = node.opdef
         except IRError as e:
@@ -66,12 +74,16 @@ def verify(graph: Graph, *, types: bool = True) -> None:
                     _fail(graph, node, f"types: output {i} is {v.type}, inputs give {t}")
 
     for v in graph.values():
-        actual = Counter((id(u.node), u.index) for u in v._uses)
-        if actual != expected_uses.get(id(v), Counter()):
+        uses = v._uses
+        # As many uses as slots, each a distinct slot of a node of this graph that reads v:
+        # then the use list is exactly the slots.
+        if len(uses) != slots.get(id(v), 0) or (len(uses) > 1 and len({(id(u.node), u.index) for u in uses}) != len(uses)):
             _fail(graph, v.producer, f"use list of %{v.name} is out of date")
-        for u in v._uses:
-            if not isinstance(u, Use) or u.node.inputs[u.index] is not v:
+        for u in uses:
+            if not isinstance(u, Use) or u.index >= len(u.node.inputs) or u.node.inputs[u.index] is not v:
                 _fail(graph, u.node, f"use of %{v.name} points at the wrong operand")
+            if id(u.node) not in node_ids:
+                _fail(graph, v.producer, f"use list of %{v.name} is out of date")
     for v in graph.outputs:
         if id(v) not in defined:
             _fail(graph, None, f"graph output %{v.name} is not defined")

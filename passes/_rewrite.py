@@ -1,4 +1,10 @@
-"""Shared machinery of the exact fusion passes: pattern queries, weight math, cost figures.
+"""Shared machinery of the exact fusion passes: the pattern-pass skeleton, pattern queries,
+weight math, cost figures.
+
+Each exact pass is a :class:`~graphc.registry.PatternPass`: a list of :class:`~graphc.ir.rewrite.RewritePattern`
+driven by :func:`~graphc.ir.rewrite.apply_patterns` to a fixed point, then one sweep of the
+params nothing reads. Its stats are the patterns' counters plus ``refused`` (node name ->
+why no pattern rewrote it).
 
 Invariants the helpers keep, so every pass built on them keeps them too:
 
@@ -18,6 +24,9 @@ import numpy as np
 import torch
 
 from graphc.ir.graph import Graph, Node, Value
+# The passes import their skeleton and graph edits from here with the weight math.
+from graphc.ir.rewrite import erase_if_dead, replace_output  # noqa: F401
+from graphc.registry import PatternPass  # noqa: F401
 
 CONV_OPS = ("conv1d", "conv2d", "conv3d")
 
@@ -138,37 +147,6 @@ def set_param(graph: Graph, node: Node, index: int, arr: np.ndarray) -> None:
         raise ValueError(f"{node.name}: operand {index} would leave a gap")
     nv = graph.add_param(arr, source=f"{node.name}.bias", name=f"{node.name}.bias", kind="weight")
     node.set_inputs(list(node.inputs) + [nv])
-
-
-def replace_output(graph: Graph, node: Node, new: Value) -> None:
-    """Make every reader of ``node``'s output read ``new`` and erase ``node``."""
-    old = node.output
-    was_output = old.is_output
-    old_name = old.name
-    old.replace_all_uses_with(new, outputs=True)
-    graph.erase(node)
-    if (was_output and new.producer is not None and new.name != old_name
-            and sum(o is new for o in graph.outputs) == 1):
-        graph.rename_value(new, old_name)
-
-
-def alive(graph: Graph, node: Node) -> bool:
-    """Whether ``node`` is still in ``graph`` (passes iterate snapshots while erasing)."""
-    return any(n is node for n in graph._nodes)
-
-
-def erase_if_dead(graph: Graph, node: Node | None) -> None:
-    """Erase ``node`` and, recursively, producers that lose their last reader."""
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if n is None or not alive(graph, n):
-            continue
-        if any(v.uses() or v.is_output for v in n.outputs):
-            continue
-        producers = [v.producer for v in n.inputs]
-        graph.erase(n)
-        stack.extend(producers)
 
 
 def cast_like(arr, like: np.ndarray) -> np.ndarray:

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from graphc.ir.graph import Graph, Node
-from graphc.passes._rewrite import (CONV_OPS, alive, cast_like, compose_convs, conv_attrs, conv_parts,
+from graphc.ir.rewrite import RewritePattern, Rewriter
+from graphc.passes._rewrite import (CONV_OPS, PatternPass, cast_like, compose_convs, conv_attrs, conv_parts,
                                     node_macs, replace_output, set_param, sole_user, t64)
-from graphc.registry import Pass, PassContext, PassResult, register_pass
+from graphc.registry import register_pass
 
 _POOL_RANK = {"avg_pool1d": 1, "avg_pool2d": 2, "adaptive_avg_pool1d": 1, "adaptive_avg_pool2d": 2}
 
@@ -105,13 +106,12 @@ def _swap_head(graph: Graph, pool: Node) -> str | None:
     replace_output(graph, lin, new_flat.output)
     graph.erase(flat)
     graph.erase(pool)
-    graph.prune_unused_params()
     return None
 
 
 @register_pass
 @dataclass(frozen=True)
-class AbsorbPool(Pass):
+class AbsorbPool(PatternPass):
     """Absorb an average pool into the conv before it (one strided conv) when that costs fewer
     MACs (or as many, with ``allow_equal``); reorder a global-pool -> flatten -> linear head when the linear is cheaper first.
     Exact.
@@ -129,31 +129,47 @@ class AbsorbPool(Pass):
     # 2-10 % faster than the equal-MAC 2x2 stride-2 conv, so equal cost is opt-in.
     allow_equal: bool = False
 
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        absorbed = swapped = 0
-        refused: dict[str, str] = {}
-        for pool in graph.find(*_POOL_RANK):
-            if not alive(graph, pool):
-                continue
-            conv = pool.input(0).producer
-            if conv is not None and conv.op in CONV_OPS and len(conv.input(1).shape) - 2 == _POOL_RANK[pool.op]:
-                if conv_parts(conv) is None:
-                    refused[pool.name] = f"{conv.name} weights are not constants"
-                elif sole_user(conv.output) is not pool:
-                    refused[pool.name] = f"{conv.name} output has other readers"
-                else:
-                    why = _absorb(graph, conv, pool, self.allow_equal)
-                    if why is None:
-                        absorbed += 1
-                        continue
-                    refused[pool.name] = why
-            if pool.op == "adaptive_avg_pool2d" and pool.output.shape[2:] == (1, 1):
-                why = _swap_head(graph, pool)
-                if why is None:
-                    swapped += 1
-                elif why:
-                    refused.setdefault(pool.name, why)
-        if absorbed + swapped:
-            graph.prune_unused_params()
-        return PassResult(changed=absorbed + swapped > 0,
-                          stats={"absorbed": absorbed, "swapped": swapped, "refused": refused})
+    def patterns(self) -> list[RewritePattern]:
+        return [PoolIntoConv(self.allow_equal), LinearBeforeGlobalPool()]
+
+    def stats(self, res) -> dict:
+        return {"absorbed": res.counts.get("absorbed", 0), "swapped": res.counts.get("swapped", 0),
+                "refused": res.refused}
+
+
+class PoolIntoConv(RewritePattern):
+    """conv -> average pool becomes one strided conv."""
+
+    ops = tuple(_POOL_RANK)
+
+    def __init__(self, allow_equal: bool = False):
+        self.allow_equal = allow_equal
+
+    def match_and_rewrite(self, pool: Node, rw: Rewriter) -> bool:
+        conv = pool.input(0).producer
+        if conv is None or conv.op not in CONV_OPS or len(conv.input(1).shape) - 2 != _POOL_RANK[pool.op]:
+            return False
+        if conv_parts(conv) is None:
+            return rw.refuse(pool, f"{conv.name} weights are not constants")
+        if sole_user(conv.output) is not pool:
+            return rw.refuse(pool, f"{conv.name} output has other readers")
+        why = _absorb(rw.graph, conv, pool, self.allow_equal)
+        if why is not None:
+            return rw.refuse(pool, why)
+        rw.count("absorbed")
+        return True
+
+
+class LinearBeforeGlobalPool(RewritePattern):
+    """global pool -> flatten -> linear becomes conv1x1 -> global pool -> flatten when cheaper."""
+
+    ops = ("adaptive_avg_pool2d",)
+
+    def match_and_rewrite(self, pool: Node, rw: Rewriter) -> bool:
+        if pool.output.shape[2:] != (1, 1):
+            return False
+        why = _swap_head(rw.graph, pool)
+        if why is not None:
+            return rw.refuse(pool, why)
+        rw.count("swapped")
+        return True

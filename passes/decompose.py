@@ -13,8 +13,9 @@ A linear layer splits the same way into two linear layers (``linear=True``).
 
 Invariants: the coefficient conv keeps the original node's name and output value, so every
 reader and the graph outputs are untouched; the basis conv is named ``<name>.basis`` and
-reads only the coefficient conv (this is how edp-train and prune-merge find the pairs again,
-through any clone or text round trip); the bias stays on the coefficient conv; only ungrouped
+feeds only the coefficient conv; both carry the node metadata ``edp`` (``basis`` / ``coef``),
+which is how edp-train and prune-merge find the pairs again, through any clone, text or JSON
+round trip, whatever the nodes are called; the bias stays on the coefficient conv; only ungrouped
 conv2d nodes with constant weights are split (others are listed in ``stats["skipped"]`` with
 the reason); a pair is never split again, so a second run changes nothing.
 """
@@ -27,6 +28,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from graphc.ir.graph import Graph, Node
+from graphc.ir.meta import EDP
 from graphc.passes._rewrite import cast_like, conv_attrs, conv_parts
 from graphc.registry import Pass, PassContext, PassResult, register_pass
 
@@ -56,16 +58,18 @@ def _is_pointwise(node: Node) -> bool:
 
 
 def find_pairs(graph: Graph) -> list[Pair]:
-    """Every decomposed pair still in the graph, in topological order."""
+    """Every decomposed pair still in the graph, in topological order: a layer marked
+    ``edp=basis`` whose only reader is a pointwise layer of its kind marked ``edp=coef``."""
     pairs = []
     for b in graph.find("conv2d", "linear"):
-        if not b.name.endswith(BASIS) or len(b.inputs) != 2 or b.output.is_output:
+        if b.meta.get(EDP.name) != "basis" or len(b.inputs) != 2 or b.output.is_output:
             continue
         users = b.output.uses()
         if len(users) != 1 or users[0].index != 0:
             continue
         a = users[0].node
-        if a.op == b.op and _is_pointwise(a) and conv_parts(a) is not None and conv_parts(b) is not None:
+        if (a.op == b.op and a.meta.get(EDP.name) == "coef" and _is_pointwise(a) and conv_parts(a) is not None
+                and conv_parts(b) is not None):
             pairs.append(Pair(b, a))
     return pairs
 
@@ -99,6 +103,8 @@ def decompose_node(graph: Graph, node: Node, init: str) -> Pair:
     src = _source(node)
     wb = graph.add_param(b, source=f"{src}{BASIS}.weight", name=f"{node.input(1).name}{BASIS}")
     basis = graph.add_node(node.op, [node.input(0), wb], dict(node.attrs), f"{node.name}{BASIS}", before=node)
+    basis.meta[EDP.name] = "basis"
+    node.meta[EDP.name] = "coef"
     wa = graph.add_param(a, source=f"{src}.coef.weight", name=f"{node.input(1).name}.coef")
     old = node.input(1).param
     node.set_input(0, basis.output)

@@ -12,8 +12,9 @@ from typing import ClassVar
 import numpy as np
 
 from graphc.ir.graph import Graph, Node, Value
-from graphc.passes._rewrite import alive, const_array, erase_if_dead, replace_output
-from graphc.registry import Pass, PassContext, PassResult, register_pass
+from graphc.ir.rewrite import RewritePattern, Rewriter
+from graphc.passes._rewrite import PatternPass, const_array, erase_if_dead, replace_output
+from graphc.registry import register_pass
 
 _ALWAYS = ("dropout", "identity")
 _VIEWS = ("reshape", "flatten", "squeeze", "unsqueeze")
@@ -96,7 +97,7 @@ def _collapse_chain(graph: Graph, node: Node) -> bool:
 
 @register_pass
 @dataclass(frozen=True)
-class DropIdentity(Pass):
+class DropIdentity(PatternPass):
     """Remove inference no-ops: dropout, identity, no-op reshape/permute/cast/pad/slice/pool,
     x*1 and x+0, and inverse reshape or permute pairs. Exact.
 
@@ -109,27 +110,37 @@ class DropIdentity(Pass):
     name: ClassVar[str] = "drop-identity"
     exact: ClassVar[bool] = True
 
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        dropped: dict[str, int] = {}
-        collapsed = 0
-        for node in graph.nodes:
-            if not alive(graph, node):
-                continue
-            if node.op in _VIEWS + ("permute",) and node.inputs and _collapse_chain(graph, node):
-                collapsed += 1
-        for node in graph.nodes:
-            if not alive(graph, node):
-                continue
-            src = _noop_source(node)
-            if src is None:
-                continue
-            out = node.output
-            # An output that would become a graph input or a weight keeps its node: emitters
-            # need every graph output to be computed.
-            if out.is_output and (src.producer is None or src.is_output):
-                continue
-            replace_output(graph, node, src)
-            dropped[node.op] = dropped.get(node.op, 0) + 1
-        n = sum(dropped.values()) + collapsed
-        return PassResult(changed=n > 0, stats={"dropped": sum(dropped.values()), "collapsed": collapsed,
-                                                "by_op": dropped})
+    def patterns(self) -> list[RewritePattern]:
+        return [CollapseViews(), DropNoop()]
+
+    def stats(self, res) -> dict:
+        by_op = res.groups.get("by_op", {})
+        return {"dropped": sum(by_op.values()), "collapsed": res.counts.get("collapsed", 0), "by_op": dict(by_op)}
+
+
+class CollapseViews(RewritePattern):
+    """reshape-like(reshape-like(x)) and permute(permute(x)) become one op."""
+
+    ops = _VIEWS + ("permute",)
+
+    def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
+        if not node.inputs or not _collapse_chain(rw.graph, node):
+            return False
+        rw.count("collapsed")
+        return True
+
+
+class DropNoop(RewritePattern):
+    """An op whose output equals one of its inputs goes; its readers read that input."""
+
+    def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
+        src = _noop_source(node)
+        if src is None:
+            return False
+        # An output that would become a graph input or a weight keeps its node: emitters
+        # need every graph output to be computed.
+        if node.output.is_output and (src.producer is None or src.is_output):
+            return False
+        rw.replace(node, src)
+        rw.count(node.op, group="by_op")
+        return True

@@ -12,11 +12,15 @@ from typing import ClassVar
 import numpy as np
 
 from graphc.ir.graph import Graph, Node
-from graphc.passes._rewrite import (CONV_OPS, alive, bn_scale_shift, cast_like, channel_vector, conv_attrs,
+from graphc.ir.rewrite import RewritePattern, Rewriter
+from graphc.passes._rewrite import (CONV_OPS, PatternPass, bn_scale_shift, cast_like, channel_vector, conv_attrs,
                                     conv_parts, replace_output, set_param, sole_user)
-from graphc.registry import Pass, PassContext, PassResult, register_pass
+from graphc.registry import register_pass
+
+__all__ = ["FoldBN", "fold_bn_after", "fold_bn_before", "fold_affine"]
 
 _AFFINE = ("mul", "div", "add", "sub")
+NO_READER = "no conv reads it"
 
 
 def _out_axis(node: Node) -> int | None:
@@ -71,7 +75,7 @@ def _affine_operand(node: Node, producer_out) -> np.ndarray | None:
 
 @register_pass
 @dataclass(frozen=True)
-class FoldBN(Pass):
+class FoldBN(PatternPass):
     """Fold inference batch norms and per-channel constant affines into convs and linears. Exact.
 
     A BN (or a mul/div/add/sub by a per-channel constant, as Caffe2 scale layers export) after
@@ -92,121 +96,147 @@ class FoldBN(Pass):
     name: ClassVar[str] = "fold-bn"
     exact: ClassVar[bool] = True
 
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        folded = {"bn_after": 0, "bn_before": 0, "affine": 0}
-        refused: dict[str, str] = {}
-        for node in graph.nodes:
-            if not alive(graph, node):
-                continue
-            if node.op == "batch_norm":
-                why = self._bn_after(graph, node)
-                if why is None:
-                    folded["bn_after"] += 1
-                    continue
-                why2 = self._bn_before(graph, node)
-                if why2 is None:
-                    folded["bn_before"] += 1
-                    continue
-                refused[node.name] = why if why2 == "no conv reads it" else f"{why}; {why2}"
-            elif node.op in _AFFINE and len(node.inputs) == 2:
-                why = self._affine(graph, node)
-                if why is None:
-                    folded["affine"] += 1
-                elif why != "":
-                    refused[node.name] = why
-        total = sum(folded.values())
-        if total:
-            graph.prune_unused_params()
-        return PassResult(changed=total > 0, stats={"folded": total, **folded, "refused": refused})
+    def patterns(self) -> list[RewritePattern]:
+        return [BNAfterConv(), BNBeforeConv(), AffineIntoConv()]
 
-    # conv/linear -> batch_norm
-    def _bn_after(self, graph: Graph, bn: Node) -> str | None:
-        prod = bn.input(0).producer
-        if prod is None or _out_axis(prod) is None:
-            return "not after a conv or linear"
-        if prod.op == "linear" and len(prod.output.shape) != 2:
-            return "linear output is not [N, C], BN axis is not its feature axis"
-        if conv_parts(prod) is None:
-            return f"{prod.name} weights are not constants"
-        if sole_user(prod.output) is not bn:
+    def stats(self, res) -> dict:
+        folded = {k: res.counts.get(k, 0) for k in ("bn_after", "bn_before", "affine")}
+        return {"folded": sum(folded.values()), **folded, "refused": res.refused}
+
+
+class BNAfterConv(RewritePattern):
+    """conv/linear -> batch_norm: the BN's scale and shift go into the weight and bias."""
+
+    ops = ("batch_norm",)
+
+    def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
+        why = fold_bn_after(rw.graph, node)
+        if why is not None:
+            return rw.refuse(node, why)
+        rw.count("bn_after")
+        return True
+
+
+class BNBeforeConv(RewritePattern):
+    """batch_norm -> conv/linear: the BN goes into the input side of the weight."""
+
+    ops = ("batch_norm",)
+
+    def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
+        why = fold_bn_before(rw.graph, node)
+        if why is not None:
+            return False if why == NO_READER else rw.refuse(node, why)
+        rw.count("bn_before")
+        return True
+
+
+class AffineIntoConv(RewritePattern):
+    """conv/linear -> mul/div/add/sub by a per-channel constant."""
+
+    ops = _AFFINE
+
+    def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
+        if len(node.inputs) != 2:
+            return False
+        why = fold_affine(rw.graph, node)
+        if why is not None:
+            return rw.refuse(node, why)
+        rw.count("affine")
+        return True
+
+
+# conv/linear -> batch_norm
+def fold_bn_after(graph: Graph, bn: Node) -> str | None:
+    """Fold a BN into the conv or linear before it; None when folded, else why not."""
+    prod = bn.input(0).producer
+    if prod is None or _out_axis(prod) is None:
+        return "not after a conv or linear"
+    if prod.op == "linear" and len(prod.output.shape) != 2:
+        return "linear output is not [N, C], BN axis is not its feature axis"
+    if conv_parts(prod) is None:
+        return f"{prod.name} weights are not constants"
+    if sole_user(prod.output) is not bn:
+        return f"{prod.name} output has other readers"
+    ss = bn_scale_shift(bn)
+    if ss is None:
+        return "BN statistics are not constants"
+    _scale_shift_into(graph, prod, *ss)
+    replace_output(graph, bn, prod.output)
+    return None
+
+# batch_norm -> conv/linear
+def fold_bn_before(graph: Graph, bn: Node) -> str | None:
+    """Fold a BN into the conv or linear that alone reads it; None when folded, else why not
+    (``NO_READER`` when no conv or linear reads it: not a candidate)."""
+    conv = sole_user(bn.output)
+    if conv is None or conv.input(0) is not bn.output or _out_axis(conv) is None:
+        return NO_READER
+    if conv.op == "linear" and len(bn.output.shape) != 2:
+        return f"{conv.name} is a linear over a non-channel axis"
+    parts = conv_parts(conv)
+    if parts is None:
+        return f"{conv.name} weights are not constants"
+    ss = bn_scale_shift(bn)
+    if ss is None:
+        return "BN statistics are not constants"
+    scale, shift = ss
+    w, b = parts
+    w64 = w.astype(np.float64)
+    if conv.op == "linear":
+        new_w = w64 * scale[None, :]
+        extra = w64 @ shift
+    else:
+        a = conv_attrs(conv)
+        if any(a["padding"]) and np.any(shift != 0):
+            return f"{conv.name} pads with zeros and the BN does not map zero to zero"
+        g = a["groups"]
+        cin_g = w.shape[1]
+        o_g = w.shape[0] // g
+        # Output channel o of group k reads input channels k*cin_g .. (k+1)*cin_g - 1.
+        grp = np.arange(w.shape[0]) // o_g
+        idx = grp[:, None] * cin_g + np.arange(cin_g)[None, :]
+        bshape = idx.shape + (1,) * (w.ndim - 2)
+        new_w = w64 * scale[idx].reshape(bshape)
+        extra = (w64 * shift[idx].reshape(bshape)).reshape(w.shape[0], -1).sum(1)
+    set_param(graph, conv, 1, cast_like(new_w, w))
+    bias = extra if b is None else b.astype(np.float64) + extra
+    if b is not None or np.any(bias != 0):
+        set_param(graph, conv, 2, cast_like(bias, w))
+    conv.set_input(0, bn.input(0))
+    graph.erase(bn)
+    return None
+
+# conv/linear -> mul/div/add/sub by a per-channel constant
+def fold_affine(graph: Graph, node: Node) -> str | None:
+    """Fold a mul/div/add/sub by a per-channel constant into the conv or linear before it:
+    None when folded, "" when the node is not a candidate, else the reason."""
+    for src in node.inputs:
+        found = _weighted_producer(src)
+        if found is None:
+            continue
+        prod, axis = found
+        arr = _affine_operand(node, src)
+        if arr is None or not np.issubdtype(arr.dtype, np.floating):
+            continue
+        if node.output.shape != src.shape:
+            return "the constant broadcasts the conv output to a larger shape"
+        vec = channel_vector(arr, src.shape, axis)
+        if vec is None:
+            return "the constant is not per-channel"
+        if sole_user(src) is not node:
             return f"{prod.name} output has other readers"
-        ss = bn_scale_shift(bn)
-        if ss is None:
-            return "BN statistics are not constants"
-        _scale_shift_into(graph, prod, *ss)
-        replace_output(graph, bn, prod.output)
-        return None
-
-    # batch_norm -> conv/linear
-    def _bn_before(self, graph: Graph, bn: Node) -> str | None:
-        conv = sole_user(bn.output)
-        if conv is None or conv.input(0) is not bn.output or _out_axis(conv) is None:
-            return "no conv reads it"
-        if conv.op == "linear" and len(bn.output.shape) != 2:
-            return f"{conv.name} is a linear over a non-channel axis"
-        parts = conv_parts(conv)
-        if parts is None:
-            return f"{conv.name} weights are not constants"
-        ss = bn_scale_shift(bn)
-        if ss is None:
-            return "BN statistics are not constants"
-        scale, shift = ss
-        w, b = parts
-        w64 = w.astype(np.float64)
-        if conv.op == "linear":
-            new_w = w64 * scale[None, :]
-            extra = w64 @ shift
+        c = vec.size
+        if node.op == "mul":
+            scale, shift = vec, np.zeros(c)
+        elif node.op == "div":
+            if np.any(vec == 0):
+                return "division by zero"
+            scale, shift = 1.0 / vec, np.zeros(c)
+        elif node.op == "add":
+            scale, shift = np.ones(c), vec
         else:
-            a = conv_attrs(conv)
-            if any(a["padding"]) and np.any(shift != 0):
-                return f"{conv.name} pads with zeros and the BN does not map zero to zero"
-            g = a["groups"]
-            cin_g = w.shape[1]
-            o_g = w.shape[0] // g
-            # Output channel o of group k reads input channels k*cin_g .. (k+1)*cin_g - 1.
-            grp = np.arange(w.shape[0]) // o_g
-            idx = grp[:, None] * cin_g + np.arange(cin_g)[None, :]
-            bshape = idx.shape + (1,) * (w.ndim - 2)
-            new_w = w64 * scale[idx].reshape(bshape)
-            extra = (w64 * shift[idx].reshape(bshape)).reshape(w.shape[0], -1).sum(1)
-        set_param(graph, conv, 1, cast_like(new_w, w))
-        bias = extra if b is None else b.astype(np.float64) + extra
-        if b is not None or np.any(bias != 0):
-            set_param(graph, conv, 2, cast_like(bias, w))
-        conv.set_input(0, bn.input(0))
-        graph.erase(bn)
+            scale, shift = np.ones(c), -vec
+        _scale_shift_into(graph, prod, scale, shift)
+        replace_output(graph, node, src)
         return None
-
-    # conv/linear -> mul/div/add/sub by a per-channel constant
-    def _affine(self, graph: Graph, node: Node) -> str | None:
-        """None when folded, "" when the node is not a candidate, else the reason."""
-        for src in node.inputs:
-            found = _weighted_producer(src)
-            if found is None:
-                continue
-            prod, axis = found
-            arr = _affine_operand(node, src)
-            if arr is None or not np.issubdtype(arr.dtype, np.floating):
-                continue
-            if node.output.shape != src.shape:
-                return "the constant broadcasts the conv output to a larger shape"
-            vec = channel_vector(arr, src.shape, axis)
-            if vec is None:
-                return "the constant is not per-channel"
-            if sole_user(src) is not node:
-                return f"{prod.name} output has other readers"
-            c = vec.size
-            if node.op == "mul":
-                scale, shift = vec, np.zeros(c)
-            elif node.op == "div":
-                if np.any(vec == 0):
-                    return "division by zero"
-                scale, shift = 1.0 / vec, np.zeros(c)
-            elif node.op == "add":
-                scale, shift = np.ones(c), vec
-            else:
-                scale, shift = np.ones(c), -vec
-            _scale_shift_into(graph, prod, scale, shift)
-            replace_output(graph, node, src)
-            return None
-        return ""
+    return ""

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from graphc.ir.graph import Graph, Node
-from graphc.passes._rewrite import alive
-from graphc.registry import Pass, PassContext, PassResult, register_pass
+from graphc.ir.rewrite import RewritePattern, Rewriter
+from graphc.passes._rewrite import PatternPass
+from graphc.registry import register_pass
 
 # Results this small are always folded; larger ones only if no bigger than their operands.
 _SMALL = 4096
@@ -36,7 +37,7 @@ def _foldable(node: Node) -> str | None:
 
 @register_pass
 @dataclass(frozen=True)
-class FoldConstants(Pass):
+class FoldConstants(PatternPass):
     """Replace nodes computed from params alone by their value (ONNX-style constant subgraphs:
     shape arithmetic, weights built by transposes or casts). Exact.
 
@@ -47,47 +48,42 @@ class FoldConstants(Pass):
     name: ClassVar[str] = "fold-constants"
     exact: ClassVar[bool] = True
 
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        folded = 0
-        refused: dict[str, str] = {}
-        for node in graph.nodes:
-            if not alive(graph, node) or not node.inputs or any(v.param is None for v in node.inputs):
-                continue
-            why = _foldable(node)
-            if why is not None:
-                refused[node.name] = why
-                continue
-            try:
-                with torch.no_grad():
-                    out = node.opdef.run([torch.from_numpy(np.array(v.param.data)) for v in node.inputs], node.attrs)
-            except Exception as e:  # an op that cannot run on these constants stays as it is
-                refused[node.name] = f"evaluation failed: {type(e).__name__}"
-                continue
-            outs = out if isinstance(out, (tuple, list)) else (out,)
-            params = [v.param for v in node.inputs]
-            weights = [p for p in params if p.kind == "weight"]
-            # A value built from weights is still a weight: parameter counts stay honest and
-            # reports still name the source layer.
-            kind = "weight" if weights else ("buffer" if any(p.kind == "buffer" for p in params) else "const")
-            source = max(weights, key=lambda p: p.data.size).source if weights else ""
-            if len(outs) != len(node.outputs):
-                refused[node.name] = "evaluation gave the wrong number of results"
-                continue
-            news = []
-            for v, t in zip(node.outputs, outs):
-                arr = t.detach().contiguous().numpy()
-                if tuple(arr.shape) != v.shape:
-                    break
-                news.append(graph.add_param(arr, source=source, name=v.name + ".folded", kind=kind))
-            else:
-                for v, nv in zip(node.outputs, news):
-                    v.replace_all_uses_with(nv)
-                graph.erase(node)
-                folded += 1
-                continue
-            for nv in news:
-                graph.remove_param(nv.param)
-            refused[node.name] = "evaluation gave a different shape"
-        if folded:
-            graph.prune_unused_params()
-        return PassResult(changed=folded > 0, stats={"folded": folded, "refused": refused})
+    def patterns(self) -> list[RewritePattern]:
+        return [FoldConstant()]
+
+    def stats(self, res) -> dict:
+        return {"folded": res.counts.get("folded", 0), "refused": res.refused}
+
+
+class FoldConstant(RewritePattern):
+    """A node whose every operand is a param becomes params holding its results."""
+
+    def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
+        if not node.inputs or any(v.param is None for v in node.inputs):
+            return False
+        graph = rw.graph
+        why = _foldable(node)
+        if why is not None:
+            return rw.refuse(node, why)
+        try:
+            with torch.no_grad():
+                out = node.opdef.run([torch.from_numpy(np.array(v.param.data)) for v in node.inputs], node.attrs)
+        except Exception as e:  # an op that cannot run on these constants stays as it is
+            return rw.refuse(node, f"evaluation failed: {type(e).__name__}")
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        params = [v.param for v in node.inputs]
+        weights = [p for p in params if p.kind == "weight"]
+        # A value built from weights is still a weight: parameter counts stay honest and
+        # reports still name the source layer.
+        kind = "weight" if weights else ("buffer" if any(p.kind == "buffer" for p in params) else "const")
+        source = max(weights, key=lambda p: p.data.size).source if weights else ""
+        if len(outs) != len(node.outputs):
+            return rw.refuse(node, "evaluation gave the wrong number of results")
+        arrs = [t.detach().contiguous().numpy() for t in outs]
+        if any(tuple(a.shape) != v.shape for a, v in zip(arrs, node.outputs)):
+            return rw.refuse(node, "evaluation gave a different shape")
+        for v, arr in zip(node.outputs, arrs):
+            v.replace_all_uses_with(graph.add_param(arr, source=source, name=v.name + ".folded", kind=kind))
+        graph.erase(node)
+        rw.count("folded")
+        return True

@@ -14,10 +14,11 @@ from typing import ClassVar
 import numpy as np
 
 from graphc.ir.graph import Graph, Node, Value
-from graphc.passes._rewrite import (CONV_OPS, alive, bn_scale_shift, cast_like, channel_vector, conv_attrs,
+from graphc.ir.rewrite import RewritePattern, Rewriter
+from graphc.passes._rewrite import (CONV_OPS, PatternPass, bn_scale_shift, cast_like, channel_vector, conv_attrs,
                                     conv_parts, replace_output, set_param, sole_user)
-from graphc.passes.fold_bn import FoldBN
-from graphc.registry import Pass, PassContext, PassResult, register_pass
+from graphc.passes.fold_bn import fold_affine, fold_bn_after
+from graphc.registry import register_pass
 
 
 def _absorb_branch_affine(graph: Graph, v: Value) -> tuple[Value, int]:
@@ -41,7 +42,7 @@ def _absorb_branch_affine(graph: Graph, v: Value) -> tuple[Value, int]:
         return start, 0
     folds = 0
     for node in reversed(chain):
-        why = FoldBN()._bn_after(graph, node) if node.op == "batch_norm" else FoldBN()._affine(graph, node)
+        why = fold_bn_after(graph, node) if node.op == "batch_norm" else fold_affine(graph, node)
         if why is not None:
             break
         folds += 1
@@ -140,7 +141,7 @@ def _fuse_parallel(graph: Graph, add: Node, c1: Node, c2: Node) -> str | None:
 
 @register_pass
 @dataclass(frozen=True)
-class FuseResConv(Pass):
+class FuseResConv(PatternPass):
     """Fuse y = a*conv(x) + b*x (BN allowed on either branch) into one conv with the identity
     at the centre tap, and add(conv_kxk(x), conv_1x1(x)) into one kxk conv (RepVGG's three
     branches, in two steps). Exact.
@@ -155,43 +156,52 @@ class FuseResConv(Pass):
     name: ClassVar[str] = "fuse-resconv"
     exact: ClassVar[bool] = True
 
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        fused = {"identity": 0, "parallel": 0, "branch_affine": 0}
-        refused: dict[str, str] = {}
-        for add in graph.find("add"):
-            if not alive(graph, add) or len(add.inputs) != 2 or add.input(0) is add.input(1):
+    def patterns(self) -> list[RewritePattern]:
+        return [ResConvAdd()]
+
+    def stats(self, res) -> dict:
+        fused = {k: res.counts.get(k, 0) for k in ("identity", "parallel", "branch_affine")}
+        return {"fused": fused["identity"] + fused["parallel"], **fused, "refused": res.refused}
+
+
+class ResConvAdd(RewritePattern):
+    """add(conv(x), x-ish) or add(conv(x), conv'(x)) becomes one conv."""
+
+    ops = ("add",)
+
+    def match_and_rewrite(self, add: Node, rw: Rewriter) -> bool:
+        graph = rw.graph
+        if len(add.inputs) != 2 or add.input(0) is add.input(1):
+            return False
+        if any(v.param is not None for v in add.inputs) or add.input(0).shape != add.input(1).shape:
+            return False
+        ins = []
+        folded = 0
+        for v in add.inputs:
+            if sole_user(v) is add:
+                nv, folds = _absorb_branch_affine(graph, v)
+                folded += folds
+                v = nv if nv is not None else add.inputs[len(ins)]
+            ins.append(v)
+        if folded:
+            rw.count("branch_affine", folded)
+        convs = [v.producer if v.producer is not None and v.producer.op in CONV_OPS
+                 and sole_user(v) is add else None for v in ins]
+        why = why_parallel = None
+        if convs[0] is not None and convs[1] is not None:
+            why_parallel = _fuse_parallel(graph, add, convs[0], convs[1])
+            if why_parallel is None:
+                rw.count("parallel")
+                return True
+        for i in (0, 1):
+            if convs[i] is None:
                 continue
-            if any(v.param is not None for v in add.inputs) or add.input(0).shape != add.input(1).shape:
-                continue
-            ins = []
-            for v in add.inputs:
-                if sole_user(v) is add:
-                    nv, folds = _absorb_branch_affine(graph, v)
-                    fused["branch_affine"] += folds
-                    v = nv if nv is not None else add.inputs[len(ins)]
-                ins.append(v)
-            convs = [v.producer if v.producer is not None and v.producer.op in CONV_OPS
-                     and sole_user(v) is add else None for v in ins]
-            why = why_parallel = None
-            if convs[0] is not None and convs[1] is not None:
-                why_parallel = _fuse_parallel(graph, add, convs[0], convs[1])
-                if why_parallel is None:
-                    fused["parallel"] += 1
-                    continue
-            for i in (0, 1):
-                if convs[i] is None:
-                    continue
-                why_i = _fuse_identity(graph, add, convs[i], ins[1 - i])
-                if why_i is None:
-                    fused["identity"] += 1
-                    why = None
-                    break
-                why = why_i
-            if why is not None and any(convs):
-                # Two convs on one input are a parallel pair first: say why that failed.
-                refused[add.name] = why_parallel or why
-        total = fused["identity"] + fused["parallel"]
-        changed = total + fused["branch_affine"] > 0
-        if changed:
-            graph.prune_unused_params()
-        return PassResult(changed=changed, stats={"fused": total, **fused, "refused": refused})
+            why_i = _fuse_identity(graph, add, convs[i], ins[1 - i])
+            if why_i is None:
+                rw.count("identity")
+                return True
+            why = why_i
+        if why is not None and any(convs):
+            # Two convs on one input are a parallel pair first: say why that failed.
+            rw.refuse(add, why_parallel or why)
+        return folded > 0

@@ -14,9 +14,11 @@ from typing import ClassVar
 import numpy as np
 
 from graphc.ir.graph import Graph, Node
-from graphc.passes._rewrite import (CONV_OPS, alive, cast_like, compose_convs, conv_attrs, conv_parts,
+from graphc.ir.meta import EDP
+from graphc.ir.rewrite import RewritePattern, Rewriter
+from graphc.passes._rewrite import (CONV_OPS, PatternPass, cast_like, compose_convs, conv_attrs, conv_parts,
                                     node_macs, set_param, sole_user, t64)
-from graphc.registry import Pass, PassContext, PassResult, register_pass
+from graphc.registry import register_pass
 
 
 def _set_bias(graph: Graph, node: Node, bias, like: np.ndarray) -> None:
@@ -93,7 +95,7 @@ def _merge_convs(graph: Graph, first: Node, second: Node) -> str | None:
 
 @register_pass
 @dataclass(frozen=True)
-class MergeLinear(Pass):
+class MergeLinear(PatternPass):
     """Merge linear->linear and conv->conv pairs with nothing between into one op, when that is
     no more MACs than the pair. Exact.
 
@@ -112,26 +114,31 @@ class MergeLinear(Pass):
     name: ClassVar[str] = "merge-linear"
     exact: ClassVar[bool] = True
 
-    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        merged = 0
-        refused: dict[str, str] = {}
-        for second in graph.nodes:
-            if not alive(graph, second) or second.op not in CONV_OPS + ("linear",):
-                continue
-            first = second.input(0).producer
-            if first is None or first.op != second.op:
-                continue
-            if conv_parts(first) is None or conv_parts(second) is None:
-                refused[second.name] = "weights are not constants"
-                continue
-            if sole_user(first.output) is not second:
-                refused[second.name] = f"{first.name} output has other readers"
-                continue
-            why = (_merge_linears if second.op == "linear" else _merge_convs)(graph, first, second)
-            if why is None:
-                merged += 1
-            else:
-                refused[second.name] = why
-        if merged:
-            graph.prune_unused_params()
-        return PassResult(changed=merged > 0, stats={"merged": merged, "refused": refused})
+    def patterns(self) -> list[RewritePattern]:
+        return [MergePair()]
+
+    def stats(self, res) -> dict:
+        return {"merged": res.counts.get("merged", 0), "refused": res.refused}
+
+
+class MergePair(RewritePattern):
+    """conv -> conv or linear -> linear, rooted at the second."""
+
+    ops = CONV_OPS + ("linear",)
+
+    def match_and_rewrite(self, second: Node, rw: Rewriter) -> bool:
+        first = second.input(0).producer
+        if first is None or first.op != second.op:
+            return False
+        if conv_parts(first) is None or conv_parts(second) is None:
+            return rw.refuse(second, "weights are not constants")
+        if sole_user(first.output) is not second:
+            return rw.refuse(second, f"{first.name} output has other readers")
+        pair = first.meta.get(EDP.name) == "basis" and second.meta.get(EDP.name) == "coef"
+        why = (_merge_linears if second.op == "linear" else _merge_convs)(rw.graph, first, second)
+        if why is not None:
+            return rw.refuse(second, why)
+        if pair:  # an EDP pair merged back is one plain layer again
+            del second.meta[EDP.name]
+        rw.count("merged")
+        return True

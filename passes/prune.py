@@ -23,6 +23,7 @@ all its units; the pass only removes units (never adds or reorders channels).
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -31,6 +32,7 @@ import numpy as np
 
 from graphc.errors import PassError
 from graphc.ir.graph import Graph
+
 from graphc.passes.channel_groups import ChannelGroup, channel_groups, prune_groups
 from graphc.registry import Pass, PassContext, PassResult, register_pass
 
@@ -119,10 +121,11 @@ def _fill_members(group: ChannelGroup, keep: np.ndarray, score: np.ndarray, min_
 
 
 def plan(groups: list[ChannelGroup], ratio: float, kind: str, scope: str, min_units: int, round_to: int,
-         rng: np.random.Generator) -> list[tuple[ChannelGroup, np.ndarray]]:
-    """Which units of each prunable group to keep."""
+         rng: np.random.Generator, cache: dict | None = None) -> list[tuple[ChannelGroup, np.ndarray]]:
+    """Which units of each prunable group to keep. ``cache``: weight magnitudes kept between
+    calls on one graph state (the target-MACs search plans many ratios)."""
     groups = [g for g in groups if g.prunable]
-    cache: dict = {}
+    cache = {} if cache is None else cache
     scores = [importance(g, kind, rng, cache) for g in groups]
     out = []
     if scope == "global":
@@ -159,6 +162,11 @@ def prune_graph(graph: Graph, *, ratio: float, importance: str = "l1", scope: st
             gc.enable()
 
 
+def _on_copy(group: ChannelGroup, vmap: dict) -> ChannelGroup:
+    """``group`` with its members' values replaced by their copies in a cloned graph."""
+    return dataclasses.replace(group, members=[dataclasses.replace(m, value=vmap[id(m.value)]) for m in group.members])
+
+
 def _macs(graph: Graph) -> float:
     from graphc.backends.cost import totals
 
@@ -191,30 +199,39 @@ class Prune(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         opts = dict(importance=self.importance, scope=self.scope, min_channels=self.min_channels,
-                    round_to=self.round_to, protect=tuple(self.protect), seed=getattr(ctx, "seed", 0))
+                    round_to=self.round_to, seed=getattr(ctx, "seed", 0))
         if self.importance not in ("l1", "l2", "bn-scale", "random"):
             raise PassError(f"prune: unknown importance {self.importance!r} (l1, l2, bn-scale, random)")
         if self.scope not in ("local", "global"):
             raise PassError(f"prune: unknown scope {self.scope!r} (local, global)")
         ratio = self.ratio
         stats = {}
+        protect = tuple(self.protect)
+        # One channel-group analysis serves the whole search and the final cut: the search
+        # prunes copies, which never change this graph.
+        groups = ctx.analysis("channel-groups", graph, lambda g: channel_groups(g, protect=protect), key=protect)
         if self.target_macs is not None:
-            ratio, reached = self._search(graph, opts)
+            ratio, reached = self._search(graph, opts, groups)
             stats.update({"prune.ratio": round(ratio, 4), "prune.macs": reached})
-        removed = prune_graph(graph, ratio=ratio, **opts)
+        removed = prune_graph(graph, ratio=ratio, groups=groups, **opts)
         stats["prune.units_removed"] = removed
         return PassResult(changed=removed > 0, stats=stats)
 
-    def _search(self, graph: Graph, opts) -> tuple[float, float]:
-        """The smallest ratio (to 1/256) whose pruned graph reaches ``target_macs``."""
+    def _search(self, graph: Graph, opts, groups: list[ChannelGroup]) -> tuple[float, float]:
+        """The smallest ratio (to 1/256) whose pruned graph reaches ``target_macs``; each step
+        plans on ``groups`` (of this graph) and cuts a copy through the same groups mapped to it."""
         full = _macs(graph)
         target = self.target_macs * full if self.target_macs <= 1 else self.target_macs
         if full <= target:
             return 0.0, full
+        magnitudes: dict = {}
 
         def macs_at(r: float) -> float:
-            g = graph.clone()
-            prune_graph(g, ratio=r, **opts)
+            vmap: dict = {}
+            g = graph.clone(value_map=vmap)
+            steps = plan(groups, r, opts["importance"], opts["scope"], opts["min_channels"], opts["round_to"],
+                         np.random.default_rng(opts["seed"]), magnitudes)
+            prune_groups(g, [(_on_copy(grp, vmap), keep) for grp, keep in steps])
             return _macs(g)
 
         lo, hi = 0.0, 0.99

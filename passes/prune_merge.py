@@ -29,6 +29,7 @@ from typing import ClassVar
 import numpy as np
 
 from graphc.ir.graph import Graph
+from graphc.ir.meta import EDP
 from graphc.passes._rewrite import cast_like
 from graphc.passes.decompose import Pair, find_pairs
 from graphc.registry import Pass, PassContext, PassResult, register_pass
@@ -79,6 +80,7 @@ def merge_pair(graph: Graph, pair: Pair) -> None:
     coef.set_input(0, pair.basis.input(0))
     coef.attrs.clear()
     coef.attrs.update(pair.basis.attrs)
+    coef.meta.pop(EDP.name, None)
     graph.erase(pair.basis)
     coef.retype()
 
@@ -305,11 +307,15 @@ class PruneMerge(Pass):
     """
 
     name: ClassVar[str] = "prune-merge"
-    exact: ClassVar[bool] = True
 
     threshold: float = 0.0
     rows: bool = True
     merge: bool = True
+
+    @property
+    def exact(self) -> bool:
+        """Only exact zeros are removed at threshold 0; above it, the dropped groups' weights are lost."""
+        return self.threshold == 0
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         pairs = find_pairs(graph)

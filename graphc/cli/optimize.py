@@ -28,6 +28,11 @@ def register(sub) -> None:
     p.add_argument("--check", type=int, metavar="N", default=None,
                    help="random inputs to compare against the source (default: 3 for exact-only pipelines, "
                         "0 for lossy ones; 0 turns it off)")
+    p.add_argument("--check-each", type=int, metavar="N", default=0,
+                   help="after every changing exact pass, compare N random inputs through the IR before and "
+                        "after it; a pass that moves them fails the run, naming the pass (default 0: off)")
+    p.add_argument("--explain", action="store_true",
+                   help="after the table, list per pass the nodes its rewrites left alone and why")
     p.add_argument("--report", metavar="FILE", help="write the report as JSON")
     p.add_argument("--data", metavar="SPEC", help="data for passes that train: digits | mnist-idx:DIR | FILE.npz | module:function")
     p.add_argument("--input-shape", action="append", metavar="SHAPE",
@@ -66,6 +71,8 @@ def validate(args):
         _parent_exists(args.report, "report")
     if args.check is not None and args.check < 0:
         raise InputError(f"--check wants N >= 0, got {args.check}")
+    if args.check_each < 0:
+        raise InputError(f"--check-each wants N >= 0, got {args.check_each}")
     if args.dump_ir and Path(args.dump_ir).exists() and not Path(args.dump_ir).is_dir():
         raise InputError(f"--dump-ir {args.dump_ir} exists and is not a folder")
     if args.input_shape:
@@ -154,7 +161,7 @@ def run(args) -> int:
         check_fits(data, graph)  # before any pass trains on it
     ctx = PassContext(data=data, seed=args.seed, quiet=args.quiet)
     predicted = predicted_latency(graph)
-    report = PassManager(pipeline, dump_dir=args.dump_ir).run(graph, ctx)
+    report = PassManager(pipeline, dump_dir=args.dump_ir, check_each=args.check_each, seed=args.seed).run(graph, ctx)
     add_predicted_latency(report, predicted, graph)
     n = default_check(pipeline, args.check)
     if n:
@@ -176,6 +183,8 @@ def run(args) -> int:
         print(report.to_json())
     else:
         print(report.table())
+        if args.explain:
+            print(report.refusals())
         if args.output and not failed:
             print(f"wrote {args.output}")
     if failed:

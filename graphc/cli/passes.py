@@ -6,6 +6,17 @@ import inspect
 import json
 
 from graphc.errors import InputError
+from graphc.registry import default_contract
+
+
+def _preserves(cls) -> frozenset:
+    kept = getattr(cls, "preserves", frozenset())
+    if isinstance(kept, property):  # decided per instance, like the contract
+        try:
+            kept = cls().preserves
+        except Exception:
+            kept = frozenset()
+    return frozenset(kept)
 
 
 def register(sub) -> None:
@@ -37,14 +48,10 @@ def pass_info(cls) -> dict:
                 required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
                 opts.append({"name": f.name.replace("_", "-"), "type": describe_type(types.get(f.name, f.type)),
                              "default": None if required else format_value(d), "required": required})
-    needs = getattr(cls, "needs_data", False)
-    if isinstance(needs, property):  # decided per instance: ask the default one
-        try:
-            needs = cls().needs_data
-        except Exception:
-            needs = True
-    return {"name": cls.name, "exact": bool(cls.exact), "needs_data": bool(needs),
-            "preserves": sorted(getattr(cls, "preserves", ())), "options": opts, "summary": cls.summary(),
+    # The contract belongs to a configured instance: show the default one's.
+    exact, needs = default_contract(cls)
+    return {"name": cls.name, "exact": exact, "needs_data": needs,
+            "preserves": sorted(_preserves(cls)), "options": opts, "summary": cls.summary(),
             "doc": inspect.cleandoc(cls.__doc__ or ""), "module": cls.__module__}
 
 

@@ -64,3 +64,43 @@ def test_min_kernel_and_linear_options(lenet_graph):
     g = lenet_graph(build("lenet5", 8).eval())
     res = run(g, "decompose", linear=False, min_kernel=9)
     assert res.stats["layers"] == ["conv1", "conv2"]
+
+
+def test_pairs_are_found_by_metadata_not_by_name(h):
+    from graphc.ir.printer import parse_graph, print_graph
+    from graphc.ir.serialize import from_json, to_json
+    from graphc.passes.decompose import find_pairs
+
+    b = h.Builder(shape=(1, 3, 8, 8))
+    g = b.out(b.conv(b.x, 6, name="c1"))
+    assert h.run_pass(g, "decompose").changed
+    basis = [n for n in g.nodes if n.meta.get("edp") == "basis"]
+    assert len(basis) == 1 and g.node("c1").meta == {"edp": "coef"}
+    text = print_graph(g)
+    assert '[edp="basis"]' in text and '[edp="coef"]' in text
+    # Renamed nodes are still a pair; the same nodes without metadata are not.
+    g.rename_value(basis[0].output, "t")
+    basis[0].name = "anything"
+    assert [p.coef.name for p in find_pairs(g)] == ["c1"]
+    assert [p.coef.name for p in find_pairs(parse_graph(print_graph(g)))] == ["c1"]
+    assert [p.coef.name for p in find_pairs(from_json(to_json(g)))] == ["c1"]
+    assert find_pairs(parse_graph(text.replace(' [edp="basis"]', "").replace(' [edp="coef"]', ""))) == []
+
+
+def test_verifier_checks_node_metadata(h):
+    import pytest
+
+    from graphc.errors import VerifyError
+
+    b = h.Builder(shape=(1, 3, 8, 8))
+    g = b.out(b.op("relu", b.conv(b.x, 6, name="c1")))
+    g.node("relu").meta["edp"] = "basis"
+    with pytest.raises(VerifyError, match="metadata edp on a relu"):
+        g.verify()
+    g.node("relu").meta.clear()
+    g.node("c1").meta["edp"] = "left"
+    with pytest.raises(VerifyError, match="is not one of"):
+        g.verify()
+    g.node("c1").meta = {"stream": 1}
+    with pytest.raises(VerifyError, match="unknown metadata 'stream'"):
+        g.verify()

@@ -1,5 +1,6 @@
-"""The `fuse` preset end to end: registered as one fixed-point group of the exact passes,
-safe on any graph, rerunnable, and exact through the front-ends and back-ends."""
+"""The `fuse` pass end to end: one pattern set made of the exact passes' patterns, safe on any
+graph, rerunnable, equal to running its member passes to a fixed point, and exact through the
+front-ends and back-ends."""
 import numpy as np
 import pytest
 import torch
@@ -10,11 +11,12 @@ from graphc.passes.fuse import FUSE_PASSES
 from graphc.registry import all_passes, all_presets
 
 
-def test_preset_is_one_fixpoint_group_of_exact_passes():
-    text = all_presets()["fuse"]
-    assert text.startswith("fixpoint(") and all(p in text for p in FUSE_PASSES)
+def test_fuse_is_one_pattern_set_made_of_the_exact_passes_patterns():
     passes = all_passes()
-    assert all(passes[p].exact for p in FUSE_PASSES)
+    assert "fuse" in passes and "fuse" not in all_presets()
+    assert passes["fuse"]().exact and all(passes[p]().exact for p in FUSE_PASSES)
+    members = [type(p) for name in FUSE_PASSES for p in passes[name]().patterns()]
+    assert [type(p) for p in passes["fuse"]().patterns()] == members and len(set(members)) >= len(FUSE_PASSES)
 
 
 class Net(nn.Module):
@@ -62,6 +64,18 @@ def test_fuse_collapses_the_network_exactly_and_once(net):
     with torch.no_grad():
         torch.testing.assert_close(emit_torch(g)(x), net(x), rtol=1e-4, atol=1e-5)
     assert not graphc.run_pipeline(g, "fuse").changed
+
+
+def test_fuse_equals_its_member_passes_run_to_a_fixed_point(net):
+    from graphc.ir.printer import print_graph
+
+    x = torch.randn(1, 3, 8, 8)
+    one, looped = graphc.load(net, example_inputs=x), graphc.load(net, example_inputs=x)
+    rep = graphc.run_pipeline(one, "fuse")
+    assert len(rep.passes) == 1 and rep.passes[0].stats["rewrites"] > 5
+    graphc.run_pipeline(looped, "fixpoint(" + ",".join(FUSE_PASSES) + ")")
+    assert sorted(n.op for n in one.nodes) == sorted(n.op for n in looped.nodes)
+    assert len(print_graph(one).splitlines()) == len(print_graph(looped).splitlines())
 
 
 def test_fuse_through_onnx_round_trip(net, tmp_path):

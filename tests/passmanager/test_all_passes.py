@@ -10,6 +10,7 @@ Nothing is skipped silently: SKIP names a pass and why.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -17,7 +18,7 @@ from torch import nn
 import graphc
 from graphc.errors import DataError
 from graphc.pipeline import parse_pipeline
-from graphc.registry import PassContext, all_passes, all_presets
+from graphc.registry import PassContext, all_passes, all_presets, default_contract
 
 RTOL, ATOL = 1e-4, 1e-5
 SKIP: dict[str, str] = {}
@@ -121,8 +122,8 @@ def _param(name):
 
 
 PASSES = sorted(all_passes())
-EXACT = [_param(n) for n in PASSES if all_passes()[n].exact]
-LOSSY = [_param(n) for n in PASSES if not all_passes()[n].exact]
+EXACT = [_param(n) for n in PASSES if default_contract(all_passes()[n])[0]]
+LOSSY = [_param(n) for n in PASSES if not default_contract(all_passes()[n])[0]]
 
 
 def test_every_registered_pass_is_covered():
@@ -145,19 +146,51 @@ def test_exact_pass_is_idempotent_and_keeps_outputs(name, model, models):
         assert first.passes[0].delta["nodes"] is not None
 
 
+# What a lossy pass needs run before it for there to be something to lose (EDP pairs).
+PREPARE = {"svd-truncate": "decompose", "edp-train": "decompose"}
+
+
 @pytest.mark.parametrize("name", LOSSY)
-def test_lossy_pass_without_data_refuses_or_runs_data_free(name, models):
+def test_lossy_pass_changes_the_model_and_keeps_its_interface(name, models):
     m, x, ref, imported = models["convbn"]
     g = imported.clone()
+    pipeline = ",".join(p for p in (PREPARE.get(name), name) if p)
     try:
-        # A lossy pass may need its exact preparation (e.g. decompose before a truncation);
-        # without it, it must still be safe: no change, or a valid graph.
-        graphc.run_pipeline(g, name, PassContext(quiet=True))
+        rep = graphc.run_pipeline(g, pipeline, PassContext(quiet=True))
     except DataError as e:
         assert "\n" not in str(e) and name in str(e) and "data" in str(e)
         return
+    last = rep.passes[-1]
+    assert last.name == name and last.changed, f"{name} did nothing on a graph prepared for it: {last.stats}"
+    assert not last.exact and not rep.exact
     g.verify()
-    assert _run(g, x).shape == ref.shape
+    sig = lambda vs: [(v.name, v.shape, v.dtype) for v in vs]  # noqa: E731
+    assert sig(g.inputs) == sig(imported.inputs) and sig(g.outputs) == sig(imported.outputs)
+    y = _run(g, x)
+    assert y.shape == ref.shape and bool(torch.isfinite(y).all())
+
+
+def test_contract_is_the_configured_instances():
+    from graphc.passes.prune_merge import PruneMerge
+
+    assert PruneMerge().exact and not PruneMerge(threshold=0.1).exact
+    assert parse_pipeline("decompose,prune-merge").exact
+    assert not parse_pipeline("decompose,prune-merge(threshold=0.1)").exact
+    g = _prepared_pairs()
+    rep = graphc.run_pipeline(g, "decompose,prune-merge(threshold=0.1)")
+    assert [r.exact for r in rep.passes] == [True, False] and not rep.exact
+
+
+def _prepared_pairs():
+    from graphc.ir import Graph, TensorType
+
+    rng = np.random.default_rng(0)
+    g = Graph("pairs")
+    x = g.add_input("x", TensorType((1, 3, 6, 6), "f32"))
+    w = g.add_param(rng.standard_normal((4, 3, 3, 3)).astype("f4"), source="c.weight")
+    c = g.add_node("conv2d", [x, w], {"stride": [1, 1], "padding": [1, 1], "dilation": [1, 1], "groups": 1}, "c")
+    g.set_outputs([c.output])
+    return g
 
 
 @pytest.mark.parametrize("preset", [p for p in sorted(all_presets()) if parse_pipeline(p).exact])

@@ -147,7 +147,9 @@ def test_passes_name_shows_full_doc_and_options(capsys):
     assert "==>" in stdout  # the before/after example
     assert "allow-equal: bool (default false)" in stdout
     rc, stdout, _ = cli(capsys, "passes", "fuse")
-    assert rc == 0 and "(preset)" in stdout and "fold-bn" in stdout
+    assert rc == 0 and stdout.startswith("fuse (exact)") and "fold-bn" in stdout
+    rc, stdout, _ = cli(capsys, "passes", "edp")
+    assert rc == 0 and "(preset)" in stdout and "prune-merge" in stdout
     rc, _, err = cli(capsys, "passes", "fold-bm")
     assert rc == 2 and "did you mean: fold-bn" in err
 

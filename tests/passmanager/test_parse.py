@@ -86,10 +86,10 @@ def test_presets_expand_recursively():
     assert p.passes()[1].instance.ratio == 0.25
 
 
-def test_builtin_fuse_preset_is_a_fixpoint_of_exact_passes():
-    p = parse_pipeline("fuse")
-    assert isinstance(p.steps[0], FixpointStep) and p.exact
-    assert "fold-bn" in [s.name for s in p.passes()]
+def test_builtin_edp_preset_expands_and_fuse_is_one_exact_pass():
+    p = parse_pipeline("edp,fuse")
+    assert [s.name for s in p.passes()] == ["fold-bn", "decompose", "edp-train", "prune-merge", "fuse"]
+    assert parse_pipeline("fuse").exact and str(parse_pipeline("fuse")) == "fuse"
 
 
 def test_fixpoint_group_with_cap():
