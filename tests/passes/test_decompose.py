@@ -83,7 +83,8 @@ def test_pairs_are_found_by_metadata_not_by_name(h):
     basis[0].name = "anything"
     assert [p.coef.name for p in find_pairs(g)] == ["c1"]
     assert [p.coef.name for p in find_pairs(parse_graph(print_graph(g)))] == ["c1"]
-    assert [p.coef.name for p in find_pairs(from_json(to_json(g)))] == ["c1"]
+    weights = {p.name: p.data for p in g.params.values()}
+    assert [p.coef.name for p in find_pairs(from_json(to_json(g), weights))] == ["c1"]
     assert find_pairs(parse_graph(text.replace(' [edp="basis"]', "").replace(' [edp="coef"]', ""))) == []
 
 
