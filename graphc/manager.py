@@ -8,6 +8,8 @@ Invariants:
   except those the pass declares in ``preserves``;
 - a fixpoint group reruns its steps until one whole round changes nothing, and a group that
   still changes at its cap is an error, never a silent stop;
+- graph inputs and outputs keep their external names (pinned when the run starts), order,
+  dtypes and shapes: a changing pass that alters one is a PassError naming it;
 - every pass run gets a :class:`~graphc.report.PassRecord` with its time and its deltas of
   nodes, params and MACs.
 """
@@ -84,6 +86,10 @@ class PassManager:
         report = Report(pipeline=str(self.pipeline), exact=self.pipeline.exact)
         self._totals = measure(graph) if self.cost else {"nodes": len(graph)}
         report.before = dict(self._totals)
+        # Serving code binds by name, dtype and shape: names are pinned here so no pass renames
+        # an input or output, and every changing pass is held to the types.
+        graph.pin_io_names()
+        self._io = _io_types(graph)
         self._dump_n = 0
         self._groups = 0
         if self.dump_dir is not None:
@@ -196,6 +202,12 @@ class PassManager:
             except IRError as e:
                 raise PassError(f"pass '{p.name}' left a broken graph{after}: {e.args[0] if e.args else e}",
                                 e.context) from e
+        if res.changed and _io_types(graph) != self._io:
+            was, now = self._io, _io_types(graph)
+            which = next(i for i, (a, b) in enumerate(zip(was, now)) if a != b) if len(was) == len(now) else None
+            what = "the number of graph inputs/outputs" if which is None else \
+                f"graph {was[which][0]} {was[which][1]!r} from {was[which][2]} to {now[which][2]}"
+            raise PassError(f"pass '{p.name}' changed {what}{after}")
         return res, seconds
 
     def _dump(self, graph: Graph, name: str) -> None:
@@ -208,6 +220,11 @@ class PassManager:
         except Exception as e:  # a graph a failed pass left may not even print
             text = f"# the graph could not be printed: {type(e).__name__}: {e}\n"
         path.write_text(text)
+
+
+def _io_types(graph: Graph) -> list[tuple[str, str, str]]:
+    return ([("input", n, str(v.type)) for n, v in zip(graph.input_names, graph.inputs)]
+            + [("output", n, str(v.type)) for n, v in zip(graph.output_names, graph.outputs)])
 
 
 def _unique(names: list[str]) -> list[str]:
