@@ -34,7 +34,8 @@ def _build(h, data):
     for i in range(depth):
         n, c, hh, ww = v.shape
         kind = data.draw(st.sampled_from(["conv", "conv", "bn", "relu", "avgpool", "maxpool", "res",
-                                          "scale", "pwconv", "dw", "noop", "constexpr", "dead"]), label=f"layer{i}")
+                                          "scale", "pwconv", "dw", "noop", "constexpr", "dead", "convpool"]),
+                         label=f"layer{i}")
         if kind in ("conv", "pwconv", "dw"):
             k = 1 if kind == "pwconv" else data.draw(st.sampled_from([1, 2, 3]), label="k")
             stride = data.draw(st.sampled_from([1, 1, 2]), label="stride")
@@ -56,6 +57,12 @@ def _build(h, data):
                 v = b.op("permute", b.op("permute", v, dims=[0, 2, 3, 1], name=f"nhwc{i}"), dims=[0, 3, 1, 2], name=f"nchw{i}")
             else:
                 v = b.op("identity", v, name=f"id{i}")
+        elif kind == "convpool" and hh >= 2 and ww >= 2:
+            # conv -> average pool, which absorb-pool turns into one strided conv.
+            k = data.draw(st.sampled_from([1, 3]), label="cp_k")
+            v = b.conv(v, data.draw(st.integers(1, 5), label="cp_cout"), k=k, name=f"cpconv{i}",
+                       bias=data.draw(st.booleans(), label="cp_bias"))
+            v = b.op("avg_pool2d", v, kernel_size=[2, 2], stride=[2, 2], name=f"cppool{i}")
         elif kind == "constexpr":
             # A per-channel scale computed from params alone (ONNX exporters write such
             # subgraphs): fold-constants must evaluate it, then fold-bn can take the affine.
@@ -91,6 +98,9 @@ def _build(h, data):
                 st.booleans(), label="res_scaled") else v
             v = b.op("add", y, ident, name=f"add{i}")
     if data.draw(st.booleans(), label="head"):
+        if data.draw(st.booleans(), label="gap"):
+            # Global pool -> flatten -> linear: absorb-pool may reorder it.
+            v = b.op("adaptive_avg_pool2d", v, output_size=[1, 1], name="gap")
         v = b.op("flatten", v, start_dim=1, name="flat")
         v = b.linear(v, data.draw(st.integers(1, 6), label="fc1"), name="fc1")
         if data.draw(st.booleans(), label="fc_bn"):
