@@ -23,6 +23,7 @@ import inspect
 import keyword
 import operator
 import re
+import sys
 
 import numpy as np
 import torch
@@ -62,9 +63,10 @@ def _ident(part: str) -> str:
 
 
 def _arg_name(name: str) -> str:
-    """``name`` as a Python parameter name of the generated ``forward``."""
+    """``name`` as a Python parameter name of the generated ``forward``: an identifier that
+    shadows no module the generated code reads as a global (an input named ``torch``)."""
     name = _ident(name)
-    if not name.isidentifier() or keyword.iskeyword(name):
+    if not name.isidentifier() or keyword.iskeyword(name) or name in sys.modules:
         name = "_" + name
     return name
 

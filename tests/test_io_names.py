@@ -243,3 +243,20 @@ def test_cli_ir_json_round_trip_keeps_the_names(model_file, source, reference, t
     assert main(["optimize", str(ir), "--passes", "fuse", "-q", "-o", str(out)]) == 0
     capsys.readouterr()
     check_onnx(onnx.load(out), source, reference)
+
+
+@pytest.mark.parametrize("name", ["torch", "self", "class", "0", "x.y/z:0"])
+def test_input_names_that_are_not_free_python_names_run_in_torch(name):
+    """forward's parameters must be identifiers that shadow nothing the generated code reads."""
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", [name], ["r"]), helper.make_node("Sigmoid", ["r"], ["out"])], "g",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3])]), opset_imports=[helper.make_opsetid("", 13)])
+    g = load_onnx(model)
+    module = emit_torch(g)
+    x = np.array([[-1.0, 0.0, 2.0]], np.float32)
+    want = run_onnx(model, {name: x})["out"]
+    with torch.no_grad():
+        assert_close(module(torch.from_numpy(x)).numpy(), want)
+    assert module.graphc_input_names == [name]
+    assert_close(run_onnx(emit_onnx(g), {name: x})["out"], want)
