@@ -298,19 +298,21 @@ class Graph:
                 None if self._output_names is None else list(self._output_names))
 
     def set_io_names(self, inputs: Sequence[str] | None = None, outputs: Sequence[str] | None = None) -> None:
-        """Record the external names of the inputs and/or outputs, in position order."""
+        """Record the external names of the inputs and/or outputs, in position order (nothing
+        is recorded unless both are valid)."""
+        checked = {}
         for what, names, values in (("input", inputs, self.inputs), ("output", outputs, self.outputs)):
             if names is None:
                 continue
-            names = [str(n) for n in names]
+            if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+                raise IRError(f"graph {what} names must be a list of strings, not {repr(names)[:80]}")
             if len(names) != len(values):
                 raise IRError(f"{len(names)} {what} names for {len(values)} graph {what}s")
             if len(set(names)) != len(names) or not all(names):
-                raise IRError(f"graph {what} names must be unique and non-empty: {names}")
-            if what == "input":
-                self._input_names = names
-            else:
-                self._output_names = names
+                raise IRError(f"graph {what} names must be unique and non-empty: {repr(list(names))[:80]}")
+            checked[what] = list(names)
+        self._input_names = checked.get("input", self._input_names)
+        self._output_names = checked.get("output", self._output_names)
 
     def value(self, name: str) -> Value:
         for v in self.values():

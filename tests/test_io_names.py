@@ -260,3 +260,16 @@ def test_input_names_that_are_not_free_python_names_run_in_torch(name):
         assert_close(module(torch.from_numpy(x)).numpy(), want)
     assert module.graphc_input_names == [name]
     assert_close(run_onnx(emit_onnx(g), {name: x})["out"], want)
+
+
+@pytest.mark.parametrize("bad", [[OUT_PROB] * 4, [1, 2, 3, 4], [OUT_PROB], "abcd", 7])
+def test_ir_json_with_bad_output_names_is_refused(source, bad):
+    from graphc.errors import InputError
+    from graphc.ir.serialize import from_json, to_json
+
+    g = load_onnx(source)
+    doc = to_json(g)
+    assert doc["output_names"] == [OUT_PROB, OUT_FEAT, OUT_CLASS, OUT_POOL]
+    doc["output_names"] = bad
+    with pytest.raises(InputError, match="input_names/output_names"):
+        from_json(doc, {p.name: p.data for p in g.params.values()})
