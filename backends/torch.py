@@ -62,11 +62,12 @@ def _ident(part: str) -> str:
     return part or "_"
 
 
-def _arg_name(name: str) -> str:
+def _arg_name(name: str, modules: set[str]) -> str:
     """``name`` as a Python parameter name of the generated ``forward``: an identifier that
-    shadows no module the generated code reads as a global (an input named ``torch``)."""
+    shadows none of ``modules``, which the generated code may read as globals (an input
+    named ``torch``)."""
     name = _ident(name)
-    if not name.isidentifier() or keyword.iskeyword(name) or name in sys.modules:
+    if not name.isidentifier() or keyword.iskeyword(name) or name in modules:
         name = "_" + name
     return name
 
@@ -156,8 +157,10 @@ class _Emitter:
     # -- the walk ---------------------------------------------------------------------------------
     def emit(self) -> fx.GraphModule:
         taken = {"self"}
+        modules = {"torch"} | set(sys.stdlib_module_names) | {
+            str(n.attrs.get("target", "")).split(".")[0] for n in self.graph.nodes if n.op == "opaque"}
         for v in self.graph.inputs:
-            name = _arg_name(v.name)
+            name = _arg_name(v.name, modules)
             while name in taken:
                 name += "_"
             taken.add(name)
