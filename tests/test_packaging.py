@@ -20,12 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _outer_import_path() -> list[str]:
-    """This interpreter's import path: existing folders outside the checkout (an editable
-    install's own entry and pytest's test folders would show the source tree)."""
+    """This interpreter's import path, less the source tree: the checkout itself (an editable
+    install's entry) and folders in it (pytest's test folders), but not the site-packages of
+    a venv made inside the checkout (``python -m venv .venv`` in the README)."""
     keep = []
     for entry in sys.path:
         p = Path(entry or os.getcwd()).resolve()
-        if not p.is_dir() or p == ROOT or ROOT in p.parents:
+        in_tree = p == ROOT or (ROOT in p.parents and not {"site-packages", "dist-packages"} & set(p.parts))
+        if not p.is_dir() or in_tree:
             continue
         if str(p) not in keep:
             keep.append(str(p))
