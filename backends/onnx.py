@@ -9,7 +9,9 @@ Invariants of the model it emits:
   exported by ``torch.onnx`` from the op's own torch semantics and spliced in
   (:mod:`graphc.backends.onnx_torch`), so any graph can be emitted. Opaque ONNX nodes are
   re-emitted verbatim.
-- Tensor names are the IR value names; an initializer takes its param's source name (the
+- Graph inputs and outputs carry the graph's external names (``Graph.input_names`` /
+  ``output_names``: the source model's, whatever characters they hold), in order, with their
+  dtypes and shapes. Other tensor names are the IR value names; an initializer takes its param's source name (the
   state_dict key) unless that would collide; node names are the IR node names.
 - Emission never mutates the graph.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -109,10 +112,19 @@ def emit_onnx(graph: Graph, opset: int = DEFAULT_OPSET, *, check: bool = True):
     if opset < 13:
         raise UnsupportedError(f"the ONNX back-end emits opset 13 or newer, not {opset}")
     e = Emitter(graph, opset)
+    in_names, out_names = graph.input_names, graph.output_names
+    # The external names are claimed first, so no internal tensor can take one of them.
+    e._taken.update(in_names)
+    e._taken.update(out_names)
     inputs = []
-    for v in graph.inputs:
-        e.names[id(v)] = e.fresh(v.name)
-        inputs.append(helper.make_tensor_value_info(e.names[id(v)], onnx_dtype(v.dtype), list(v.shape)))
+    for v, name in zip(graph.inputs, in_names):
+        e.names[id(v)] = name
+        inputs.append(helper.make_tensor_value_info(name, onnx_dtype(v.dtype), list(v.shape)))
+    # A node output listed once as a graph output is written under the output's name; an input
+    # or param passed through, or a value listed twice, reaches its name through an Identity.
+    listed = Counter(id(v) for v in graph.outputs)
+    direct = {id(v): name for v, name in zip(graph.outputs, out_names)
+              if v.producer is not None and listed[id(v)] == 1}
     value_names = {v.name for v in graph.values()}
     for p in graph.params.values():
         src = p.source
@@ -121,7 +133,7 @@ def emit_onnx(graph: Graph, opset: int = DEFAULT_OPSET, *, check: bool = True):
         e.names[id(p.value)] = name
     for n in graph.nodes:
         for v in n.outputs:
-            e.names[id(v)] = e.fresh(v.name)
+            e.names[id(v)] = direct.get(id(v)) or e.fresh(v.name)
     from onnx import numpy_helper
 
     used = {id(v) for n in graph.nodes for v in n.inputs} | {id(v) for v in graph.outputs}
@@ -138,13 +150,11 @@ def emit_onnx(graph: Graph, opset: int = DEFAULT_OPSET, *, check: bool = True):
             raise UnsupportedError(f"cannot lower {n.op} node {n.name} to ONNX: {_first_line(err)}") from err
     e._current = None
     outputs = []
-    seen: set[str] = set()
-    for v in graph.outputs:
-        name = e.names[id(v)]
-        if v.producer is None or name in seen:
-            # An output must be produced by a node and named once.
-            name = e.op1("Identity", [name], e.fresh(f"{v.name}.output"), name="output")
-        seen.add(name)
+    for v, name in zip(graph.outputs, out_names):
+        if e.names[id(v)] != name:
+            if name in in_names:
+                raise UnsupportedError(f"graph output {name!r} has the name of a graph input but another value")
+            e.op1("Identity", [e.names[id(v)]], name, name="output")
         outputs.append(helper.make_tensor_value_info(name, onnx_dtype(v.dtype), list(v.shape)))
     g = helper.make_graph(e.nodes, graph.name, inputs, outputs, initializer=e.initializers)
     opsets = [helper.make_opsetid(d, v) for d, v in sorted(e.opsets.items())]

@@ -8,6 +8,9 @@
   are attributes of the module (``nn.Parameter`` for kind ``weight``, buffers otherwise).
 - Opaque torch nodes call their original callable. Opaque ONNX nodes cannot run in torch and
   are refused with the op named.
+- ``forward``'s arguments are the input names made identifiers; the graph's exact input and
+  output names (``Graph.input_names``/``output_names``) are the module's
+  ``graphc_input_names``/``graphc_output_names`` lists, kept by ``torch.save``.
 - The generated code calls only torch (and, for opaque nodes, the model's own libraries): it
   saves with ``torch.save`` and loads in a process without graphc.
 
@@ -17,8 +20,10 @@ from __future__ import annotations
 
 import gc
 import inspect
+import keyword
 import operator
 import re
+import sys
 
 import numpy as np
 import torch
@@ -55,6 +60,16 @@ def _tensor(p) -> torch.Tensor:
 def _ident(part: str) -> str:
     part = re.sub(r"\W", "_", part)
     return part or "_"
+
+
+def _arg_name(name: str, modules: set[str]) -> str:
+    """``name`` as a Python parameter name of the generated ``forward``: an identifier that
+    shadows none of ``modules``, which the generated code may read as globals (an input
+    named ``torch``)."""
+    name = _ident(name)
+    if not name.isidentifier() or keyword.iskeyword(name) or name in modules:
+        name = "_" + name
+    return name
 
 
 class _Emitter:
@@ -141,9 +156,11 @@ class _Emitter:
 
     # -- the walk ---------------------------------------------------------------------------------
     def emit(self) -> fx.GraphModule:
-        taken = set()
+        taken = {"self"}
+        modules = {"torch"} | set(sys.stdlib_module_names) | {
+            str(n.attrs.get("target", "")).split(".")[0] for n in self.graph.nodes if n.op == "opaque"}
         for v in self.graph.inputs:
-            name = _ident(v.name)
+            name = _arg_name(v.name, modules)
             while name in taken:
                 name += "_"
             taken.add(name)
@@ -158,6 +175,10 @@ class _Emitter:
         outs = [self.val(v) for v in self.graph.outputs]
         self.fg.output(outs[0] if len(outs) == 1 else tuple(outs))
         gm = fx.GraphModule(self.root, self.fg, class_name=_ident(self.graph.name))
+        # forward's arguments are identifiers; the exact names serving code binds by travel
+        # with the module (and through torch.save) as plain lists.
+        gm.graphc_input_names = self.graph.input_names
+        gm.graphc_output_names = self.graph.output_names
         return gm.eval()
 
     def _node(self, node: Node) -> fx.Node:

@@ -11,6 +11,8 @@ Invariants:
   except those the pass declares in ``preserves``;
 - a fixpoint group reruns its steps until one whole round changes nothing, and a group that
   still changes at its cap is an error, never a silent stop;
+- graph inputs and outputs keep their external names (pinned when the run starts), order,
+  dtypes and shapes: a changing pass that alters one is a PassError naming it;
 - every pass run gets a :class:`~graphc.report.PassRecord` with its time (of the pass alone,
   not its instruments) and its deltas of nodes, params and MACs.
 """
@@ -73,6 +75,10 @@ class PassManager:
         ctx = ctx if ctx is not None else PassContext()
         start = time.perf_counter()
         report = Report(pipeline=str(self.pipeline), exact=self.pipeline.exact)
+        # Serving code binds by name, dtype and shape: names are pinned here so no pass renames
+        # an input or output, and every changing pass is held to the types.
+        graph.pin_io_names()
+        self._io = _io_types(graph)
         self._groups = 0
         for ins in self.instruments:
             ins.enter_pipeline(graph, ctx, report)
@@ -171,7 +177,18 @@ class PassManager:
             # A change reported as none would skip verification and keep stale analyses.
             raise PassError(f"pass '{p.name}' reported no change but nodes/params went from {shape[0]}/{shape[1]} "
                             f"to {len(graph)}/{len(graph.params)}{after}")
+        if res.changed and _io_types(graph) != self._io:
+            was, now = self._io, _io_types(graph)
+            which = next(i for i, (a, b) in enumerate(zip(was, now)) if a != b) if len(was) == len(now) else None
+            what = "the number of graph inputs/outputs" if which is None else \
+                f"graph {was[which][0]} {was[which][1]!r} from {was[which][2]} to {now[which][2]}"
+            raise PassError(f"pass '{p.name}' changed {what}{after}")
         return res, seconds
+
+
+def _io_types(graph: Graph) -> list[tuple[str, str, str]]:
+    return ([("input", n, str(v.type)) for n, v in zip(graph.input_names, graph.inputs)]
+            + [("output", n, str(v.type)) for n, v in zip(graph.output_names, graph.outputs)])
 
 
 def _unique(names: list[str]) -> list[str]:

@@ -42,7 +42,7 @@ class CheckResult:
     max_rel: float
     rtol: float
     atol: float
-    ok: bool  # every output element within atol + rtol * |reference|
+    ok: bool  # every output element within atol * max(1, max|reference|) + rtol * |reference|
     enforced: bool  # failure is an error (exact-only pipeline)
     reference: str = ""  # what ran the source model
     result: str = ""  # what ran the optimized graph
@@ -51,7 +51,8 @@ class CheckResult:
         verdict = "ok" if self.ok else ("FAILED" if self.enforced else "exceeds tolerance (lossy pipeline: reported only)")
         return (f"check: {self.inputs} random input{'s' if self.inputs != 1 else ''}, {self.reference} vs {self.result}: "
                 f"max abs err {self.max_abs:.3g}, max rel err {self.max_rel:.3g} "
-                f"(rtol {self.rtol:g}, atol {self.atol:g}): {verdict}")
+                f"(criterion per output: |result - reference| <= {self.atol:g} * max(1, max|reference|) "
+                f"+ {self.rtol:g} * |reference|): {verdict}")
 
 
 @dataclass

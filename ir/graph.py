@@ -11,6 +11,9 @@ Invariants (checked by :mod:`graphc.ir.verify`):
   refuses to rewire a graph output unless ``outputs=True`` is passed.
 - ``Graph.nodes`` is in topological order; node and value names are unique and come from the
   source model, so the same model always gives the same dump.
+- Graph inputs and outputs have external names (``input_names``/``output_names``): the source
+  model's exact names, whatever characters they hold, one per position and unique. Value
+  names are sanitised identifiers and may change; external names never do.
 - Every Value has a static :class:`TensorType`; a Param's array matches its Value's type.
 - Weights are numpy arrays kept with their source name (``layer1.0.conv1.weight``).
 """
@@ -262,6 +265,11 @@ class Graph:
         self._value_names: set[str] = set()
         self._node_names: set[str] = set()
         self.meta: dict[str, Any] = {}
+        # The names serving code binds tensors by, one per input/output position, when they
+        # differ from the (sanitised) value names: positional, so a pass that gives an output
+        # a new value keeps the output's name.
+        self._input_names: list[str] | None = None
+        self._output_names: list[str] | None = None
 
     # -- naming ------------------------------------------------------------------------------
     def _unique(self, base: str, taken: set[str]) -> str:
@@ -281,6 +289,56 @@ class Graph:
 
     def unique_node_name(self, base: str) -> str:
         return self._unique(base, self._node_names)
+
+    @property
+    def input_names(self) -> list[str]:
+        """The graph inputs' external names: the source model's (any characters) when
+        recorded, else the value names."""
+        return list(self._input_names) if self._input_names is not None else [v.name for v in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        """The graph outputs' external names: recorded, else the value names made unique and
+        distinct from the input names (a value may be listed twice, or be an input)."""
+        if self._output_names is not None:
+            return list(self._output_names)
+        taken = set(self.input_names)
+        names = []
+        for v in self.outputs:
+            name, i = v.name, 1
+            while name in taken:
+                name = f"{v.name}_{i}"
+                i += 1
+            taken.add(name)
+            names.append(name)
+        return names
+
+    def pin_io_names(self) -> None:
+        """Record the current external names, so renaming or replacing values keeps them."""
+        self.set_io_names(self.input_names, self.output_names)
+
+    @property
+    def recorded_io_names(self) -> tuple[list[str] | None, list[str] | None]:
+        """(input names, output names) as recorded by :meth:`set_io_names`; None where not."""
+        return (None if self._input_names is None else list(self._input_names),
+                None if self._output_names is None else list(self._output_names))
+
+    def set_io_names(self, inputs: Sequence[str] | None = None, outputs: Sequence[str] | None = None) -> None:
+        """Record the external names of the inputs and/or outputs, in position order (nothing
+        is recorded unless both are valid)."""
+        checked = {}
+        for what, names, values in (("input", inputs, self.inputs), ("output", outputs, self.outputs)):
+            if names is None:
+                continue
+            if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+                raise IRError(f"graph {what} names must be a list of strings, not {repr(names)[:80]}")
+            if len(names) != len(values):
+                raise IRError(f"{len(names)} {what} names for {len(values)} graph {what}s")
+            if len(set(names)) != len(names) or not all(names):
+                raise IRError(f"graph {what} names must be unique and non-empty: {repr(list(names))[:80]}")
+            checked[what] = list(names)
+        self._input_names = checked.get("input", self._input_names)
+        self._output_names = checked.get("output", self._output_names)
 
     def value(self, name: str) -> Value:
         for v in self.values():
@@ -500,6 +558,8 @@ class Graph:
         filled with id(value of this graph) -> its copy (to carry analyses over)."""
         g = Graph(self.name)
         g.meta = dict(self.meta)
+        g._input_names = None if self._input_names is None else list(self._input_names)
+        g._output_names = None if self._output_names is None else list(self._output_names)
         vmap: dict[int, Value] = {} if value_map is None else value_map
         for v in self.inputs:
             nv = Value(g, v.name, v.type)

@@ -5,7 +5,9 @@ JSON layout::
     {"format": "graphc-ir", "version": 1, "name": ..., "inputs": [{"name", "type"}],
      "params": [{"name", "type", "source", "kind"}],
      "nodes": [{"name", "op", "inputs": [value names], "outputs": [{"name", "type"}], "attrs", "meta" (optional)}],
-     "outputs": [value names]}
+     "outputs": [value names], "input_names": [...], "output_names": [...]}
+
+``input_names``/``output_names`` (optional) are the graph's external names, in order.
 
 The weights file holds one array per param, keyed by value name.
 """
@@ -49,6 +51,9 @@ def to_json(graph: Graph) -> dict:
             for n in graph.nodes
         ],
         "outputs": [v.name for v in graph.outputs],
+        # External names of the inputs and outputs (any characters), in order, where recorded.
+        **{k: names for k, names in zip(("input_names", "output_names"), graph.recorded_io_names)
+           if names is not None},
     }
 
 
@@ -126,6 +131,7 @@ def from_json(doc, weights: dict | None = None) -> Graph:
         if not isinstance(vname, str) or vname not in values:
             raise InputError(f"outputs[{j}] ({vname!r}) names no value of the graph")
     g.set_outputs([values[o] for o in outputs])
+    _set_io_names(g, doc)
     _verify(g)
     return g
 
@@ -206,6 +212,15 @@ def _verify(g: Graph) -> None:
 def _first_line(e: BaseException) -> str:
     lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
     return lines[0][:200] if lines else type(e).__name__
+
+
+def _set_io_names(g: Graph, doc: dict) -> None:
+    from graphc.errors import IRError
+
+    try:
+        g.set_io_names(doc.get("input_names"), doc.get("output_names"))
+    except (IRError, TypeError) as e:
+        raise InputError(f"graphc IR: bad input_names/output_names: {e}") from None
 
 
 def save_json(graph: Graph, path: str | os.PathLike) -> tuple[Path, Path]:

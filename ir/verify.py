@@ -87,6 +87,10 @@ def verify(graph: Graph, *, types: bool = True) -> None:
     for v in graph.outputs:
         if id(v) not in defined:
             _fail(graph, None, f"graph output %{v.name} is not defined")
+    for what, names, values in zip(("input", "output"), graph.recorded_io_names, (graph.inputs, graph.outputs)):
+        if names is not None and (len(names) != len(values) or len(set(names)) != len(names)):
+            _fail(graph, None, f"{len(names)} recorded {what} names ({len(set(names))} distinct) "
+                               f"for {len(values)} graph {what}s")
 
 
 def _fail(graph: Graph, node: Node | None, msg: str):

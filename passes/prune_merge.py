@@ -254,12 +254,16 @@ def remove_zero_rows(graph: Graph, pairs: list[Pair], threshold: float = 0.0) ->
             sq = sq + p.coef.input(2).param.data.astype(np.float64) ** 2
         zero = np.sqrt(sq) <= threshold
         if zero.any():
-            candidates[id(p.coef.output)] = (p, zero)
+            # The rows are the output's channel axis; the output is also a member of other
+            # groups along other axes (a flatten ties a conv's spatial axes to features).
+            axis = 1 if p.coef.op == "conv2d" else len(p.coef.output.shape) - 1
+            candidates[id(p.coef.output)] = (p, zero, axis)
     if not candidates:
         return 0, refused
     plan = []
     for g in channel_groups(graph):
-        hits = [(m, candidates[id(m.value)]) for m in g.members if not m.is_param and id(m.value) in candidates]
+        hits = [(m, candidates[id(m.value)][:2]) for m in g.members
+                if not m.is_param and id(m.value) in candidates and m.axis == candidates[id(m.value)][2]]
         if not hits:
             continue
         wanted = np.zeros(g.size, bool)

@@ -18,6 +18,8 @@ Invariants of the graph it returns:
   typed by ``onnx.shape_inference`` run on that node with its static input types (for an op
   onnx has no schema for, by the model's own static ``value_info``); a node whose output
   types cannot be found raises :class:`UnsupportedError` naming it.
+- Graph inputs and outputs keep their ONNX names exactly (``Graph.input_names`` /
+  ``output_names``); value names inside the IR are sanitised.
 - Node names are the ONNX node names cleaned into module paths
   (``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0.conv1``), so the same model gives the same dump.
 """
@@ -278,6 +280,7 @@ class Importer:
             self.consts[t.name] = _supported_array(arr, t.name)
             self.from_init.add(t.name)
         real = [i for i in self.onnx_graph.input if i.name not in inits]
+        self.input_names = [i.name for i in real]
         shapes = self.input_shapes
         if isinstance(shapes, (list, tuple)) and shapes and isinstance(shapes[0], int):
             shapes = [shapes]
@@ -487,6 +490,12 @@ class Importer:
             else:
                 raise InputError(f"graph output {o.name!r} is produced by no node")
         self.graph.set_outputs(outs)
+        names = [o.name for o in self.onnx_graph.output]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise InputError(f"graph output {dup[0]!r} is listed {names.count(dup[0])} times")
+        # Serving code binds tensors by these exact names; the IR's value names are sanitised.
+        self.graph.set_io_names(self.input_names, names)
 
 
 def _static_type(vi, label: str) -> TensorType | None:

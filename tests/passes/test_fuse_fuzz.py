@@ -1,8 +1,10 @@
 """Property: the `fuse` preset never changes what a network computes.
 
 Random small CNNs from conv (any kernel/stride/padding/groups/dilation), BN with random
-statistics, scale layers, pools, residual adds, relu, flatten and linear; each is fused and
-run against its unfused self. Examples are tiny so 500 of them run in seconds.
+statistics, scale layers (some computed from params), pools, residual adds, relu, dead
+branches, flatten and linear; each is fused and run against its unfused self. Examples are
+tiny so 500 of them run in seconds. ``bench/fuzz.py`` draws from the same generator
+(``_build``) for every exact pass and both back-ends at a larger count.
 """
 import numpy as np
 import pytest
@@ -29,7 +31,8 @@ def _build(h, data):
     for i in range(depth):
         n, c, hh, ww = v.shape
         kind = data.draw(st.sampled_from(["conv", "conv", "bn", "relu", "avgpool", "maxpool", "res",
-                                          "scale", "pwconv", "dw", "noop"]), label=f"layer{i}")
+                                          "scale", "pwconv", "dw", "noop", "constexpr", "dead", "convpool"]),
+                         label=f"layer{i}")
         if kind in ("conv", "pwconv", "dw"):
             k = 1 if kind == "pwconv" else data.draw(st.sampled_from([1, 2, 3]), label="k")
             stride = data.draw(st.sampled_from([1, 1, 2]), label="stride")
@@ -51,6 +54,22 @@ def _build(h, data):
                 v = b.op("permute", b.op("permute", v, dims=[0, 2, 3, 1], name=f"nhwc{i}"), dims=[0, 3, 1, 2], name=f"nchw{i}")
             else:
                 v = b.op("identity", v, name=f"id{i}")
+        elif kind == "convpool" and hh >= 2 and ww >= 2:
+            # conv -> average pool, which absorb-pool turns into one strided conv.
+            k = data.draw(st.sampled_from([1, 3]), label="cp_k")
+            v = b.conv(v, data.draw(st.integers(1, 5), label="cp_cout"), k=k, name=f"cpconv{i}",
+                       bias=data.draw(st.booleans(), label="cp_bias"))
+            v = b.op("avg_pool2d", v, kernel_size=[2, 2], stride=[2, 2], name=f"cppool{i}")
+        elif kind == "constexpr":
+            # A per-channel scale computed from params alone (ONNX exporters write such
+            # subgraphs): fold-constants must evaluate it, then fold-bn can take the affine.
+            a = b.const(np.random.default_rng(i).random((c, 1, 1)) + 0.5, name=f"ca{i}")
+            s = b.op(data.draw(st.sampled_from(["mul", "add"]), label="const_op"), a,
+                     b.const(np.full((c, 1, 1), 0.25), name=f"cb{i}"), name=f"cexpr{i}")
+            v = b.op("mul", v, s, name=f"cscale{i}")
+        elif kind == "dead":
+            # A branch nothing reads: dce removes it, and nothing else may trip over it.
+            b.op("relu", b.op("mul", v, b.const(2.0, name=f"dk{i}"), name=f"deadmul{i}"), name=f"dead{i}")
         elif kind == "bn":
             v = b.bn(v, name=f"bn{i}")
         elif kind == "relu":
@@ -76,6 +95,9 @@ def _build(h, data):
                 st.booleans(), label="res_scaled") else v
             v = b.op("add", y, ident, name=f"add{i}")
     if data.draw(st.booleans(), label="head"):
+        if data.draw(st.booleans(), label="gap"):
+            # Global pool -> flatten -> linear: absorb-pool may reorder it.
+            v = b.op("adaptive_avg_pool2d", v, output_size=[1, 1], name="gap")
         v = b.op("flatten", v, start_dim=1, name="flat")
         v = b.linear(v, data.draw(st.integers(1, 6), label="fc1"), name="fc1")
         if data.draw(st.booleans(), label="fc_bn"):

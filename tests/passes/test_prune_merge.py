@@ -166,3 +166,18 @@ def test_zero_times_anything_is_zero(h):
     h.check_same(ref, g)
     assert st["channels_removed"] == 2 and not st["refused"]
     assert g.node("gate").output.shape[1] == 4
+
+
+def test_zero_rows_of_a_conv_read_by_a_flatten(h):
+    """A one-channel conv read by a flatten is also a member of the flatten's group along a
+    spatial axis (7 units): only its channel-axis member holds the zero rows. Found by
+    bench/fuzz.py."""
+    b = h.Builder(shape=(1, 2, 8, 8), seed=2)
+    y = b.op("flatten", b.conv(b.x, 1, k=2, padding=0, name="a"), start_dim=1, name="flat")
+    g = b.out(b.linear(y, 3, name="fc"))
+    h.run_pass(g, "decompose")
+    zero_rows(g, "a", [0])
+    ref = g.clone()
+    res = h.run_pass(g, "prune-merge")
+    h.check_same(ref, g)
+    assert res.stats["channels_removed"] == 0 and "a single unit" in res.stats["refused"]["a"]
