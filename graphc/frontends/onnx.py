@@ -206,6 +206,7 @@ class Importer:
         self.graph.meta["onnx_opsets"] = dict(self.opsets)
         self.consts: dict[str, np.ndarray] = {}
         self.from_init: set[str] = set()
+        self.sparse_masks: dict[str, np.ndarray] = {}
         self.values: dict[str, Value] = {}
         self.sequences: dict[str, list[Value]] = {}
         self._params: dict[tuple[str, str], Value] = {}
@@ -226,6 +227,12 @@ class Importer:
                 raise InputError(f"initializer {t.name!r} cannot be read ({_first_line(e)})") from None
             self.consts[t.name] = _supported_array(arr, t.name)
             self.from_init.add(t.name)
+        for sp in self.onnx_graph.sparse_initializer:
+            arr, mask = _densify(sp)
+            self.consts[sp.values.name] = _supported_array(arr, sp.values.name)
+            self.from_init.add(sp.values.name)
+            self.sparse_masks[sp.values.name] = mask
+            inits.add(sp.values.name)
         real = [i for i in self.onnx_graph.input if i.name not in inits]
         shapes = self.input_shapes
         if isinstance(shapes, (list, tuple)) and shapes and isinstance(shapes[0], int):
@@ -278,6 +285,9 @@ class Importer:
             vname = f"{consumer}.{role}" if role else f"{consumer}.const"
             source = name if _readable(name) else vname
         v = self.graph.add_param(arr.copy() if shared else arr, source=source, name=vname, kind=kind)
+        mask = self.sparse_masks.get(name)
+        if mask is not None and kind == "weight" and mask.shape == arr.shape:
+            v.param.set_mask(mask)
         self._params[key] = v
         return v
 
@@ -470,8 +480,31 @@ def _prepare(model):
     return model
 
 
+def _densify(sp) -> tuple[np.ndarray, np.ndarray]:
+    """A SparseTensorProto (COO, linear or [NNZ, rank] indices) as (dense array, kept mask)."""
+    from onnx import numpy_helper
+
+    try:
+        vals = numpy_helper.to_array(sp.values)
+        idx = numpy_helper.to_array(sp.indices).astype(np.int64) if sp.HasField("indices") else np.zeros(0, np.int64)
+    except Exception as e:
+        raise InputError(f"sparse initializer {sp.values.name!r} cannot be read ({_first_line(e)})") from None
+    dims = tuple(int(d) for d in sp.dims)
+    size = int(np.prod(dims)) if dims else 1
+    flat = idx if idx.ndim == 1 else (np.ravel_multi_index(tuple(idx.T), dims) if idx.size else np.zeros(0, np.int64))
+    if flat.size != vals.size or (flat.size and (flat.min() < 0 or flat.max() >= size)):
+        raise InputError(f"sparse initializer {sp.values.name!r}: {vals.size} values, {flat.size} indices "
+                         f"for shape {list(dims)}")
+    dense = np.zeros(size, vals.dtype)
+    dense[flat] = vals
+    mask = np.zeros(size, bool)
+    mask[flat] = True
+    return dense.reshape(dims), mask.reshape(dims)
+
+
 def _toposorted(graph) -> None:
-    known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    known = ({i.name for i in graph.input} | {t.name for t in graph.initializer}
+             | {t.values.name for t in graph.sparse_initializer} | {""})
     for n in graph.node:
         for i in n.input:
             if i not in known:
@@ -482,7 +515,8 @@ def _toposorted(graph) -> None:
 
 
 def _sort_nodes(graph) -> None:
-    known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    known = ({i.name for i in graph.input} | {t.name for t in graph.initializer}
+             | {t.values.name for t in graph.sparse_initializer} | {""})
     pending = list(graph.node)
     order = []
     while pending:
