@@ -260,23 +260,25 @@ class DNS(Pass):
         c = self.c
         if self.target_params is not None:
             c = uniform_c_for(mm, target_count(self.target_params, mm.total))
-        res, before = train_masked(mm, data, [c] * len(layers), self, ctx, desc=self.name)
+        surgery = SurgeryHook(mm, [c] * len(layers), self.gamma_conv, self.gamma_fc,
+                              int(self.prune_until * self.iterations), ctx.seed)
+        res, before = train_masked(mm, data, surgery, self, ctx, desc=self.name)
         return finish(mm, ctx, self.name, data, before, res, {"c": round(c, 4)})
 
 
-def train_masked(mm: MaskedModel, data, c: list[float], opts, ctx: PassContext, *, desc: str, extra_hooks=()):
-    """Train a masked model with surgery (the part DNS and OLMP share); returns the train
-    result and the validation accuracy before."""
+def train_masked(mm: MaskedModel, data, surgery: Hook, opts, ctx: PassContext, *, desc: str):
+    """Train a masked model with a surgery hook (the part DNS and OLMP share): ``opts`` gives
+    iterations, lr, momentum, weight_decay, batch_size. Returns the train result and the
+    validation accuracy before."""
     from graphc.training import CosineLR, evaluate, train
 
     if opts.iterations < 1 or not 0 <= opts.prune_until <= 1:
         raise PassError(f"{desc}: iterations must be >= 1 and prune_until in [0, 1]")
     before = evaluate(mm.module, data)
     per_epoch = max(1, math.ceil(len(data.y_train) / opts.batch_size)) if data.tensors else opts.iterations
-    surgery = SurgeryHook(mm, c, opts.gamma_conv, opts.gamma_fc, int(opts.prune_until * opts.iterations), ctx.seed)
     res = train(mm.module, data, epochs=math.ceil(opts.iterations / per_epoch), max_steps=opts.iterations,
                 lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay, batch_size=opts.batch_size,
-                hooks=[*extra_hooks, surgery, CosineLR()], seed=ctx.seed, quiet=ctx.quiet, desc=desc)
+                hooks=[surgery, CosineLR()], seed=ctx.seed, quiet=ctx.quiet, desc=desc)
     return res, before
 
 
