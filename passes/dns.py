@@ -275,7 +275,11 @@ def train_masked(mm: MaskedModel, data, surgery: Hook, opts, ctx: PassContext, *
     if opts.iterations < 1 or not 0 <= opts.prune_until <= 1:
         raise PassError(f"{desc}: iterations must be >= 1 and prune_until in [0, 1]")
     before = evaluate(mm.module, data)
-    per_epoch = max(1, math.ceil(len(data.y_train) / opts.batch_size)) if data.tensors else opts.iterations
+    from graphc.training.loop import distributed_context
+
+    # Under torchrun each rank reads its shard: an epoch has 1/world of the steps.
+    world = distributed_context().world
+    per_epoch = max(1, math.ceil(len(data.y_train) / (opts.batch_size * world))) if data.tensors else opts.iterations
     res = train(mm.module, data, epochs=math.ceil(opts.iterations / per_epoch), max_steps=opts.iterations,
                 lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay, batch_size=opts.batch_size,
                 hooks=[surgery, CosineLR()], seed=ctx.seed, quiet=ctx.quiet, desc=desc)
