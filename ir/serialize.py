@@ -7,7 +7,8 @@ JSON layout::
      "nodes": [{"name", "op", "inputs": [value names], "outputs": [{"name", "type"}], "attrs"}],
      "outputs": [value names]}
 
-The weights file holds one array per param, keyed by value name.
+The weights file holds one array per param, keyed by value name; a masked (weight-pruned)
+param is marked ``"masked": true`` and its mask is the bool array ``NAME#mask``.
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def to_json(graph: Graph) -> dict:
         "name": graph.name,
         "inputs": [{"name": v.name, "type": str(v.type)} for v in graph.inputs],
         "params": [
-            {"name": p.name, "type": str(p.value.type), "source": p.source, "kind": p.kind}
+            {"name": p.name, "type": str(p.value.type), "source": p.source, "kind": p.kind,
+             **({"masked": True} if p.mask is not None else {})}
             for p in graph.params.values()
         ],
         "nodes": [
@@ -66,6 +68,8 @@ def from_json(doc: dict, weights: dict | None = None) -> Graph:
 
             data = np.zeros(t.shape, numpy_dtype(t.dtype))
         values[d["name"]] = g.add_param(data, source=d["source"], name=d["name"], kind=d["kind"])
+        if d.get("masked") and f"{d['name']}#mask" in weights:
+            values[d["name"]].param.set_mask(weights[f"{d['name']}#mask"])
     for d in doc["nodes"]:
         n = g.add_node(
             d["op"], [values[i] for i in d["inputs"]], d["attrs"], d["name"],
@@ -83,7 +87,9 @@ def save_json(graph: Graph, path: str | os.PathLike) -> tuple[Path, Path]:
     path = Path(path)
     wpath = path.with_suffix(".npz")
     _atomic_write(path, lambda f: f.write(json.dumps(to_json(graph), indent=1).encode()))
-    _atomic_write(wpath, lambda f: np.savez(f, **{p.name: p.data for p in graph.params.values()}))
+    _atomic_write(wpath, lambda f: np.savez(f, **{p.name: p.data for p in graph.params.values()},
+                                                **{f"{p.name}#mask": p.mask for p in graph.params.values()
+                                                   if p.mask is not None}))
     return path, wpath
 
 

@@ -91,3 +91,15 @@ def test_verifier_rejects_a_nonzero_masked_weight():
     p.data[~p.mask] = 1.0
     with pytest.raises(VerifyError, match="masked weights are not zero"):
         g.verify()
+
+
+def test_ir_json_keeps_masks(tmp_path):
+    from graphc.ir.serialize import load_json, save_json
+
+    g = masked_graph("lenet5")
+    save_json(g, tmp_path / "g.json")
+    back = load_json(tmp_path / "g.json")
+    back.verify()
+    for k, p in g.params.items():
+        np.testing.assert_array_equal(back.params[k].mask, p.mask)
+        np.testing.assert_array_equal(back.params[k].data, p.data)
