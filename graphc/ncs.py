@@ -93,8 +93,9 @@ def ncs(
 ) -> SearchResult:
     """Minimise ``f`` over the box [lower, upper] with NCS (see the module docstring).
 
-    ``x0`` starts every searcher at that point (as OLMP does: the current per-layer values);
-    without it the searchers start uniformly in the box. ``sigma`` is the initial step (default:
+    ``x0`` starts the searchers at that point (as OLMP does: the current per-layer values), the
+    published variant spreading all but the first one step around it; without it they start
+    uniformly in the box. ``sigma`` is the initial step (default:
     the box width / popsize, the NCS paper's); ``epoch`` the generations between step updates
     (default popsize). ``callback(evaluations, best_f, best_x)`` runs after each generation.
     Constraints are the objective's business: return a fitness worse than any feasible one for
@@ -109,12 +110,16 @@ def ncs(
     if variant not in ("published", "released"):
         raise ValueError(f"unknown ncs variant {variant!r}: expected published or released")
     rng = np.random.default_rng(seed)
+    step = (hi - lo) / popsize if sigma is None else np.broadcast_to(np.asarray(sigma, dtype=np.float64), (n,))
+    sig = np.tile(np.maximum(step, 1e-12), (popsize, 1))
     if x0 is None:
         pop = lo + rng.random((popsize, n)) * (hi - lo)
     else:
         pop = np.tile(np.clip(np.asarray(x0, dtype=np.float64).reshape(-1), lo, hi), (popsize, 1))
-    step = (hi - lo) / popsize if sigma is None else np.broadcast_to(np.asarray(sigma, dtype=np.float64), (n,))
-    sig = np.tile(np.maximum(step, 1e-12), (popsize, 1))
+        if variant == "published":
+            # Identical searchers are at distance 0 from each other, so every first child would
+            # win on diversity alone: spread them one step around x0 (the first stays on it).
+            pop[1:] = _reflect(pop[1:] + sig[1:] * rng.standard_normal((popsize - 1, n)), lo, hi)
     epoch = epoch or popsize
     fit = np.array([float(f(x)) for x in pop])
     used = popsize

@@ -55,9 +55,9 @@ def test_released_variant_never_moves_on_a_positive_fitness():
     assert rel.accepted == 0 and pub.accepted > 0
     # Sampling around the start point only: the best stays near x0 (|x0 - shift|^2 = 35.75).
     assert rel.f > 10 * pub.f
-    # With a negative fitness the released rule is the published one.
+    # With a negative fitness the released rule accepts children like the published one.
     neg = ncs(lambda x: sphere(x) - 1e3, -10, 10, x0=x0, sigma=1.0, evaluations=2000, seed=0, variant="released")
-    assert neg.accepted == pub.accepted
+    assert neg.accepted > 0 and neg.f + 1e3 < rel.f
 
 
 def test_ncs_rejects_bad_arguments():
