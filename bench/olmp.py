@@ -27,7 +27,6 @@ The default is the released code's budget (30,000 steps of batch 64, NCS every 1
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import sys
@@ -154,7 +153,6 @@ def lenet_rows(name, data, b, args, tmp):
 
 
 def fmt(row, src) -> str:
-    name, label, m, secs = row
     return " | ".join(lenet_cells(row, src))
 
 

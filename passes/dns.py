@@ -194,10 +194,10 @@ def kept_table(mm: MaskedModel) -> dict[str, str]:
     return out
 
 
-def target_count(target: float, total: int) -> int:
+def target_count(target: float, total: int, who: str) -> int:
     """``target`` as a number of kept weights: a fraction of ``total`` when <= 1."""
     if target <= 0:
-        raise PassError(f"target-params must be > 0, got {target}")
+        raise PassError(f"{who}: target-params must be > 0, got {target:g}")
     return int(round(target * total)) if target <= 1 else int(target)
 
 
@@ -259,7 +259,7 @@ class DNS(Pass):
         mm = MaskedModel(graph, layers, device_for(self.device))
         c = self.c
         if self.target_params is not None:
-            c = uniform_c_for(mm, target_count(self.target_params, mm.total))
+            c = uniform_c_for(mm, target_count(self.target_params, mm.total, self.name))
         surgery = SurgeryHook(mm, [c] * len(layers), self.gamma_conv, self.gamma_fc,
                               int(self.prune_until * self.iterations), ctx.seed)
         res, before = train_masked(mm, data, surgery, self, ctx, desc=self.name)

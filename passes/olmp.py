@@ -65,7 +65,9 @@ class SearchSurgery(SurgeryHook):
     def __init__(self, mm: MaskedModel, opts: "OLMP", batch, ctx: PassContext, stop: int):
         super().__init__(mm, [float(opts.c0)] * len(mm.layers), opts.gamma_conv, opts.gamma_fc, stop, ctx.seed)
         self.opts, self.batch, self.ctx = opts, batch, ctx
-        self.target = None if opts.target_params is None else target_count(opts.target_params, mm.total) / mm.total
+        self.target = None
+        if opts.target_params is not None:
+            self.target = target_count(opts.target_params, mm.total, opts.name) / mm.total
         self.searches = self.evaluations = 0
         self.acc = float("nan")
         self.log: list[dict] = []
