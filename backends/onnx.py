@@ -102,8 +102,10 @@ class Emitter:
         return self.op1("Cast", [name], to=onnx_dtype(to_dtype))
 
 
-def emit_onnx(graph: Graph, opset: int = DEFAULT_OPSET, *, check: bool = True):
-    """Lower ``graph`` to an ``onnx.ModelProto`` (checked with full_check unless told not to)."""
+def emit_onnx(graph: Graph, opset: int = DEFAULT_OPSET, *, check: bool = True, sparse: str = "auto"):
+    """Lower ``graph`` to an ``onnx.ModelProto`` (checked with full_check unless told not to).
+    Masked (pruned) params go to ``sparse_initializer`` where that is smaller (``sparse``:
+    ``auto``, ``always``, ``never``; see :mod:`graphc.backends.onnx_sparse`)."""
     import onnx
     from onnx import helper
 
@@ -162,6 +164,13 @@ def emit_onnx(graph: Graph, opset: int = DEFAULT_OPSET, *, check: bool = True):
                               ir_version=_ir_version(opsets))
     if check:
         check_model(model)
+    masks = {e.names[id(p.value)]: p.mask for p in graph.params.values() if p.mask is not None and id(p.value) in used}
+    if masks and sparse != "never":
+        from graphc.backends.onnx_sparse import sparsify
+
+        sparsify(model, masks, mode=sparse)
+        if check and len(model.graph.sparse_initializer):
+            onnx.checker.check_model(model)
     return model
 
 
@@ -175,7 +184,8 @@ def _ir_version(opsets) -> int:
 
 def model_nbytes(model) -> int:
     return sum(len(t.raw_data) for t in model.graph.initializer) + sum(
-        t.ByteSize() for t in model.graph.initializer if not t.raw_data)
+        t.ByteSize() for t in model.graph.initializer if not t.raw_data) + sum(
+        t.ByteSize() for t in model.graph.sparse_initializer)
 
 
 def check_model(model) -> None:
@@ -197,12 +207,12 @@ def check_model(model) -> None:
         raise UnsupportedError(f"emitted ONNX model fails shape inference: {_first_line(err)}") from err
 
 
-def save_onnx(graph_or_model, path, opset: int = DEFAULT_OPSET) -> Path:
+def save_onnx(graph_or_model, path, opset: int = DEFAULT_OPSET, sparse: str = "auto") -> Path:
     """Write a graph (or a ModelProto) to ``path`` atomically; weights go to ``<name>.data``
     beside it when the model is over 2 GB."""
     import onnx
 
-    model = graph_or_model if isinstance(graph_or_model, onnx.ModelProto) else emit_onnx(graph_or_model, opset)
+    model = graph_or_model if isinstance(graph_or_model, onnx.ModelProto) else emit_onnx(graph_or_model, opset, sparse=sparse)
     path = Path(path)
     if not path.parent.exists():
         raise InputError(f"output directory does not exist: {path.parent}")

@@ -6,6 +6,10 @@
   be trained again (BN, dropout behave normally after ``.train()``).
 - Every other op becomes a call of a torch function or tensor method; params read by such ops
   are attributes of the module (``nn.Parameter`` for kind ``weight``, buffers otherwise).
+- A masked param (weight pruning) of a layer is attached with ``torch.nn.utils.prune``: the
+  layer holds ``weight_orig`` and the buffer ``weight_mask`` and computes their product before
+  each forward, so the pruned weights stay exact zeros when the module trains again. A masked
+  param read by a plain function call keeps its zeros but not its mask.
 - Opaque torch nodes call their original callable. Opaque ONNX nodes cannot run in torch and
   are refused with the op named.
 - ``forward``'s arguments are the input names made identifiers; the graph's exact input and
@@ -30,6 +34,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.nn.utils.prune  # noqa: F401  (masked params, see _set)
 
 from graphc.errors import UnsupportedError
 from graphc.ir import Graph, Node, Value
@@ -267,6 +272,11 @@ def _set(m: nn.Module, node: Node, names=("weight", "bias")):
                 setattr(m, name, nn.Parameter(t, requires_grad=t.is_floating_point()))
             else:
                 cur.copy_(t)
+    for name, p in zip(names, node.params[1:]):
+        if p is not None and p.mask is not None:
+            # torch's own pruning container: ``weight_orig`` trains, ``weight_mask`` is a buffer
+            # and the forward sees their product, so further training keeps the pruned zeros.
+            torch.nn.utils.prune.custom_from_mask(m, name, torch.from_numpy(p.mask.copy()))
 
 
 def _linear_layer(em, node):

@@ -16,6 +16,9 @@ Invariants (checked by :mod:`graphc.ir.verify`):
   names are sanitised identifiers and may change; external names never do.
 - Every Value has a static :class:`TensorType`; a Param's array matches its Value's type.
 - Weights are numpy arrays kept with their source name (``layer1.0.conv1.weight``).
+- A Param may carry a ``mask`` (a bool array of its shape, from weight pruning): wherever the
+  mask is False the array is exactly zero. Back-ends keep the zeros (torch applies the mask,
+  ONNX may store the param sparse); a ``set_data`` that changes the shape drops the mask.
 """
 from __future__ import annotations
 
@@ -107,15 +110,16 @@ class Param:
     constant). Parameter counts include only ``weight``.
     """
 
-    __slots__ = ("value", "data", "source", "kind")
+    __slots__ = ("value", "data", "source", "kind", "mask")
 
-    def __init__(self, value: Value, data: np.ndarray, source: str, kind: str):
+    def __init__(self, value: Value, data: np.ndarray, source: str, kind: str, mask: np.ndarray | None = None):
         if kind not in PARAM_KINDS:
             raise ValueError(f"param kind must be one of {PARAM_KINDS}, got {kind!r}")
         self.value = value
         self.data = data
         self.source = source
         self.kind = kind
+        self.mask = mask
 
     @property
     def name(self) -> str:
@@ -124,10 +128,24 @@ class Param:
     def set_data(self, data) -> None:
         """Replace the array; the Value's type follows (callers fix consumers' types)."""
         data = _as_array(data)
+        if self.mask is not None and self.mask.shape != data.shape:
+            self.mask = None
         self.data = data
         self.value.type = TensorType.of(data)
         if self.value.graph._listener is not None:
             self.value.graph._listener.on_value(self.value)
+
+    def set_mask(self, mask) -> None:
+        """Attach a pruning mask (True = kept) and zero the array where it is False; ``None``
+        removes the mask and leaves the array as it is."""
+        if mask is None:
+            self.mask = None
+            return
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != self.data.shape:
+            raise ValueError(f"mask shape {mask.shape} != param %{self.name} shape {self.data.shape}")
+        self.data = np.where(mask, self.data, np.zeros((), self.data.dtype)).astype(self.data.dtype, copy=False)
+        self.mask = mask.copy()
 
     def __repr__(self) -> str:
         return f"Param(%{self.value.name}, {self.value.type}, {self.source!r}, {self.kind})"
@@ -569,7 +587,7 @@ class Graph:
         for name, p in self.params.items():
             nv = Value(g, name, p.value.type)
             g._value_names.add(name)
-            nv.param = Param(nv, p.data.copy(), p.source, p.kind)
+            nv.param = Param(nv, p.data.copy(), p.source, p.kind, None if p.mask is None else p.mask.copy())
             g.params[name] = nv.param
             vmap[id(p.value)] = nv
         for n in self._iter_nodes():

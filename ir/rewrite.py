@@ -108,9 +108,12 @@ class Rewriter:
 
     def on_operands(self, node: Node, old: Sequence[Value]) -> None:
         self.edits += 1
-        # Producers that lost a reader may now be dead or have a sole reader.
+        # Producers that lost a reader may now be dead or have a sole reader; a pattern rooted
+        # at that sole reader (a BN whose conv now feeds only it) may now apply too.
         for v in old:
             self.push(v.producer)
+            if len(v._uses) == 1:
+                self.push(v._uses[0].node)
         if node.alive:
             self.touch(node)
 

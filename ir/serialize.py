@@ -9,7 +9,8 @@ JSON layout::
 
 ``input_names``/``output_names`` (optional) are the graph's external names, in order.
 
-The weights file holds one array per param, keyed by value name.
+The weights file holds one array per param, keyed by value name; a masked (weight-pruned)
+param is marked ``"masked": true`` and its mask is the bool array ``NAME#mask``.
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def to_json(graph: Graph) -> dict:
         "name": graph.name,
         "inputs": [{"name": v.name, "type": str(v.type)} for v in graph.inputs],
         "params": [
-            {"name": p.name, "type": str(p.value.type), "source": p.source, "kind": p.kind}
+            {"name": p.name, "type": str(p.value.type), "source": p.source, "kind": p.kind,
+             **({"masked": True} if p.mask is not None else {})}
             for p in graph.params.values()
         ],
         "nodes": [
@@ -91,6 +93,16 @@ def from_json(doc, weights: dict | None = None) -> Graph:
             raise InputError(f"{where}: kind {kind!r} is not one of {', '.join(PARAM_KINDS)}")
         data = _weight(weights, vname, t)
         values[vname] = g.add_param(data, source=source, name=vname, kind=kind)
+        masked = d.get("masked", False)
+        if not isinstance(masked, bool):
+            raise InputError(f"{where}: 'masked' is {_kind(masked)}, expected a boolean")
+        if masked:
+            mask = weights.get(f"{vname}#mask")
+            if mask is None:
+                raise InputError(f"param {vname!r} is masked, but the weights file has no mask for it")
+            if tuple(mask.shape) != t.shape:
+                raise InputError(f"param {vname!r}: its mask has shape {list(mask.shape)}, its type says {t}")
+            values[vname].param.set_mask(mask)
     node_names: set[str] = set()
     for i, d in enumerate(_field(doc, "nodes", list, "the document")):
         where = f"nodes[{i}]"
@@ -228,7 +240,9 @@ def save_json(graph: Graph, path: str | os.PathLike) -> tuple[Path, Path]:
     path = Path(path)
     wpath = path.with_suffix(".npz")
     _atomic_write(path, lambda f: f.write(json.dumps(to_json(graph), indent=1).encode()))
-    _atomic_write(wpath, lambda f: np.savez(f, **{p.name: p.data for p in graph.params.values()}))
+    _atomic_write(wpath, lambda f: np.savez(f, **{p.name: p.data for p in graph.params.values()},
+                                                **{f"{p.name}#mask": p.mask for p in graph.params.values()
+                                                   if p.mask is not None}))
     return path, wpath
 
 

@@ -26,6 +26,11 @@ def verify(graph: Graph, *, types: bool = True) -> None:
 
         if dtype_from_numpy(p.data.dtype) != p.value.dtype:
             _fail(graph, None, f"param %{name}: array dtype {p.data.dtype} != type {p.value.type}")
+        if p.mask is not None:
+            if p.mask.shape != p.data.shape or p.mask.dtype != bool:
+                _fail(graph, None, f"param %{name}: mask {p.mask.dtype}{list(p.mask.shape)} does not match its array")
+            if (p.data[~p.mask] != 0).any():
+                _fail(graph, None, f"param %{name}: {int((p.data[~p.mask] != 0).sum())} masked weights are not zero")
         defined.add(id(p.value))
 
     value_names: Counter = Counter(v.name for v in graph.values())

@@ -16,7 +16,9 @@ group, l1 where a group has none) or ``random`` (seeded by the context); ``min_c
 units always stay in a group; kept counts are rounded up to a multiple of ``round_to``;
 ``protect`` (fnmatch patterns of node names) keeps those nodes' output channels;
 ``target_macs`` (absolute, or a fraction of the current MACs when <= 1) replaces ``ratio``: the
-ratio is found by bisection on the cost model.
+ratio is found by bisection on the cost model. ``search=ncs`` (or ``random``; needs data) finds
+one ratio per group instead (see :mod:`graphc.passes.prune_search`): with ``target_macs`` the
+most accurate ratios within it, without the fewest MACs within ``acc_loss`` of the accuracy.
 
 Invariants: ``ratio=0`` changes nothing (and reports ``changed=False``); a group never loses
 all its units; the pass only removes units (never adds or reorders channels).
@@ -138,18 +140,26 @@ def plan(groups: list[ChannelGroup], ratio: float, kind: str, scope: str, min_un
             keep_n = _kept_count(g.size, remove, min_units, round_to)
             out.append((g, _fill_members(g, np.argsort(-s, kind="stable")[:keep_n], s, min_units)))
         return out
-    for g, s in zip(groups, scores):
-        keep_n = _kept_count(g.size, int(np.floor(ratio * g.size)), min_units, round_to)
+    ratios = list(ratio) if isinstance(ratio, (list, tuple, np.ndarray)) else [ratio] * len(groups)
+    if len(ratios) != len(groups):
+        raise PassError(f"prune: {len(ratios)} ratios for {len(groups)} prunable channel groups")
+    for g, s, r in zip(groups, scores, ratios):
+        keep_n = _kept_count(g.size, int(np.floor(r * g.size)), min_units, round_to)
         out.append((g, _fill_members(g, np.argsort(-s, kind="stable")[:keep_n], s, min_units)))
     return out
 
 
 def prune_graph(graph: Graph, *, ratio: float, importance: str = "l1", scope: str = "local", min_channels: int = 1,
                 round_to: int = 1, protect=(), seed: int = 0, groups=None) -> int:
-    """Prune ``graph`` in place; returns the number of units removed."""
-    if not 0.0 <= ratio < 1.0:
+    """Prune ``graph`` in place; returns the number of units removed. ``ratio`` may be a list:
+    one ratio per prunable channel group, in order (``scope=local`` only)."""
+    many = isinstance(ratio, (list, tuple, np.ndarray))
+    rs = [float(r) for r in ratio] if many else [ratio]
+    if not all(0.0 <= r < 1.0 for r in rs):
         raise PassError(f"prune: ratio must be in [0, 1), got {ratio}")
-    if ratio == 0.0:
+    if many and scope != "local":
+        raise PassError("prune: per-group ratios need scope=local")
+    if not any(rs):
         return 0
     enabled = gc.isenabled()
     gc.disable()  # see channel_groups: the collector's traversals would dominate on big graphs
@@ -187,6 +197,15 @@ class Prune(Pass):
     round_to: int = 1
     protect: tuple[str, ...] = ()
     target_macs: float | None = None
+    search: Literal["none", "ncs", "ncs-released", "random"] = "none"
+    acc_loss: float = 0.02
+    evaluations: int = 200
+    max_ratio: float = 0.9
+    search_batch: int = 1000
+
+    @property
+    def needs_data(self) -> bool:  # only the per-group search measures accuracy
+        return self.search != "none"
 
     def __post_init__(self):
         # Checked on construction, so a pipeline string with them fails before a model loads.
@@ -213,7 +232,25 @@ class Prune(Pass):
         if self.target_macs is not None:
             ratio, reached = self._search(graph, opts, groups)
             stats.update({"prune.ratio": round(ratio, 4), "prune.macs": reached})
+        if self.search != "none":
+            if self.scope != "local":
+                raise PassError("prune: search= finds per-group ratios and needs scope=local")
+            from graphc.passes.prune_search import search_ratios
+
+            target = None
+            if self.target_macs is not None:
+                target = self.target_macs if self.target_macs <= 1 else self.target_macs / _macs(graph)
+            found, st = search_ratios(graph, ctx, opts=dict(opts, protect=protect), target=target, uniform=ratio if target else 0.0,
+                                      search=self.search, acc_loss=self.acc_loss, evaluations=self.evaluations,
+                                      max_ratio=self.max_ratio, batch=self.search_batch)
+            stats.update(st)
+            if found is not None:
+                stats.pop("prune.ratio", None)
+                stats["prune.start_ratio"] = round(ratio, 4)
+                ratio = found
         removed = prune_graph(graph, ratio=ratio, groups=groups, **opts)
+        if self.search != "none":
+            stats["prune.macs"] = _macs(graph)
         stats["prune.units_removed"] = removed
         return PassResult(changed=removed > 0, stats=stats)
 

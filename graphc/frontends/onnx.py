@@ -79,7 +79,7 @@ def validate(proto) -> None:
     g = proto.graph
     if not g.output:
         raise InputError("the ONNX graph has no outputs")
-    inits = {t.name for t in g.initializer}
+    inits = {t.name for t in g.initializer} | {t.values.name for t in g.sparse_initializer}
     produced = {i.name for i in g.input if i.name not in inits} | inits
     for n in g.node:
         for o in n.output:
@@ -97,8 +97,19 @@ def validate(proto) -> None:
                 raise UnsupportedError(f"graph input {i.name!r} is not a tensor")
             _dtype(i.type.tensor_type.elem_type, f"graph input {i.name!r}")
     if proto.ByteSize() < 2**31 - 2**20:  # shape inference serialises the model: protobuf's 2 GB limit
+        checked = proto
+        if g.sparse_initializer:
+            # onnx types a sparse initializer as a sparse tensor, which no dense operator takes;
+            # onnxruntime densifies them at load, so the types are checked on the dense form.
+            from onnx import numpy_helper
+
+            checked = onnx.ModelProto()
+            checked.CopyFrom(proto)
+            dense = [numpy_helper.from_array(_densify(sp)[0], sp.values.name) for sp in checked.graph.sparse_initializer]
+            del checked.graph.sparse_initializer[:]
+            checked.graph.initializer.extend(dense)
         try:
-            onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+            onnx.shape_inference.infer_shapes(checked, check_type=True, strict_mode=True)
         except onnx.shape_inference.InferenceError as e:
             raise InputError(f"the ONNX graph's shapes do not type-check: {_inference_reason(e)}") from None
         except Exception:
@@ -259,6 +270,7 @@ class Importer:
         self.graph.meta["onnx_opsets"] = dict(self.opsets)
         self.consts: dict[str, np.ndarray] = {}
         self.from_init: set[str] = set()
+        self.sparse_masks: dict[str, np.ndarray] = {}
         self.values: dict[str, Value] = {}
         self.sequences: dict[str, list[Value]] = {}
         self._params: dict[tuple[str, str], Value] = {}
@@ -279,6 +291,12 @@ class Importer:
                 raise InputError(f"initializer {t.name!r} cannot be read ({_first_line(e)})") from None
             self.consts[t.name] = _supported_array(arr, t.name)
             self.from_init.add(t.name)
+        for sp in self.onnx_graph.sparse_initializer:
+            arr, mask = _densify(sp)
+            self.consts[sp.values.name] = _supported_array(arr, sp.values.name)
+            self.from_init.add(sp.values.name)
+            self.sparse_masks[sp.values.name] = mask
+            inits.add(sp.values.name)
         real = [i for i in self.onnx_graph.input if i.name not in inits]
         self.input_names = [i.name for i in real]
         shapes = self.input_shapes
@@ -335,6 +353,9 @@ class Importer:
             vname = f"{consumer}.{role}" if role else f"{consumer}.const"
             source = name if _readable(name) else vname
         v = self.graph.add_param(arr.copy() if shared else arr, source=source, name=vname, kind=kind)
+        mask = self.sparse_masks.get(name)
+        if mask is not None and kind == "weight" and mask.shape == arr.shape:
+            v.param.set_mask(mask)
         self._params[key] = v
         return v
 
@@ -539,8 +560,31 @@ def _prepare(model):
     return model
 
 
+def _densify(sp) -> tuple[np.ndarray, np.ndarray]:
+    """A SparseTensorProto (COO, linear or [NNZ, rank] indices) as (dense array, kept mask)."""
+    from onnx import numpy_helper
+
+    try:
+        vals = numpy_helper.to_array(sp.values)
+        idx = numpy_helper.to_array(sp.indices).astype(np.int64) if sp.HasField("indices") else np.zeros(0, np.int64)
+    except Exception as e:
+        raise InputError(f"sparse initializer {sp.values.name!r} cannot be read ({_first_line(e)})") from None
+    dims = tuple(int(d) for d in sp.dims)
+    size = int(np.prod(dims)) if dims else 1
+    flat = idx if idx.ndim == 1 else (np.ravel_multi_index(tuple(idx.T), dims) if idx.size else np.zeros(0, np.int64))
+    if flat.size != vals.size or (flat.size and (flat.min() < 0 or flat.max() >= size)):
+        raise InputError(f"sparse initializer {sp.values.name!r}: {vals.size} values, {flat.size} indices "
+                         f"for shape {list(dims)}")
+    dense = np.zeros(size, vals.dtype)
+    dense[flat] = vals
+    mask = np.zeros(size, bool)
+    mask[flat] = True
+    return dense.reshape(dims), mask.reshape(dims)
+
+
 def _toposorted(graph) -> None:
-    known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    known = ({i.name for i in graph.input} | {t.name for t in graph.initializer}
+             | {t.values.name for t in graph.sparse_initializer} | {""})
     for n in graph.node:
         for i in n.input:
             if i not in known:
@@ -551,7 +595,8 @@ def _toposorted(graph) -> None:
 
 
 def _sort_nodes(graph) -> None:
-    known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    known = ({i.name for i in graph.input} | {t.name for t in graph.initializer}
+             | {t.values.name for t in graph.sparse_initializer} | {""})
     pending = list(graph.node)
     order = []
     while pending:

@@ -32,6 +32,10 @@ class Hook:
     def on_epoch(self, epoch: int, epochs: int, optimizer: torch.optim.Optimizer) -> None:
         """Called before each epoch (schedules)."""
 
+    def status(self) -> dict:
+        """Figures the progress bar shows beside loss and accuracy (e.g. compression)."""
+        return {}
+
 
 class Regularizer(Hook):
     """Adds ``fn(model)`` to the loss."""

@@ -12,6 +12,7 @@ Invariants:
   (gloo on CPU, NCCL on CUDA), wraps the model in DistributedDataParallel, shards the training
   set by rank and averages gradients; rank 0 alone draws progress. Hooks run on the bare module
   on every rank, so replicas stay equal after projections too.
+- Batches go to the device of the model's weights (move the model to CUDA to train there).
 - The model is left in eval mode on return.
 """
 from __future__ import annotations
@@ -71,13 +72,21 @@ def evaluate(model: torch.nn.Module, data, *, batch_size: int = 256) -> float:
         _, loader = load_data(data).loaders(batch_size)
     was = model.training
     model.eval()
+    dev = _device(model)
     correct = total = 0
     for x, y in loader:
+        x, y = x.to(dev), y.to(dev)
         out = model(x)
         correct += int((out.argmax(1) == y).sum())
         total += int(y.numel())
     model.train(was)
     return correct / max(1, total)
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    """Where the model's weights are: batches are fed there."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def _make_optimizer(name: str, params, lr: float, momentum: float, weight_decay: float):
@@ -137,6 +146,7 @@ def train(
         total = budget if max_steps is None else min(budget, max_steps)
     step, history = 0, []
     loss_sum = acc_sum = seen = 0.0
+    dev = _device(bare)
     bar = progress_bar(total=total, desc=desc, quiet=quiet or dist.rank != 0)
     try:
         for epoch in range(n_epochs):
@@ -150,6 +160,7 @@ def train(
             for x, y in train_loader:
                 if total is not None and step >= total:
                     break
+                x, y = x.to(dev), y.to(dev)
                 out = model(x)
                 loss = loss_fn(out, y)
                 reg = [r for r in (h.regularizer(bare) for h in hooks) if r is not None]
@@ -168,7 +179,8 @@ def train(
                 acc_sum += float((out.argmax(1) == y).sum())
                 seen += n
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{acc_sum / seen:.3f}")
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{acc_sum / seen:.3f}",
+                                **{k: v for h in hooks for k, v in h.status().items()})
             history.append({"epoch": epoch, "loss": loss_sum / max(1, seen), "acc": acc_sum / max(1, seen)})
             if total is not None and step >= total:
                 break
