@@ -61,9 +61,7 @@ def result_runner(graph: Graph, kind: str):
         except ImportError:
             emit_onnx = None
         if emit_onnx is not None:
-            sess = ort_session(emit_onnx(graph))
-            names = [i.name for i in sess.get_inputs()]
-            return (lambda xs: [np.asarray(o) for o in sess.run(None, dict(zip(names, xs)))]), "onnxruntime (emit_onnx)"
+            return onnx_runner(emit_onnx(graph))
     if kind == "torch":
         try:
             from graphc.backends.torch import emit_torch
@@ -81,6 +79,13 @@ def result_runner(graph: Graph, kind: str):
             return run, "torch (emit_torch)"
     frozen = graph.clone()
     return (lambda xs: to_numpy(execute(frozen, xs))), "IR interpreter"
+
+
+def onnx_runner(model):
+    """(callable on numpy inputs, description) running an ``onnx.ModelProto`` in onnxruntime."""
+    sess = ort_session(model)
+    names = [i.name for i in sess.get_inputs()]
+    return (lambda xs: [np.asarray(o) for o in sess.run(None, dict(zip(names, xs)))]), "onnxruntime (emit_onnx)"
 
 
 def compare(ref: list[np.ndarray], out: list[np.ndarray], rtol: float = RTOL, atol: float = ATOL):
@@ -110,14 +115,17 @@ def compare(ref: list[np.ndarray], out: list[np.ndarray], rtol: float = RTOL, at
 
 
 def numeric_check(source: Source, graph: Graph, n: int = 3, *, seed: int = 0, enforced: bool = True,
-                  rtol: float = RTOL, atol: float = ATOL, quiet: bool = True, inputs_from: Graph | None = None) -> CheckResult:
+                  rtol: float = RTOL, atol: float = ATOL, quiet: bool = True, inputs_from: Graph | None = None,
+                  runner=None) -> CheckResult:
     """Run ``n`` random inputs (shaped like ``inputs_from`` or ``graph``) through both sides.
 
-    ``enforced``: raise :class:`CheckFailed` when out of tolerance (exact-only pipelines)."""
+    ``enforced``: raise :class:`CheckFailed` when out of tolerance (exact-only pipelines).
+    ``runner``: a (run, description) pair for the result side, when the caller already holds
+    the model it will write (default: ``graph`` on the back-end matching the source)."""
     kind = source.kind if source.kind in ("torch", "onnx") else "ir"
     if kind == "torch" and any(nd.op == "opaque" and nd.attrs.get("source") == "onnx" for nd in graph.nodes):
         kind = "ir"
-    run, desc = result_runner(graph, kind)
+    run, desc = runner or result_runner(graph, kind)
     max_abs = max_rel = 0.0
     ok = True
     for xs in progress(random_inputs(inputs_from or graph, n, seed), total=n, desc="numeric check", quiet=quiet):
@@ -134,7 +142,8 @@ def check_or_raise(res: CheckResult) -> CheckResult:
     return res
 
 
-__all__ = ["CheckFailed", "numeric_check", "check_or_raise", "random_inputs", "compare", "GraphSource", "RTOL", "ATOL"]
+__all__ = ["CheckFailed", "numeric_check", "check_or_raise", "random_inputs", "compare", "onnx_runner", "GraphSource",
+           "RTOL", "ATOL"]
 
 
 def accuracy(run, data, batch: int, *, quiet: bool = True, desc: str = "accuracy") -> float:

@@ -71,8 +71,10 @@ class TorchSource(Source):
     def run(self, inputs):
         import torch
 
+        # Copies: a module that writes to its input in place must not change the inputs the
+        # other side of a check then reads.
         with torch.no_grad():
-            return to_numpy(self.module(*[torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]))
+            return to_numpy(self.module(*[torch.from_numpy(np.array(x, copy=True)) for x in inputs]))
 
 
 class OnnxSource(Source):
