@@ -168,18 +168,26 @@ def model_nbytes(model) -> int:
         t.ByteSize() for t in model.graph.initializer if not t.raw_data)
 
 
+def needs_external_data(model) -> bool:
+    """Whether ``model`` is too large for one protobuf message (its weights go to a file)."""
+    return model_nbytes(model) >= _PROTO_LIMIT
+
+
 def check_model(model) -> None:
-    """onnx.checker with full_check; a model over 2 GB is checked from a temporary file."""
+    """onnx.checker with full_check, on a proto or a file; a proto over 2 GB is checked from a
+    temporary file."""
     import onnx
 
     try:
-        if model_nbytes(model) < _PROTO_LIMIT:
+        if isinstance(model, (str, os.PathLike)):
+            onnx.checker.check_model(str(model), full_check=True)
+            return
+        if not needs_external_data(model):
             onnx.checker.check_model(model, full_check=True)
             return
         with tempfile.TemporaryDirectory(prefix="graphc-check-") as d:
             path = os.path.join(d, "model.onnx")
-            onnx.save_model(_copy(model), path, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location="model.onnx.data", size_threshold=1024)
+            save_external(model, path, "model.onnx.data")
             onnx.checker.check_model(path, full_check=True)
     except onnx.checker.ValidationError as err:
         raise UnsupportedError(f"emitted ONNX model fails the checker: {_first_line(err)}") from err
@@ -187,26 +195,38 @@ def check_model(model) -> None:
         raise UnsupportedError(f"emitted ONNX model fails shape inference: {_first_line(err)}") from err
 
 
-def save_onnx(graph_or_model, path, opset: int = DEFAULT_OPSET) -> Path:
+def save_onnx(graph_or_model, path, opset: int = DEFAULT_OPSET, *, verify=None) -> Path:
     """Write a graph (or a ModelProto) to ``path`` atomically; weights go to ``<name>.data``
-    beside it when the model is over 2 GB."""
+    beside it when the model is over 2 GB.
+
+    The model is written once, into a temporary folder beside ``path``; the checker runs on
+    that file (a model over 2 GB cannot be checked in memory), then ``verify(file)`` when
+    given (a numeric check of the exact file to be written); only then are the file and its
+    data moved into place. Any failure leaves nothing behind. A proto emitted here from a
+    graph is consumed by the write (its weights move to the file, not to a copy)."""
     import onnx
 
-    model = graph_or_model if isinstance(graph_or_model, onnx.ModelProto) else emit_onnx(graph_or_model, opset)
+    own = not isinstance(graph_or_model, onnx.ModelProto)
+    model = emit_onnx(graph_or_model, opset, check=False) if own else graph_or_model
     path = Path(path)
     if not path.parent.exists():
         raise InputError(f"output directory does not exist: {path.parent}")
-    external = model_nbytes(model) >= _PROTO_LIMIT
+    external = needs_external_data(model)
     tmpdir = tempfile.mkdtemp(prefix=".graphc-", dir=path.parent)
     try:
         tmp = Path(tmpdir) / path.name
+        data_name = path.name + ".data"
         if external:
-            data_name = path.name + ".data"
-            onnx.save_model(_copy(model), str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
-            os.replace(Path(tmpdir) / data_name, path.parent / data_name)
+            save_external(model, tmp, data_name, keep=not own)
         else:
             onnx.save_model(model, str(tmp))
+        if own:
+            del model
+        check_model(str(tmp))
+        if verify is not None:
+            verify(tmp)
+        if external:
+            os.replace(Path(tmpdir) / data_name, path.parent / data_name)
         os.replace(tmp, path)
     finally:
         for f in Path(tmpdir).iterdir() if Path(tmpdir).exists() else ():
@@ -216,13 +236,42 @@ def save_onnx(graph_or_model, path, opset: int = DEFAULT_OPSET) -> Path:
     return path
 
 
-def _copy(model):
-    """Saving with external data rewrites the tensors of the proto it is given: save a copy."""
-    import onnx
+def save_external(model, path, data_name: str, threshold: int = 1024, keep: bool = True) -> None:
+    """Write ``model`` to ``path`` with every initializer of ``threshold`` bytes or more in
+    ``data_name`` beside it; ``keep``: leave ``model`` as it was (else its weights are gone).
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    return m
+    ``onnx.save_model(save_as_external_data=True)`` rewrites the proto it is given, so callers
+    used to save a copy: a second copy of every weight, which for a model over 2 GB is the
+    difference between fitting in memory and not. Here each tensor's bytes move to the file
+    one at a time and are put back once the (small) proto is written."""
+    import onnx
+    from onnx import TensorProto
+    from onnx.external_data_helper import set_external_data
+
+    moved = []
+    path = Path(path)
+    try:
+        with open(path.parent / data_name, "wb") as f:
+            for t in model.graph.initializer:
+                if not t.HasField("raw_data"):
+                    continue
+                data = t.raw_data
+                if len(data) < threshold:
+                    continue
+                # Offsets aligned to 4 KiB, as onnx's own writer does, so runtimes can map them.
+                f.write(b"\0" * (-f.tell() % 4096))
+                offset = f.tell()
+                f.write(data)
+                set_external_data(t, data_name, offset, len(data))
+                t.ClearField("raw_data")
+                moved.append((t, data) if keep else None)
+                del data
+        onnx.save_model(model, str(path))
+    finally:
+        for t, data in moved if keep else ():
+            del t.external_data[:]
+            t.data_location = TensorProto.DEFAULT
+            t.raw_data = data
 
 
 def _first_line(e: BaseException) -> str:

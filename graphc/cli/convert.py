@@ -31,7 +31,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from graphc.check import CheckFailed, numeric_check
     from graphc.pipeline import DEFAULT_CHECK
     from graphc.source import load_source
 
@@ -43,38 +42,35 @@ def run(args) -> int:
     if args.check is not None and args.check < 0:
         raise InputError(f"--check wants N >= 0, got {args.check}")
     graph, source = load_source(args.model, input_shape=args.input_shape)
-    model, runner = emit_checked_artefact(graph, out)
-    n = DEFAULT_CHECK if args.check is None else args.check
-    if n:
-        res = numeric_check(source, graph, n, seed=args.seed, runner=runner)
-        if not res.ok:
-            raise CheckFailed(f"{res.line()}; {out} not written")
+    res = write_checked(graph, source, out, DEFAULT_CHECK if args.check is None else args.check, args.seed)
+    if res is not None:
         print(res.line(), file=sys.stderr)
-    write_artefact(graph, model, out)
     print(f"wrote {out}: {len(graph.nodes)} nodes, {graph.num_params():,} parameters", file=sys.stderr)
     return 0
 
 
-def emit_checked_artefact(graph, out: Path):
-    """(the model as it will be written, a (run, description) pair running it on numpy inputs):
-    an ``onnx.ModelProto`` in onnxruntime for ``.onnx``, the emitted module for ``.pt``."""
-    from graphc.check import result_runner
+def write_checked(graph, source, out: Path, n: int, seed: int = 0):
+    """Write ``graph`` to ``out`` by its suffix after comparing the model as written (the ONNX
+    file in onnxruntime, before it is moved into place; the emitted module for ``.pt``) with
+    ``source`` on ``n`` random inputs. A failed check raises :class:`CheckFailed` and writes
+    nothing. Returns the check's result (None when ``n`` is 0)."""
+    import graphc
+    from graphc.check import CheckFailed, numeric_check, onnx_runner, result_runner
+
+    results = []
+
+    def check(runner):
+        res = numeric_check(source, graph, n, seed=seed, runner=runner)
+        results.append(res)
+        if not res.ok:
+            raise CheckFailed(f"{res.line()}; {out} not written")
 
     if out.suffix.lower() == ".onnx":
-        from graphc.backends.onnx import emit_onnx
-        from graphc.check import onnx_runner
-
-        model = emit_onnx(graph)
-        return model, onnx_runner(model)
-    return None, result_runner(graph, "torch")
-
-
-def write_artefact(graph, model, out: Path) -> None:
-    import graphc
-
-    if model is not None:
         from graphc.backends.onnx import save_onnx
 
-        save_onnx(model, out)
+        save_onnx(graph, out, verify=(lambda path: check(onnx_runner(path))) if n else None)
     else:
+        if n:
+            check(result_runner(graph, "torch"))
         graphc.save(graph, out)
+    return results[0] if results else None

@@ -53,17 +53,12 @@ def run(args) -> int:
     data = load_data(args.data)
     module, res = train_example(args.name, data, epochs=args.epochs, lr=args.lr, seed=args.seed, quiet=args.quiet)
     graph = graphc.load(module, example_inputs=data.sample(1))
-    from graphc.check import CheckFailed, numeric_check
-    from graphc.cli.convert import emit_checked_artefact, write_artefact
+    from graphc.cli.convert import write_checked
     from graphc.pipeline import DEFAULT_CHECK
     from graphc.source import TorchSource
 
-    model, runner = emit_checked_artefact(graph, out)
     n = DEFAULT_CHECK if args.check is None else args.check
-    check = numeric_check(TorchSource(module.eval()), graph, n, seed=args.seed, runner=runner) if n else None
-    if check is not None and not check.ok:
-        raise CheckFailed(f"{check.line()}; {args.output} not written")
-    write_artefact(graph, model, out)
+    check = write_checked(graph, TorchSource(module.eval()), out, n, args.seed)
     from graphc.backends.cost import totals
 
     t = totals(graph)
