@@ -51,6 +51,8 @@ _INPLACE_OPERATORS = {
     operator.ixor: operator.xor, operator.ilshift: operator.lshift, operator.irshift: operator.rshift,
     operator.imatmul: operator.matmul,
 }
+# ``t += x`` on a tensor that is not a proxy (a constant of the trace) is recorded as a method.
+_INPLACE_DUNDERS = {f"__{op.__name__}__": twin for op, twin in _INPLACE_OPERATORS.items()}
 # Writes whose new value is an argument (or a constant) rather than a computation on self.
 _ASSIGN_METHODS = {"copy_": 1, "fill_": 1, "zero_": None}
 
@@ -143,7 +145,8 @@ def may_write(node: fx.Node, root) -> bool:
     """Whether ``node`` looks like an in-place call (a cheap structural test: a graph with none
     needs no probe run)."""
     if node.op == "call_method":
-        return _is_setitem(node) or (node.target.endswith("_") and not node.target.startswith("_"))
+        return (_is_setitem(node) or node.target in _INPLACE_DUNDERS
+                or (node.target.endswith("_") and not node.target.startswith("_")))
     if node.op == "call_module":
         return getattr(root.get_submodule(node.target), "inplace", False) is True
     if node.op != "call_function":
@@ -272,10 +275,10 @@ class _Probe(fx.Interpreter):
         self.current = n
         args, kwargs = self.fetch_args_kwargs_from_env(n)
         arg_nodes = [a for a in n.all_input_nodes if isinstance(self.env.get(a), torch.Tensor)]
-        if not self.strict and arg_nodes and may_write(n, self.module) and _key(self.env[arg_nodes[0]]) in self.state:
-            first = n.args[0] if n.args else None
-            if isinstance(first, fx.Node) and _key(self.env[first]) in self.state:
-                self.refuse(n, "it writes to a parameter or buffer of the model; graphc imports stateless models only")
+        first = n.args[0] if n.args else None
+        if (not self.strict and isinstance(first, fx.Node) and isinstance(self.env.get(first), torch.Tensor)
+                and _key(self.env[first]) in self.state and may_write(n, self.module)):
+            self.refuse(n, "it writes to a parameter or buffer of the model; graphc imports stateless models only")
         versions = {a: _version(self.env[a]) for a in arg_nodes}
         layouts = {a: _Layout(self.env[a]) for a in arg_nodes} if not self.strict else {}
         if _is_setitem(n):
@@ -525,6 +528,9 @@ class _Rebuild:
         args, kwargs = self.arg(n.args), self.arg(n.kwargs)
         if n.op == "call_module":
             return self.call(n.target, args, like=n, name=n.name, kind="call_module", kwargs=kwargs)
+        if n.op == "call_method" and n.target in _INPLACE_DUNDERS:
+            twin = _INPLACE_DUNDERS[n.target]
+            return self.call(twin, args, like=n, name=twin.__name__.rstrip("_"), kwargs=kwargs)
         if n.op == "call_method":
             if n.target in _ASSIGN_METHODS:
                 i = _ASSIGN_METHODS[n.target]
