@@ -325,17 +325,23 @@ class _Group:
         self.gen = 0
         self._lin: torch.Tensor | None = None
 
-    def positions(self, lay: _Layout) -> torch.Tensor:
-        """For each element of a tensor laid out as ``lay``, its flat index in the base."""
+    def positions(self, lay: _Layout, node: fx.Node) -> torch.Tensor:
+        """For each element of a tensor laid out as ``lay``, its flat index in the base
+        (``node``, the op that needs them, is named when there are none)."""
+        b = self.layout
+        if lay.dtype != b.dtype:
+            _refuse(node, f"it involves a view of {self.base.name} as another dtype")
         if self._lin is None:
-            b = self.layout
             lin = torch.full((b.numel,), -1, dtype=torch.int64)
             view = torch.as_strided(lin, b.shape, b.stride, b.offset)
             view.copy_(torch.arange(view.numel()).reshape(b.shape))
             if int((lin >= 0).sum()) != view.numel():
-                raise ValueError("the base overlaps itself")
+                _refuse(node, f"{self.base.name} covers some of its memory twice (an expand)")
             self._lin = lin
-        return torch.as_strided(self._lin, lay.shape, lay.stride, lay.offset).clone()
+        pos = torch.as_strided(self._lin, lay.shape, lay.stride, lay.offset).clone()
+        if bool((pos < 0).any()):
+            _refuse(node, f"it involves memory of {self.base.name} outside that tensor")
+        return pos
 
 
 def record(module, graph: fx.Graph, inputs: tuple, state: set) -> tuple[fx.Graph, dict]:
@@ -390,15 +396,15 @@ class _Rebuild:
             if self.gen.get(n, 0) < g.gen:
                 if n is g.base:
                     raise AssertionError("a base is never stale")
-                pos = g.positions(lay)
+                pos = g.positions(lay, n)
                 self.env[n] = self.call(_read_view, (self.env[g.base], pos, lay.shape), like=n, name=f"{_stem(n)}_reread")
                 self.gen[n] = g.gen
         elif n in self.p.parts:
             for part in self.p.parts[n]:
                 g = self.groups.get(part.key)
                 if g is not None and self.gen.get(n, 0) < g.gen:
-                    raise UnsupportedError(f"{n.name}: a tuple of views of a tensor written in place after it "
-                                           f"was made is read; graphc cannot functionalise that")
+                    raise UnsupportedError(f"in-place write before a read of {n.name}: a tuple of views of the "
+                                           f"written tensor made before the write; graphc cannot functionalise that")
         return self.env[n]
 
     def call(self, fn, args, like: fx.Node, name: str | None = None, kind: str = "call_function", kwargs=None):
@@ -459,7 +465,7 @@ class _Rebuild:
     def assign(self, n, target, g: _Group, lay: _Layout, value) -> None:
         """Make ``value`` the content of ``target`` (laid out as ``lay`` in group ``g``)."""
         if target is not g.base:
-            self.env[g.base] = self.write_into(n, g, g.positions(lay), value)
+            self.env[g.base] = self.write_into(n, g, g.positions(lay, n), value)
         else:
             self.env[g.base] = value
         g.gen += 1
@@ -468,8 +474,6 @@ class _Rebuild:
 
     def write_into(self, n, g: _Group, pos: torch.Tensor, value):
         flat = pos.reshape(-1)
-        if bool((flat < 0).any()):
-            _refuse(n, "it writes outside the tensor that owns the storage")
         if flat.unique().numel() != flat.numel():
             _refuse(n, "it writes through a view that covers some elements twice")
         size = 1
@@ -493,7 +497,7 @@ class _Rebuild:
                 return
             if _has_dynamic(n.args[1], self.p):
                 _refuse(n, "its index is computed from the input")
-        pos = g.positions(lay)[idx]
+        pos = g.positions(lay, n)[idx]
         written = self.call(_as_written, (self.arg(n.args[2]), tuple(pos.shape), lay.dtype), like=n,
                             name=f"{_stem(n)}_value")
         if pos.numel() == 0:
