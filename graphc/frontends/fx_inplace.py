@@ -191,6 +191,9 @@ class _Layout:
         self.numel = st.nbytes() // t.element_size() if t.element_size() else 0
         self.root = t._base if t._base is not None else t
 
+    def place(self) -> tuple:
+        return self.key, self.shape, self.stride, self.offset
+
 
 def _tensors(x):
     if isinstance(x, torch.Tensor):
@@ -397,7 +400,8 @@ class _Rebuild:
                 if n is g.base:
                     raise AssertionError("a base is never stale")
                 pos = g.positions(lay, n)
-                self.env[n] = self.call(_read_view, (self.env[g.base], pos, lay.shape), like=n, name=f"{_stem(n)}_reread")
+                self.env[n] = self.call(_read_view, (self.env[g.base], pos, lay.shape), like=n,
+                                        name=f"{_stem(n)}_reread")
                 self.gen[n] = g.gen
         elif n in self.p.parts:
             for part in self.p.parts[n]:
@@ -448,8 +452,8 @@ class _Rebuild:
         if g.base in self.p.stateful:
             _refuse(n, "it writes to a parameter or buffer of the model; graphc imports stateless models only")
         after = self.p.after.get((n, target))
-        if after is not None and (after.shape, after.stride, after.offset) != (lay.shape, lay.stride, lay.offset):
-            _refuse(n, "it changes the tensor's shape or strides")
+        if after is not None and after.place() != lay.place():
+            _refuse(n, "it changes the tensor's shape, strides or storage")
         if _is_setitem(n):
             self.setitem(n, target, g, lay)
             return
@@ -457,7 +461,7 @@ class _Rebuild:
         written = self.call(_as_written, (value, lay.shape, lay.dtype), like=n, name=f"{_stem(n)}_value")
         self.assign(n, target, g, lay, written)
         res = self.p.layout.get(n)
-        if res is not None and (res.key, res.shape, res.stride, res.offset) == (lay.key, lay.shape, lay.stride, lay.offset):
+        if res is not None and res.place() == lay.place():
             self.env[n], self.gen[n] = written, g.gen  # the call returned the tensor it wrote
         elif n.users:
             _refuse(n, "its result is not the tensor it wrote")
@@ -622,8 +626,8 @@ def state_keys(model) -> set:
     constant the tracer made is fresh on every call, and is not state)."""
     keys = set()
     for m in model.modules():
-        for t in [*m.parameters(recurse=False), *m.buffers(recurse=False),
-                  *(v for k, v in vars(m).items() if isinstance(v, torch.Tensor) and not k.startswith("_tensor_constant"))]:
+        attrs = (v for k, v in vars(m).items() if isinstance(v, torch.Tensor) and not k.startswith("_tensor_constant"))
+        for t in [*m.parameters(recurse=False), *m.buffers(recurse=False), *attrs]:
             keys.add((t.untyped_storage().data_ptr(), t.device))
     return keys
 
@@ -646,7 +650,8 @@ def _rule_as_written(cv, n, args, kwargs):
     if v.dtype != want:
         v = cv.emit("cast", [v], {"dtype": want}, name=f"{cv.node_name}.cast")
     if len(v.shape) > len(shape) and _numel(v.shape[:len(v.shape) - len(shape)]) == 1:
-        v = cv.emit("reshape", [v], {"shape": list(v.shape[len(v.shape) - len(shape):])}, name=f"{cv.node_name}.reshape")
+        v = cv.emit("reshape", [v], {"shape": list(v.shape[len(v.shape) - len(shape):])},
+                    name=f"{cv.node_name}.reshape")
     if tuple(v.shape) != tuple(shape):
         v = cv.emit("expand", [v], {"shape": list(shape)}, name=f"{cv.node_name}.expand")
     return v

@@ -317,7 +317,8 @@ CASES = {f.__name__.lstrip("_"): f for f in [
     _zero_fill, _functional_inplace, _functional_inplace_positional, _layer_inplace, _layer_inplace_chain,
     _torch_function_inplace, _input_written, _input_view_written, _several_ops, _pow_abs_neg, _imul_itruediv,
     _dtype_kept, _broadcast_operand, _view_of_view, _write_base_read_views, _two_writes_same_storage,
-    _static_tensor_written, _static_written_by_input, _constant_iadd, _unsqueeze_chain, _clamp_min, _inplace_after_output_use,
+    _static_tensor_written, _static_written_by_input, _constant_iadd, _unsqueeze_chain, _clamp_min,
+    _inplace_after_output_use,
     _residual_relu_inplace, _loop_over_batch,
 ]}
 
