@@ -28,6 +28,7 @@ from graphc.ir.types import onnx_dtype
 DEFAULT_OPSET = 17
 # Protobuf cannot serialise a message over 2 GB: such models keep weights as external data.
 _PROTO_LIMIT = 2 * 1024 ** 3 - 64 * 1024 ** 2
+_DEFER_BYTES = 64 * 1024 ** 2
 
 
 class Emitter:
@@ -125,9 +126,19 @@ def emit_onnx(graph: Graph, opset: int = DEFAULT_OPSET, *, check: bool = True):
     from onnx import numpy_helper
 
     used = {id(v) for n in graph.nodes for v in n.inputs} | {id(v) for v in graph.outputs}
+    deferred = []  # (initializer index, array): weights filled in once the model is built
     for p in graph.params.values():
         if id(p.value) in used:
-            e.initializers.append(numpy_helper.from_array(np.asarray(p.data), e.names[id(p.value)]))
+            arr = np.asarray(p.data)
+            if arr.nbytes >= _DEFER_BYTES and arr.dtype.kind in "fiub":
+                # Protobuf copies a message it adds to another by serialising it, which fails
+                # for a tensor over 2 GB: the model is built with the weight's type and shape
+                # only, and its bytes are set on the model's own initializer afterwards.
+                deferred.append((len(e.initializers), arr))
+                e.initializers.append(onnx.TensorProto(name=e.names[id(p.value)], dims=list(arr.shape),
+                                                       data_type=helper.np_dtype_to_tensor_dtype(arr.dtype)))
+            else:
+                e.initializers.append(numpy_helper.from_array(arr, e.names[id(p.value)]))
     for n in graph.nodes:
         e._current = n
         try:
@@ -150,6 +161,9 @@ def emit_onnx(graph: Graph, opset: int = DEFAULT_OPSET, *, check: bool = True):
     opsets = [helper.make_opsetid(d, v) for d, v in sorted(e.opsets.items())]
     model = helper.make_model(g, opset_imports=opsets, producer_name="graphc",
                               ir_version=_ir_version(opsets))
+    del g
+    for i, arr in deferred:
+        model.graph.initializer[i].raw_data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
     if check:
         check_model(model)
     return model
@@ -164,8 +178,22 @@ def _ir_version(opsets) -> int:
 
 
 def model_nbytes(model) -> int:
-    return sum(len(t.raw_data) for t in model.graph.initializer) + sum(
-        t.ByteSize() for t in model.graph.initializer if not t.raw_data)
+    """Bytes of the model's initializers (from their shapes: reading ``raw_data`` would copy it)."""
+    from onnx import helper
+
+    total = 0
+    for t in model.graph.initializer:
+        if t.HasField("raw_data"):
+            n = 1
+            for d in t.dims:
+                n *= d
+            try:
+                total += n * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+            except (KeyError, ValueError, TypeError):  # packed sub-byte types: count the bytes
+                total += len(t.raw_data)
+        else:
+            total += t.ByteSize()
+    return total
 
 
 def needs_external_data(model) -> bool:

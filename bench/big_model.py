@@ -62,6 +62,29 @@ def generate(path: Path, layers: int, width: int = WIDTH, seed: int = 0) -> None
                     location=path.name + ".data", size_threshold=1024)
 
 
+def generate_single(path: Path, rows: int = 33000, cols: int = 16384, seed: int = 0) -> None:
+    """One Gemm whose weight alone is over 2 GiB (rows x cols fp32), written straight to the
+    data file in slices, so the generator never holds it (or a proto of it) whole."""
+    import onnx
+    from onnx import TensorProto, helper
+    from onnx.external_data_helper import set_external_data
+
+    rng = np.random.default_rng(seed)
+    data = path.with_name(path.name + ".data")
+    with open(data, "wb") as f:
+        for start in range(0, rows, 1024):
+            n = min(1024, rows - start)
+            f.write((rng.standard_normal((n, cols), dtype=np.float32) / np.float32(np.sqrt(cols))).tobytes())
+    w = TensorProto(name="fc.weight", data_type=TensorProto.FLOAT, dims=[rows, cols])
+    w.raw_data = b"\0"  # set_external_data wants the field; the bytes live in the file
+    set_external_data(w, data.name, 0, rows * cols * 4)
+    w.ClearField("raw_data")
+    node = helper.make_node("Gemm", ["x", "fc.weight"], ["y"], name="fc", transB=1)
+    graph = helper.make_graph([node], "big1", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cols])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, rows])], initializer=[w])
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+
+
 def run(cmd: list[str], cwd: Path) -> dict:
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -76,10 +99,11 @@ def compare(source: Path, result: Path) -> float:
     """Max abs difference of the two models' outputs on one random input, in onnxruntime."""
     import onnxruntime as ort
 
-    x = np.random.default_rng(1).standard_normal((1, WIDTH), dtype=np.float32)
-    outs = []
+    outs, x = [], None
     for path in (source, result):
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        if x is None:
+            x = np.random.default_rng(1).standard_normal(sess.get_inputs()[0].shape, dtype=np.float32)
         outs.append(sess.run(None, {sess.get_inputs()[0].name: x})[0])
         del sess
     return float(np.abs(outs[0] - outs[1]).max())
@@ -90,17 +114,19 @@ def main() -> int:
     ap.add_argument("--dir", help="work in this folder and keep the files (default: a temporary folder)")
     ap.add_argument("--layers", type=int, default=LAYERS, help=f"Gemm layers of {WIDTH}x{WIDTH} (default {LAYERS})")
     ap.add_argument("--commands", default="convert,fuse,prune", help="which commands to run (default: all three)")
+    ap.add_argument("--single-tensor", action="store_true",
+                    help="instead: one Gemm whose one weight is over 2 GiB (33000 x 16384 fp32)")
     args = ap.parse_args()
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="graphc-big-"))
     work.mkdir(parents=True, exist_ok=True)
     graphc = [sys.executable, "-m", "graphc"]
     try:
-        src = work / "big.onnx"
+        src = work / ("big1.onnx" if args.single_tensor else "big.onnx")
         t0 = time.perf_counter()
-        want = args.layers * (WIDTH * WIDTH + WIDTH) * 4
-        data = work / "big.onnx.data"
+        want = 33000 * 16384 * 4 if args.single_tensor else args.layers * (WIDTH * WIDTH + WIDTH) * 4
+        data = work / (src.name + ".data")
         if not (data.exists() and want <= data.stat().st_size < want + 4096 * 2 * args.layers):
-            generate(src, args.layers)
+            generate_single(src) if args.single_tensor else generate(src, args.layers)
         size = src.stat().st_size + data.stat().st_size
         print(f"{src.name} + {src.name}.data: {size / 1024 ** 3:.3f} GiB ({size:,} bytes), "
               f"ready in {time.perf_counter() - t0:.1f}s", flush=True)
@@ -123,7 +149,7 @@ def main() -> int:
             print(f"{name:8} {r['rc']:>3} {r['seconds']:7.1f}s {r['peak_gib']:7.2f} GiB  {files}{err}")
             print(f"{'':8}     last line: {r['last'][:160]}", flush=True)
             for f in new:
-                if f != "big.onnx" and not args.dir:
+                if not f.startswith("big") and not args.dir:
                     (work / f).unlink()
     finally:
         if not args.dir:

@@ -16,6 +16,7 @@ from graphc.cli.main import main
 @pytest.fixture
 def small_limit(monkeypatch):
     monkeypatch.setattr(onnx_backend, "_PROTO_LIMIT", 4096)
+    monkeypatch.setattr(onnx_backend, "_DEFER_BYTES", 1024)  # weights set after the model is built
 
 
 @pytest.fixture
