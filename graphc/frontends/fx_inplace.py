@@ -266,7 +266,9 @@ class _Probe(fx.Interpreter):
             if _key(t) in self.state:
                 self.stateful.add(self.current)
             else:  # every read of one constant gets the same copy: they alias, as the constant does
-                t = self.copies.setdefault(target, t.clone())
+                if target not in self.copies:
+                    self.copies[target] = t.clone()
+                t = self.copies[target]
         return t
 
     def call_module(self, target, args, kwargs):
