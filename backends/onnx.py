@@ -31,6 +31,7 @@ from graphc.ir.types import onnx_dtype
 DEFAULT_OPSET = 17
 # Protobuf cannot serialise a message over 2 GB: such models keep weights as external data.
 _PROTO_LIMIT = 2 * 1024 ** 3 - 64 * 1024 ** 2
+_DEFER_BYTES = 64 * 1024 ** 2
 
 
 class Emitter:
@@ -139,9 +140,19 @@ def emit_onnx(graph: Graph, opset: int = DEFAULT_OPSET, *, check: bool = True, s
     from onnx import numpy_helper
 
     used = {id(v) for n in graph.nodes for v in n.inputs} | {id(v) for v in graph.outputs}
+    deferred = []  # (initializer index, array): weights filled in once the model is built
     for p in graph.params.values():
         if id(p.value) in used:
-            e.initializers.append(numpy_helper.from_array(np.asarray(p.data), e.names[id(p.value)]))
+            arr = np.asarray(p.data)
+            if arr.nbytes >= _DEFER_BYTES and arr.dtype.kind in "fiub":
+                # Protobuf copies a message it adds to another by serialising it, which fails
+                # for a tensor over 2 GB: the model is built with the weight's type and shape
+                # only, and its bytes are set on the model's own initializer afterwards.
+                deferred.append((len(e.initializers), arr))
+                e.initializers.append(onnx.TensorProto(name=e.names[id(p.value)], dims=list(arr.shape),
+                                                       data_type=helper.np_dtype_to_tensor_dtype(arr.dtype)))
+            else:
+                e.initializers.append(numpy_helper.from_array(arr, e.names[id(p.value)]))
     for n in graph.nodes:
         e._current = n
         try:
@@ -162,6 +173,9 @@ def emit_onnx(graph: Graph, opset: int = DEFAULT_OPSET, *, check: bool = True, s
     opsets = [helper.make_opsetid(d, v) for d, v in sorted(e.opsets.items())]
     model = helper.make_model(g, opset_imports=opsets, producer_name="graphc",
                               ir_version=_ir_version(opsets))
+    del g
+    for i, arr in deferred:
+        model.graph.initializer[i].raw_data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
     if check:
         check_model(model)
     masks = {e.names[id(p.value)]: p.mask for p in graph.params.values() if p.mask is not None and id(p.value) in used}
@@ -183,50 +197,88 @@ def _ir_version(opsets) -> int:
 
 
 def model_nbytes(model) -> int:
-    return sum(len(t.raw_data) for t in model.graph.initializer) + sum(
-        t.ByteSize() for t in model.graph.initializer if not t.raw_data) + sum(
-        t.ByteSize() for t in model.graph.sparse_initializer)
+    """Bytes of the model's initializers (from their shapes: reading ``raw_data`` would copy it)."""
+    from onnx import helper
+
+    total = 0
+    for t in model.graph.initializer:
+        if t.HasField("raw_data"):
+            n = 1
+            for d in t.dims:
+                n *= d
+            try:
+                total += n * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+            except (KeyError, ValueError, TypeError):  # packed sub-byte types: count the bytes
+                total += len(t.raw_data)
+        else:
+            total += t.ByteSize()
+    return total + sum(t.ByteSize() for t in model.graph.sparse_initializer)
 
 
-def check_model(model) -> None:
-    """onnx.checker with full_check; a model over 2 GB is checked from a temporary file."""
+def needs_external_data(model) -> bool:
+    """Whether ``model`` is too large for one protobuf message (its weights go to a file)."""
+    return model_nbytes(model) >= _PROTO_LIMIT
+
+
+def check_model(model, full: bool = True) -> None:
+    """onnx.checker with full_check (``full``: shape inference too, which a model with sparse
+    initializers cannot pass), on a proto or a file; a proto over 2 GB is checked from a
+    temporary file."""
     import onnx
 
     try:
-        if model_nbytes(model) < _PROTO_LIMIT:
-            onnx.checker.check_model(model, full_check=True)
+        if isinstance(model, (str, os.PathLike)):
+            onnx.checker.check_model(str(model), full_check=full)
+            return
+        if not needs_external_data(model):
+            onnx.checker.check_model(model, full_check=full)
             return
         with tempfile.TemporaryDirectory(prefix="graphc-check-") as d:
             path = os.path.join(d, "model.onnx")
-            onnx.save_model(_copy(model), path, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location="model.onnx.data", size_threshold=1024)
-            onnx.checker.check_model(path, full_check=True)
+            save_external(model, path, "model.onnx.data")
+            onnx.checker.check_model(path, full_check=full)
     except onnx.checker.ValidationError as err:
         raise UnsupportedError(f"emitted ONNX model fails the checker: {_first_line(err)}") from err
     except onnx.shape_inference.InferenceError as err:
         raise UnsupportedError(f"emitted ONNX model fails shape inference: {_first_line(err)}") from err
 
 
-def save_onnx(graph_or_model, path, opset: int = DEFAULT_OPSET, sparse: str = "auto") -> Path:
+def save_onnx(graph_or_model, path, opset: int = DEFAULT_OPSET, sparse: str = "auto", *, verify=None) -> Path:
     """Write a graph (or a ModelProto) to ``path`` atomically; weights go to ``<name>.data``
-    beside it when the model is over 2 GB."""
+    beside it when the model is over 2 GB.
+
+    The model is written once, into a temporary folder beside ``path``; the checker runs on
+    that file (a model over 2 GB cannot be checked in memory), then ``verify(file)`` when
+    given (a numeric check of the exact file to be written); only then are the file and its
+    data moved into place. Any failure leaves nothing behind. A proto emitted here from a
+    graph is consumed by the write (its weights move to the file, not to a copy)."""
     import onnx
 
-    model = graph_or_model if isinstance(graph_or_model, onnx.ModelProto) else emit_onnx(graph_or_model, opset, sparse=sparse)
+    own = not isinstance(graph_or_model, onnx.ModelProto)
+    # A masked graph is checked in full in its dense form inside emit_onnx: onnx's shape
+    # inference cannot type the sparse initializers it then gets.
+    masked = own and any(p.mask is not None for p in graph_or_model.params.values())
+    model = emit_onnx(graph_or_model, opset, check=masked, sparse=sparse) if own else graph_or_model
     path = Path(path)
     if not path.parent.exists():
         raise InputError(f"output directory does not exist: {path.parent}")
-    external = model_nbytes(model) >= _PROTO_LIMIT
+    external = needs_external_data(model)
     tmpdir = tempfile.mkdtemp(prefix=".graphc-", dir=path.parent)
     try:
         tmp = Path(tmpdir) / path.name
+        data_name = path.name + ".data"
         if external:
-            data_name = path.name + ".data"
-            onnx.save_model(_copy(model), str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
-            os.replace(Path(tmpdir) / data_name, path.parent / data_name)
+            save_external(model, tmp, data_name, keep=not own)
         else:
             onnx.save_model(model, str(tmp))
+        sparse_weights = len(model.graph.sparse_initializer) > 0
+        if own:
+            del model
+        check_model(str(tmp), full=not sparse_weights)
+        if verify is not None:
+            verify(tmp)
+        if external:
+            os.replace(Path(tmpdir) / data_name, path.parent / data_name)
         os.replace(tmp, path)
     finally:
         for f in Path(tmpdir).iterdir() if Path(tmpdir).exists() else ():
@@ -236,13 +288,42 @@ def save_onnx(graph_or_model, path, opset: int = DEFAULT_OPSET, sparse: str = "a
     return path
 
 
-def _copy(model):
-    """Saving with external data rewrites the tensors of the proto it is given: save a copy."""
-    import onnx
+def save_external(model, path, data_name: str, threshold: int = 1024, keep: bool = True) -> None:
+    """Write ``model`` to ``path`` with every initializer of ``threshold`` bytes or more in
+    ``data_name`` beside it; ``keep``: leave ``model`` as it was (else its weights are gone).
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    return m
+    ``onnx.save_model(save_as_external_data=True)`` rewrites the proto it is given, so callers
+    used to save a copy: a second copy of every weight, which for a model over 2 GB is the
+    difference between fitting in memory and not. Here each tensor's bytes move to the file
+    one at a time and are put back once the (small) proto is written."""
+    import onnx
+    from onnx import TensorProto
+    from onnx.external_data_helper import set_external_data
+
+    moved = []
+    path = Path(path)
+    try:
+        with open(path.parent / data_name, "wb") as f:
+            for t in model.graph.initializer:
+                if not t.HasField("raw_data"):
+                    continue
+                data = t.raw_data
+                if len(data) < threshold:
+                    continue
+                # Offsets aligned to 4 KiB, as onnx's own writer does, so runtimes can map them.
+                f.write(b"\0" * (-f.tell() % 4096))
+                offset = f.tell()
+                f.write(data)
+                set_external_data(t, data_name, offset, len(data))
+                t.ClearField("raw_data")
+                moved.append((t, data) if keep else None)
+                del data
+        onnx.save_model(model, str(path))
+    finally:
+        for t, data in moved if keep else ():
+            del t.external_data[:]
+            t.data_location = TensorProto.DEFAULT
+            t.raw_data = data
 
 
 def _first_line(e: BaseException) -> str:

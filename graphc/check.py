@@ -93,9 +93,8 @@ def result_runner(graph: Graph, kind: str):
         except ImportError:
             emit_onnx = None
         if emit_onnx is not None:
-            sess = ort_session(emit_onnx(graph))
-            names = [i.name for i in sess.get_inputs()]
-            return (lambda xs: [np.asarray(o) for o in sess.run(None, dict(zip(names, xs)))]), "onnxruntime (emit_onnx)"
+            # Unchecked: the checker runs when the model is written; a session validates it too.
+            return onnx_runner(emit_onnx(graph, check=False), consume=True)
     if kind == "torch":
         try:
             from graphc.backends.torch import emit_torch
@@ -113,6 +112,15 @@ def result_runner(graph: Graph, kind: str):
             return run, "torch (emit_torch)"
     frozen = graph.clone()
     return (lambda xs: to_numpy(execute(frozen, xs))), "IR interpreter"
+
+
+def onnx_runner(model, consume: bool = False):
+    """(callable on numpy inputs, description) running an ``onnx.ModelProto`` or an ONNX file
+    in onnxruntime (``consume``: the proto is the caller's to drop, see ``ort_session``)."""
+    sess = ort_session(model, consume=consume)
+    names = [i.name for i in sess.get_inputs()]
+    desc = "onnxruntime (emit_onnx)" if hasattr(model, "graph") else "onnxruntime (the written file)"
+    return (lambda xs: [np.asarray(o) for o in sess.run(None, dict(zip(names, xs)))]), desc
 
 
 def compare(ref: list[np.ndarray], out: list[np.ndarray], rtol: float = RTOL, atol: float = ATOL):
@@ -142,17 +150,20 @@ def compare(ref: list[np.ndarray], out: list[np.ndarray], rtol: float = RTOL, at
 
 
 def numeric_check(source: Source, graph: Graph, n: int = 3, *, seed: int = 0, enforced: bool = True,
-                  rtol: float = RTOL, atol: float = ATOL, quiet: bool = True, inputs_from: Graph | None = None) -> CheckResult:
+                  rtol: float = RTOL, atol: float = ATOL, quiet: bool = True, inputs_from: Graph | None = None,
+                  runner=None) -> CheckResult:
     """Run ``n`` random inputs (shaped like ``inputs_from`` or ``graph``) through both sides.
 
-    ``enforced``: raise :class:`CheckFailed` when out of tolerance (exact-only pipelines)."""
+    ``enforced``: raise :class:`CheckFailed` when out of tolerance (exact-only pipelines).
+    ``runner``: a (run, description) pair for the result side, when the caller already holds
+    the model it will write (default: ``graph`` on the back-end matching the source)."""
     kind = source.kind if source.kind in ("torch", "onnx") else "ir"
     if kind == "torch" and any(nd.op == "opaque" and nd.attrs.get("source") == "onnx" for nd in graph.nodes):
         kind = "ir"
     check_memory(graph)
     sets = random_inputs(inputs_from or graph, n, seed)
     first = source.run(sets[0]) if sets else None  # a source that cannot run is blamed before the result
-    run, desc = result_runner(graph, kind)
+    run, desc = runner or result_runner(graph, kind)
     max_abs = max_rel = 0.0
     ok = True
     for i, xs in enumerate(progress(sets, total=n, desc="numeric check", quiet=quiet)):
@@ -169,7 +180,8 @@ def check_or_raise(res: CheckResult) -> CheckResult:
     return res
 
 
-__all__ = ["CheckFailed", "numeric_check", "check_or_raise", "random_inputs", "compare", "GraphSource", "RTOL", "ATOL"]
+__all__ = ["CheckFailed", "numeric_check", "check_or_raise", "random_inputs", "compare", "onnx_runner", "GraphSource",
+           "RTOL", "ATOL"]
 
 
 def accuracy(run, data, batch: int, *, quiet: bool = True, desc: str = "accuracy") -> float:

@@ -72,8 +72,10 @@ class TorchSource(Source):
     def run(self, inputs):
         import torch
 
+        # Copies: a module that writes to its input in place must not change the inputs the
+        # other side of a check then reads.
         with torch.no_grad():
-            return to_numpy(self.module(*[torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]))
+            return to_numpy(self.module(*[torch.from_numpy(np.array(x, copy=True)) for x in inputs]))
 
 
 class OnnxSource(Source):
@@ -128,7 +130,12 @@ def _ort_reason(e: BaseException) -> str:
     return text[:300]
 
 
-def ort_session(model):
+def ort_session(model, consume: bool = False):
+    """An onnxruntime session on a path or an ``onnx.ModelProto``; a proto over protobuf's 2 GB
+    limit is written (weights as external data) to a temporary folder and loaded from there
+    (``consume``: the caller drops the proto, so its weights may move to the file uncopied)."""
+    import tempfile
+
     import onnxruntime as ort
 
     # Fatal only: a failing session raises, and graphc words that error itself on one line;
@@ -136,9 +143,19 @@ def ort_session(model):
     ort.set_default_logger_severity(4)
     opts = ort.SessionOptions()
     opts.log_severity_level = 4
-    data = model if isinstance(model, (str, os.PathLike)) else model.SerializeToString()
-    return ort.InferenceSession(str(data) if isinstance(data, os.PathLike) else data, opts,
-                                providers=["CPUExecutionProvider"])
+    # A check runs a few inputs: no second, repacked copy of every weight, no memory arena.
+    opts.add_session_config_entry("session.disable_prepacking", "1")
+    opts.enable_cpu_mem_arena = False
+    if isinstance(model, (str, os.PathLike)):
+        return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    from graphc.backends.onnx import needs_external_data, save_external
+
+    if not needs_external_data(model):
+        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory(prefix="graphc-ort-") as d:
+        path = os.path.join(d, "model.onnx")
+        save_external(model, path, "model.onnx.data", keep=not consume)
+        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
 def parse_shapes(specs) -> list[tuple[int, ...]] | None:

@@ -8,7 +8,9 @@ How it works:
    When symbolic tracing fails, ``torch.export`` is tried; if both fail the error names the
    innermost module being traced.
 2. The traced graph runs once on the example input; every fx node's result is recorded. That
-   gives every tensor its static shape and dtype.
+   gives every tensor its static shape and dtype. In-place writes seen in that run are made
+   pure first, or refused by name (:mod:`graphc.frontends.fx_inplace`): the IR has no
+   mutation, and a write dropped on import would change the model's function.
 3. A node is *dynamic* when it depends on a graph input and its result holds a tensor. Every
    other node is folded: Python results (``x.size(0)``, shape arithmetic) become attributes,
    tensors become params: a model parameter keeps its ``state_dict`` key and kind ``weight``,
@@ -24,6 +26,7 @@ their ``state_dict`` key.
 from __future__ import annotations
 
 import gc
+import operator
 import re
 from collections import OrderedDict
 from typing import Any
@@ -35,7 +38,25 @@ from graphc.errors import InputError, UnsupportedError
 from graphc.ir import Graph, TensorType, Value
 from graphc.ir.ops.opaque import resolve_target
 from graphc.ir.types import dtype_from_torch
-from graphc.frontends import fx_ops
+from graphc.frontends import fx_inplace, fx_ops
+
+
+class _Proxy(fx.Proxy):
+    """An fx Proxy that records ``x += y`` and ``x[i] = v`` as the in-place calls they are on a
+    tensor (plain fx rebinds ``x`` to ``x + y``, which loses the write for every alias of ``x``,
+    and cannot trace setitem at all); :mod:`graphc.frontends.fx_inplace` makes them pure."""
+
+    def __setitem__(self, idx, value):
+        self.tracer.create_proxy("call_function", operator.setitem, (self, idx, value), {})
+
+
+def _inplace_operator(op):
+    return lambda self, other: self.tracer.create_proxy("call_function", op, (self, other), {})
+
+
+for _name in ("iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow", "iand", "ior", "ixor",
+              "ilshift", "irshift", "imatmul"):
+    setattr(_Proxy, f"__{_name}__", _inplace_operator(getattr(operator, _name)))
 
 
 class LayerTracer(fx.Tracer):
@@ -48,6 +69,9 @@ class LayerTracer(fx.Tracer):
         super().__init__()
         self.path_stack: list[tuple[str, str]] = []
         self.failed_in: tuple[str, str] | None = None
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _Proxy(node, self)
 
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
         return fx_ops.is_layer(m)
@@ -79,10 +103,13 @@ class _Traced:
     GraphModule copies them), without the Python code a GraphModule generates and compiles,
     which the import never runs (the recording interpreter walks the graph itself)."""
 
-    def __init__(self, root: torch.nn.Module, graph: fx.Graph):
+    def __init__(self, root: torch.nn.Module, graph: fx.Graph, copy: bool = True):
         from torch.fx.graph_module import _copy_attr
 
         self.graph = graph
+        if not copy:
+            self.module = root
+            return
         self.module = torch.nn.Module()
         self.module.training = root.training
         for node in graph.nodes:
@@ -122,22 +149,6 @@ def _trace(model: torch.nn.Module, example_inputs: tuple):
 def _one_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
     return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
-
-
-class _Recorder(fx.Interpreter):
-    """Runs the traced graph and keeps every node's result."""
-
-    def __init__(self, gm):
-        if isinstance(gm, _Traced):
-            super().__init__(gm.module, graph=gm.graph)
-        else:
-            super().__init__(gm)
-        self.results: dict[fx.Node, Any] = {}
-
-    def run_node(self, n):
-        out = super().run_node(n)
-        self.results[n] = out
-        return out
 
 
 def _has_tensor(x) -> bool:
@@ -211,13 +222,17 @@ def _load_module(model: torch.nn.Module, example_inputs, input_shape, name: str 
     try:
         with torch.no_grad():
             gm = _trace(model, inputs)
-            rec = _Recorder(gm)
+            if not isinstance(gm, _Traced):
+                gm = _Traced(gm, gm.graph, copy=False)
             try:
-                rec.run(*inputs)
+                pure, results = fx_inplace.record(gm.module, gm.graph, inputs, fx_inplace.state_keys(model))
+            except UnsupportedError:
+                raise
             except Exception as e:
                 raise InputError(f"{type(model).__name__} failed on inputs of shape "
                                  f"{[tuple(t.shape) for t in inputs]}: {_one_line(e)}") from e
-            graph = _Converter(model, gm, rec.results, name or type(source).__name__.lower()).convert(inputs)
+            gm = _Traced(gm.module, pure, copy=False)
+            graph = _Converter(model, gm, results, name or type(source).__name__.lower()).convert(inputs)
     finally:
         source.train(was_training)
     if model is not source:
@@ -408,7 +423,7 @@ class _Converter:
     def _alias(self, args, kwargs, res):
         """A call that returned one of its tensor inputs unchanged (stochastic depth at
         inference, ``contiguous``) needs no node."""
-        if not isinstance(res, torch.Tensor) or self.node.target in fx_ops.INPLACE:
+        if not isinstance(res, torch.Tensor):
             return None
         for a, fa in zip(list(args) + list(kwargs.values()), list(self.node.args) + list(self.node.kwargs.values())):
             if isinstance(a, Value) and isinstance(fa, fx.Node) and self.results.get(fa) is res:

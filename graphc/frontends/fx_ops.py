@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from graphc.frontends import fx_inplace
 from graphc.ir import Value
 
 
@@ -568,6 +569,21 @@ def _sdpa(cv, n, args, kwargs):
     return cv.emit("scaled_dot_product_attention", ins, {"scale": vals.get("scale"), "is_causal": bool(vals.get("is_causal", False))})
 
 
+def _where(cv, n, args, kwargs):
+    if len(args) != 3:
+        raise NoRule
+    cond, a, b = args
+    like = a if isinstance(a, Value) else b if isinstance(b, Value) else None
+    return cv.emit("where", [cv.value(cond), cv.value(a, like), cv.value(b, like)])
+
+
+def _masked_fill(cv, n, args, kwargs):
+    x = _x(args, kwargs)
+    mask = args[1] if len(args) > 1 else kwargs["mask"]
+    value = args[2] if len(args) > 2 else kwargs["value"]
+    return cv.emit("where", [cv.value(mask), cv.value(value, x), x])
+
+
 def _einsum(cv, n, args, kwargs):
     eq, ops = args[0], args[1:]
     if len(ops) == 1 and isinstance(ops[0], (list, tuple)):
@@ -576,7 +592,7 @@ def _einsum(cv, n, args, kwargs):
 
 
 _UNARY_FNS = {
-    "relu": [torch.relu, F.relu, torch.relu_, torch.Tensor.relu], "relu6": [F.relu6],
+    "relu": [torch.relu, F.relu, torch.Tensor.relu], "relu6": [F.relu6],
     "sigmoid": [torch.sigmoid, F.sigmoid, torch.Tensor.sigmoid], "tanh": [torch.tanh, F.tanh, torch.Tensor.tanh],
     "silu": [F.silu], "hardswish": [F.hardswish], "hardsigmoid": [F.hardsigmoid], "mish": [F.mish],
     "exp": [torch.exp, torch.Tensor.exp], "sqrt": [torch.sqrt, torch.Tensor.sqrt], "rsqrt": [torch.rsqrt],
@@ -585,10 +601,10 @@ _UNARY_FNS = {
 }
 
 FUNCTION_RULES = {
-    operator.add: _binary("add"), operator.iadd: _binary("add"), torch.add: _binary("add"),
-    operator.sub: _binary("sub"), operator.isub: _binary("sub"), torch.sub: _binary("sub"),
-    operator.mul: _binary("mul"), operator.imul: _binary("mul"), torch.mul: _binary("mul"),
-    operator.truediv: _binary("div"), operator.itruediv: _binary("div"), torch.div: _binary("div"),
+    operator.add: _binary("add"), torch.add: _binary("add"),
+    operator.sub: _binary("sub"), torch.sub: _binary("sub"),
+    operator.mul: _binary("mul"), torch.mul: _binary("mul"),
+    operator.truediv: _binary("div"), torch.div: _binary("div"),
     torch.maximum: _binary("maximum"), torch.minimum: _binary("minimum"), operator.pow: _binary("pow"),
     torch.pow: _binary("pow"), torch.rsub: _rbinary("sub"),
     operator.matmul: _matmul, torch.matmul: _matmul, torch.bmm: _matmul,
@@ -610,7 +626,7 @@ FUNCTION_RULES = {
     F.conv_transpose1d: _conv_transpose_fn(1), F.conv_transpose2d: _conv_transpose_fn(2), F.batch_norm: _batch_norm_fn,
     F.interpolate: _interpolate, F.pad: _pad_fn, torch.roll: _roll,
     F.scaled_dot_product_attention: _sdpa,
-    torch.einsum: _einsum, torch.swapaxes: _transpose, torch.swapdims: _transpose,
+    torch.einsum: _einsum, torch.where: _where, torch.swapaxes: _transpose, torch.swapdims: _transpose,
     torch.channel_shuffle: lambda cv, n, a, k: cv.emit("channel_shuffle", [_x(a, k)], {"groups": int(a[1])}),
     F.pixel_shuffle: lambda cv, n, a, k: cv.emit("pixel_shuffle", [_x(a, k)], {"upscale_factor": int(a[1])}),
 }
@@ -619,15 +635,15 @@ for _op, _fns in _UNARY_FNS.items():
         FUNCTION_RULES[_f] = _fn_unary(_op)
 
 METHOD_RULES = {
-    "add": _binary("add"), "add_": _binary("add"), "sub": _binary("sub"), "mul": _binary("mul"), "mul_": _binary("mul"),
+    "add": _binary("add"), "sub": _binary("sub"), "mul": _binary("mul"),
     "div": _binary("div"), "pow": _binary("pow"), "matmul": _matmul,
     "view": _reshape, "reshape": _reshape, "flatten": _flatten, "expand": _expand, "expand_as": _expand,
     "view_as": _reshape, "reshape_as": _reshape,
     "permute": _permute, "transpose": _transpose, "swapaxes": _transpose, "swapdims": _transpose, "contiguous": _identity,
     "chunk": _split, "split": _split, "squeeze": _squeeze, "unsqueeze": _unsqueeze,
     "mean": _reduce("mean"), "sum": _reduce("sum"), "amax": _reduce("amax"), "softmax": _softmax("softmax"),
-    "to": _cast, "float": _cast, "type_as": _cast, "clamp": _clamp, "clip": _clamp,
-    "relu": _fn_unary("relu"), "relu_": _fn_unary("relu"), "sigmoid": _fn_unary("sigmoid"), "tanh": _fn_unary("tanh"),
+    "masked_fill": _masked_fill, "to": _cast, "float": _cast, "type_as": _cast, "clamp": _clamp, "clip": _clamp,
+    "relu": _fn_unary("relu"), "sigmoid": _fn_unary("sigmoid"), "tanh": _fn_unary("tanh"),
     "exp": _fn_unary("exp"), "sqrt": _fn_unary("sqrt"), "neg": _fn_unary("neg"), "abs": _fn_unary("abs"),
 }
 
@@ -651,9 +667,9 @@ QUALNAME_RULES = {
     ("torchvision.models.swin_transformer", "_get_relative_position_bias"): _swin_relative_position_bias,
 }
 
-# Calls that return their (mutated) first input: never alias them to an unchanged value.
-INPLACE = {operator.iadd, operator.isub, operator.imul, operator.itruediv, torch.relu_, "add_", "mul_", "relu_",
-           "sigmoid_", "clamp_", "hardtanh_", "copy_", "fill_", "zero_", "masked_fill_"}
+# In-place calls never reach these tables: fx_inplace rewrites them into pure calls and the
+# helpers below, and the recorder refuses any write it left.
+FUNCTION_RULES.update(fx_inplace.RULES)
 
 
 def rule_for(node, gm):

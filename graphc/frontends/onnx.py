@@ -360,14 +360,21 @@ class Importer:
         return v
 
     # -- folding and inference ------------------------------------------------------------
-    def _one_node_model(self, node, inputs_as_init: bool, input_types=None):
+    def _one_node_model(self, node, inputs_as_init: bool, input_types=None, init_limit: int | None = None):
+        """A model of ``node`` alone; constants become initializers (only those under
+        ``init_limit`` bytes when given: larger ones become typed inputs)."""
         from onnx import helper, numpy_helper
 
         inits, ins = [], []
         for n in node.input:
             if not n:
                 continue
-            if n in self.consts and (inputs_as_init or n not in self.values):
+            if n in self.consts and init_limit is not None and self.consts[n].nbytes > init_limit:
+                arr = self.consts[n]
+                if not any(i.name == n for i in ins):
+                    ins.append(helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(arr.dtype),
+                                                             list(arr.shape)))
+            elif n in self.consts and (inputs_as_init or n not in self.values):
                 if not any(t.name == n for t in inits):
                     inits.append(numpy_helper.from_array(self.consts[n], n))
             elif n in self.values or (input_types and n in input_types):
@@ -391,7 +398,9 @@ class Importer:
         """Output types of one node by onnx shape inference on its static input types."""
         import onnx
 
-        m = self._one_node_model(node, inputs_as_init=True)
+        # Shape inference reads the values of small constants (shapes, axes) only: a weight goes
+        # in as a typed input, so no one-node model copies it, or exceeds protobuf's 2 GB.
+        m = self._one_node_model(node, inputs_as_init=True, init_limit=1 << 20)
         failure = None
         try:
             inferred = onnx.shape_inference.infer_shapes(m, strict_mode=True, data_prop=True)
