@@ -526,7 +526,7 @@ def prelu(e, node, ins, outs):
 
 
 # -- shapes -------------------------------------------------------------------------------------
-@lowers("reshape", "expand_as_reshape")
+@lowers("reshape")
 def reshape(e, node, ins, outs):
     shape = list(node.attrs["shape"])
     if 0 in shape or shape.count(-1) > 1:

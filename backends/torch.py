@@ -194,21 +194,6 @@ class _Emitter:
         return out
 
 
-def _np(p) -> torch.Tensor:
-    return _tensor(p)
-
-
-def _load(module: nn.Module, **tensors) -> nn.Module:
-    with torch.no_grad():
-        for name, t in tensors.items():
-            *path, last = name.split(".")
-            m = module
-            for s in path:
-                m = getattr(m, s)
-            getattr(m, last).copy_(t)
-    return module
-
-
 def _conv_layer(em: _Emitter, node: Node):
     w = node.params[1]
     a = node.attrs
@@ -331,15 +316,11 @@ def _layer_params(node: Node):
     return node.params[1:]
 
 
-class _Layers(dict):
-    pass
-
-
-LAYERS = _Layers({
+LAYERS = {
     "conv1d": _conv_layer, "conv2d": _conv_layer, "conv3d": _conv_layer,
     "conv_transpose1d": _conv_layer, "conv_transpose2d": _conv_layer,
     "linear": _linear_layer, "batch_norm": _bn_layer, "layer_norm": _ln_layer, "group_norm": _gn_layer,
-})
+}
 
 
 def _layer_dispatch(em: _Emitter, node: Node):
@@ -398,7 +379,6 @@ FUNCTIONS = {
     "softmax": lambda em, a, dim: em.call(torch.softmax, a[0], dim),
     "log_softmax": lambda em, a, dim: em.call(torch.log_softmax, a[0], dim),
     "dropout": lambda em, a, p=0.5: em.call(F.dropout, a[0], p, False),
-    "multi_head_attention": lambda em, a, num_heads, batch_first=False: _mha_functional(em, a, num_heads, batch_first),
     "scaled_dot_product_attention": lambda em, a, scale=None, is_causal=False:
         em.call(F.scaled_dot_product_attention, a[0], a[1], a[2], attn_mask=_b(a[3:]), is_causal=is_causal, scale=scale),
     # elementwise
@@ -485,10 +465,6 @@ def _unsqueeze_chain(em, x, dims):
     for d in sorted(d % rank for d in dims):
         x = em.call(torch.unsqueeze, x, d)
     return x
-
-
-def _mha_functional(em, a, num_heads, batch_first):
-    raise UnsupportedError("multi_head_attention with computed projection weights has no torch emitter")
 
 
 for _op in ("multi_head_attention", "dropout"):

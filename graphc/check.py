@@ -56,29 +56,23 @@ def _np_dtype(dtype: str):
 def result_runner(graph: Graph, kind: str):
     """(callable on numpy inputs, description) running ``graph`` on the back-end matching ``kind``."""
     if kind == "onnx":
-        try:
-            from graphc.backends.onnx import emit_onnx
-        except ImportError:
-            emit_onnx = None
-        if emit_onnx is not None:
-            sess = ort_session(emit_onnx(graph))
-            names = [i.name for i in sess.get_inputs()]
-            return (lambda xs: [np.asarray(o) for o in sess.run(None, dict(zip(names, xs)))]), "onnxruntime (emit_onnx)"
+        from graphc.backends.onnx import emit_onnx
+
+        sess = ort_session(emit_onnx(graph))
+        names = [i.name for i in sess.get_inputs()]
+        return (lambda xs: [np.asarray(o) for o in sess.run(None, dict(zip(names, xs)))]), "onnxruntime (emit_onnx)"
     if kind == "torch":
-        try:
-            from graphc.backends.torch import emit_torch
-        except ImportError:
-            emit_torch = None
-        if emit_torch is not None:
-            import torch
+        import torch
 
-            module = emit_torch(graph).eval()
+        from graphc.backends.torch import emit_torch
 
-            def run(xs):
-                with torch.no_grad():
-                    return to_numpy(module(*[torch.from_numpy(np.ascontiguousarray(x)) for x in xs]))
+        module = emit_torch(graph).eval()
 
-            return run, "torch (emit_torch)"
+        def run(xs):
+            with torch.no_grad():
+                return to_numpy(module(*[torch.from_numpy(np.ascontiguousarray(x)) for x in xs]))
+
+        return run, "torch (emit_torch)"
     frozen = graph.clone()
     return (lambda xs: to_numpy(execute(frozen, xs))), "IR interpreter"
 

@@ -27,15 +27,10 @@ from graphc.report import PassRecord, Report
 
 
 def measure(graph: Graph) -> dict:
-    """Cost totals of the graph (the cost model's when it is importable)."""
-    try:
-        from graphc.backends.cost import totals
-    except ImportError:
-        totals = None
-    if totals is not None:
-        return totals(graph)
-    return {"nodes": len(graph), "params": sum(p.value.type.numel for p in graph.params.values() if p.kind == "weight"),
-            "macs": None}
+    """Cost totals of the graph (the cost model's)."""
+    from graphc.backends.cost import totals
+
+    return totals(graph)
 
 
 def _delta(before: dict, after: dict) -> dict:

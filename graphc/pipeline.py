@@ -33,11 +33,9 @@ def default_check(pipeline: Pipeline, check: int | None) -> int:
 def predicted_latency(graph: Graph) -> float | None:
     """The cost model's predicted onnxruntime latency (ms) when this machine is calibrated
     (``graphc calibrate``); None otherwise, never a calibration run as a side effect."""
-    try:
-        from graphc.backends.calibration import load_calibration
-        from graphc.backends.latency import predict
-    except ImportError:
-        return None
+    from graphc.backends.calibration import load_calibration
+    from graphc.backends.latency import predict
+
     calib = load_calibration()
     return predict(graph, calib).total_ms if calib is not None else None
 

@@ -11,10 +11,13 @@ cached analyses it keeps valid (``preserves``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 from graphc.ir.graph import Graph
+
+_log = logging.getLogger("graphc")
 
 
 @dataclass
@@ -35,7 +38,6 @@ class PassContext:
         self.example_inputs = example_inputs
         self.options = options
         self._analyses: dict[str, Any] = {}
-        self.log: list[str] = []
 
     def analysis(self, name: str, graph: Graph, compute: Callable[[Graph], Any]):
         """Cached analysis result, recomputed after any change that did not preserve it."""
@@ -49,7 +51,8 @@ class PassContext:
                 del self._analyses[k]
 
     def info(self, msg: str) -> None:
-        self.log.append(msg)
+        """A note for whoever watches the run (the ``graphc`` logger; silent unless configured)."""
+        _log.info(msg)
 
 
 class Pass:

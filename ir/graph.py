@@ -351,9 +351,6 @@ class Graph:
             vals.extend(n.outputs)
         return vals
 
-    def position(self, node: Node) -> int:
-        return self._nodes.index(node)
-
     # -- mutation ----------------------------------------------------------------------------
     def erase(self, node: Node) -> None:
         for v in node.outputs:
@@ -377,10 +374,6 @@ class Graph:
         for p in unused:
             self.remove_param(p)
         return len(unused)
-
-    def move_before(self, node: Node, anchor: Node) -> None:
-        self._nodes.remove(node)
-        self._nodes.insert(self._nodes.index(anchor), node)
 
     def toposort(self) -> None:
         """Restore topological order (stable: keeps the current order where it is valid)."""

@@ -36,10 +36,6 @@ def sole_user(v: Value) -> Node | None:
     return uses[0].node
 
 
-def is_float(v: Value) -> bool:
-    return v.dtype in ("f32", "f64", "f16", "bf16")
-
-
 def _as_list(x, nd: int) -> list[int]:
     if isinstance(x, (list, tuple)):
         out = [int(i) for i in x]

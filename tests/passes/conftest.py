@@ -32,28 +32,10 @@ def run_pass(graph, name, **options):
     return res
 
 
-class _Report:
-    def __init__(self, changed, rounds):
-        self.changed, self.rounds = changed, rounds
-
-
 def fuse(graph):
-    """Run the `fuse` preset through the pass manager (or, where the manager is absent, the
-    preset's passes to a fixed point, verifying after each change)."""
-    try:
-        from graphc.pipeline import run_pipeline
-    except ImportError:
-        from graphc.passes.fuse import FUSE_PASSES
+    """Run the `fuse` preset through the pass manager."""
+    from graphc.pipeline import run_pipeline
 
-        changed = False
-        for rounds in range(1, 20):
-            step = False
-            for name in FUSE_PASSES:
-                step |= run_pass(graph, name).changed
-            changed |= step
-            if not step:
-                return _Report(changed, rounds)
-        raise AssertionError("fuse did not reach a fixed point")
     return run_pipeline(graph, "fuse")
 
 
