@@ -1,4 +1,5 @@
-"""IR op -> ONNX lowering table, one function per IR op name.
+"""IR op -> ONNX lowerings: ``@lowers("conv2d", ...)`` attaches a function to those ops'
+definitions (``OpDef.onnx``), as TVM's ``set_attr`` attaches a compute to a registered op.
 
 A lowering gets the :class:`Emitter`, the node, its input tensor names and the names its
 outputs must have, and adds ONNX nodes that write exactly those outputs. Lowerings follow the
@@ -9,13 +10,12 @@ opset they decompose, or raise :class:`NoLowering` and the node goes through tor
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import numpy as np
 
+from graphc.ir.ops import get_op
 from graphc.ir.types import numpy_dtype, onnx_dtype
 
-LOWER: dict[str, Callable] = {}
 _INT64_MAX = 2 ** 63 - 1
 
 
@@ -26,7 +26,10 @@ class NoLowering(Exception):
 def lowers(*ops: str):
     def deco(fn):
         for o in ops:
-            LOWER[o] = fn
+            opdef = get_op(o)
+            if opdef.onnx is not None:
+                raise ValueError(f"op {o!r} has two ONNX lowerings")
+            opdef.onnx = fn
         return fn
 
     return deco
@@ -37,7 +40,7 @@ def lower_node(e, node) -> None:
     outs = [e.name_of(v) for v in node.outputs]
     if node.op == "opaque" and node.attrs.get("source") == "onnx":
         return _opaque_onnx(e, node, ins, outs)
-    fn = LOWER.get(node.op)
+    fn = node.opdef.onnx
     if fn is not None:
         mark = len(e.nodes), len(e.initializers)
         try:

@@ -24,12 +24,10 @@ import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 
 from graphc.errors import UnsupportedError
 from graphc.ir import Graph, Node, Value
 from graphc.ir.ops.opaque import fill_template, resolve_target
-from graphc.ir.types import torch_dtype
 
 
 def run_graph(graph: Graph, inputs) -> list[torch.Tensor]:
@@ -65,6 +63,7 @@ class _Emitter:
         self.env: dict[int, fx.Node] = {}
         self.kinds: dict[str, str] = {}  # path -> "layer" | "attr" | "scope"
         self.param_paths: dict[int, str] = {}
+        self.shapes: dict[fx.Node, tuple[int, ...]] = {}  # static shape of each Value's fx node
 
     # -- module tree ------------------------------------------------------------------------------
     def _free(self, path: str) -> bool:
@@ -130,14 +129,22 @@ class _Emitter:
         path = self._claim(p.source if p.kind != "const" else "", v.name)
         self._place(path, nn.Parameter(t) if p.kind == "weight" and t.is_floating_point() else t, "attr")
         node = self.fg.get_attr(path)
-        self.env[id(v)] = node
-        return node
+        return self._bind(v, node)
 
+    # -- the builder an op's ``torch`` hook writes to (see graphc.ir.ops) ---------------------
     def call(self, fn, *args, **kwargs) -> fx.Node:
         return self.fg.call_function(fn, tuple(args), kwargs)
 
     def method(self, name, *args, **kwargs) -> fx.Node:
         return self.fg.call_method(name, tuple(args), kwargs)
+
+    def shape(self, x: fx.Node) -> tuple[int, ...]:
+        return self.shapes[x]
+
+    def _bind(self, v: Value, x: fx.Node) -> fx.Node:
+        self.env[id(v)] = x
+        self.shapes.setdefault(x, v.shape)
+        return x
 
     # -- the walk ---------------------------------------------------------------------------------
     def emit(self) -> fx.GraphModule:
@@ -147,14 +154,14 @@ class _Emitter:
             while name in taken:
                 name += "_"
             taken.add(name)
-            self.env[id(v)] = self.fg.placeholder(name)
+            self._bind(v, self.fg.placeholder(name))
         for node in self.graph.nodes:
             out = self._node(node)
             if len(node.outputs) == 1:
-                self.env[id(node.output)] = out
+                self._bind(node.output, out)
             else:
                 for i, v in enumerate(node.outputs):
-                    self.env[id(v)] = self.call(operator.getitem, out, i)
+                    self._bind(v, self.call(operator.getitem, out, i))
         outs = [self.val(v) for v in self.graph.outputs]
         self.fg.output(outs[0] if len(outs) == 1 else tuple(outs))
         gm = fx.GraphModule(self.root, self.fg, class_name=_ident(self.graph.name))
@@ -167,12 +174,12 @@ class _Emitter:
             out = rule(self, node)
             if out is not None:
                 return out
-        rule = FUNCTIONS.get(node.op)
-        if rule is None:
-            if node.op == "opaque":
-                return self._opaque(node)
+        if node.op == "opaque":
+            return self._opaque(node)
+        opdef = node.opdef
+        if opdef.torch is None:
             raise UnsupportedError(f"the torch back-end has no rule for op {node.op!r} (node {node.name})")
-        return rule(self, [self.val(v) for v in node.inputs], **node.attrs)
+        return opdef.torch(self, *[self.val(v) for v in node.inputs], **node.attrs)
 
     def _opaque(self, node: Node) -> fx.Node:
         a = node.attrs
@@ -199,15 +206,15 @@ def _conv_layer(em: _Emitter, node: Node):
     a = node.attrs
     nd = int(node.op[-2])
     has_b = len(node.inputs) > 2
-    groups = int(a.get("groups", 1))
+    groups = int(a["groups"])
     if node.op.startswith("conv_transpose"):
         cls = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d}[nd]
-        m = cls(w.data.shape[0], w.data.shape[1] * groups, tuple(w.data.shape[2:]), a.get("stride", 1),
-                a.get("padding", 0), a.get("output_padding", 0), groups, has_b, a.get("dilation", 1), device=_build_on(w))
+        m = cls(w.data.shape[0], w.data.shape[1] * groups, tuple(w.data.shape[2:]), a["stride"],
+                a["padding"], a["output_padding"], groups, has_b, a["dilation"], device=_build_on(w))
     else:
         cls = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[nd]
-        m = cls(w.data.shape[1] * groups, w.data.shape[0], tuple(w.data.shape[2:]), a.get("stride", 1),
-                a.get("padding", 0), a.get("dilation", 1), groups, has_b, device=_build_on(w))
+        m = cls(w.data.shape[1] * groups, w.data.shape[0], tuple(w.data.shape[2:]), a["stride"],
+                a["padding"], a["dilation"], groups, has_b, device=_build_on(w))
     _set(m, node)
     return em.layer(node, m, [em.val(node.input(0))])
 
@@ -248,7 +255,7 @@ def _bn_layer(em, node):
     if cls is None or any(p.kind == "const" and p.data.ndim != 1 for p in node.params[1:]):
         return None
     c = node.params[1].data.shape[0]
-    m = cls(c, eps=node.attrs.get("eps", 1e-5))
+    m = cls(c, eps=node.attrs["eps"])
     _set(m, node, ("weight", "bias"))
     with torch.no_grad():
         m.running_mean.copy_(_tensor(node.params[3]))
@@ -258,7 +265,7 @@ def _bn_layer(em, node):
 
 def _ln_layer(em, node):
     n_wb = len(node.inputs) - 1
-    m = nn.LayerNorm(node.attrs["normalized_shape"], eps=node.attrs.get("eps", 1e-5),
+    m = nn.LayerNorm(node.attrs["normalized_shape"], eps=node.attrs["eps"],
                      elementwise_affine=n_wb > 0, bias=n_wb > 1)
     _set(m, node)
     return em.layer(node, m, [em.val(node.input(0))])
@@ -267,7 +274,7 @@ def _ln_layer(em, node):
 def _gn_layer(em, node):
     if len(node.inputs) not in (1, 3):
         return None
-    m = nn.GroupNorm(node.attrs["num_groups"], node.input(0).shape[1], eps=node.attrs.get("eps", 1e-5),
+    m = nn.GroupNorm(node.attrs["num_groups"], node.input(0).shape[1], eps=node.attrs["eps"],
                      affine=len(node.inputs) == 3)
     _set(m, node)
     return em.layer(node, m, [em.val(node.input(0))])
@@ -280,7 +287,7 @@ def _mha_layer(em, node):
     ps = node.params
     # Built on the meta device (no default initialisation), then given the graph's weights in
     # the module's own dtype; operands of other shapes are copied (broadcast) as before.
-    m = nn.MultiheadAttention(e, node.attrs["num_heads"], batch_first=node.attrs.get("batch_first", False),
+    m = nn.MultiheadAttention(e, node.attrs["num_heads"], batch_first=node.attrs["batch_first"],
                               device="meta")
     slots = [(m, "in_proj_weight", ps[3]), (m, "in_proj_bias", ps[4]), (m.out_proj, "weight", ps[5]),
              (m.out_proj, "bias", ps[6])]
@@ -288,7 +295,7 @@ def _mha_layer(em, node):
         for mod, n, p in slots:
             setattr(mod, n, nn.Parameter(_tensor(p).to(getattr(mod, n).dtype)))
     else:
-        m = nn.MultiheadAttention(e, node.attrs["num_heads"], batch_first=node.attrs.get("batch_first", False))
+        m = nn.MultiheadAttention(e, node.attrs["num_heads"], batch_first=node.attrs["batch_first"])
         with torch.no_grad():
             m.in_proj_weight.copy_(_tensor(ps[3]))
             m.in_proj_bias.copy_(_tensor(ps[4]))
@@ -301,7 +308,7 @@ def _mha_layer(em, node):
 
 def _dropout_layer(em, node):
     path = em._claim(node.name, node.name)
-    em._place(path, nn.Dropout(node.attrs.get("p", 0.5)), "layer")
+    em._place(path, nn.Dropout(node.attrs["p"]), "layer")
     return em.fg.call_module(path, (em.val(node.input(0)),))
 
 
@@ -331,140 +338,6 @@ def _layer_dispatch(em: _Emitter, node: Node):
     if node.op == "dropout":
         return _dropout_layer(em, node)
     return None
-
-
-# -- functional ops ---------------------------------------------------------------------------------
-def _b(rest):
-    return rest[0] if rest else None
-
-
-def _pool(fn, names):
-    def rule(em, a, **attrs):
-        return em.call(fn, a[0], *[attrs[k] if k in attrs else d for k, d in names])
-    return rule
-
-
-def _dtype(short):
-    return torch_dtype(short)
-
-
-FUNCTIONS = {
-    "conv1d": lambda em, a, stride=(1,), padding=(0,), dilation=(1,), groups=1:
-        em.call(F.conv1d, a[0], a[1], _b(a[2:]), stride, padding, dilation, groups),
-    "conv2d": lambda em, a, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1:
-        em.call(F.conv2d, a[0], a[1], _b(a[2:]), stride, padding, dilation, groups),
-    "conv3d": lambda em, a, stride=(1, 1, 1), padding=(0, 0, 0), dilation=(1, 1, 1), groups=1:
-        em.call(F.conv3d, a[0], a[1], _b(a[2:]), stride, padding, dilation, groups),
-    "conv_transpose1d": lambda em, a, stride=(1,), padding=(0,), output_padding=(0,), dilation=(1,), groups=1:
-        em.call(F.conv_transpose1d, a[0], a[1], _b(a[2:]), stride, padding, output_padding, groups, dilation),
-    "conv_transpose2d": lambda em, a, stride=(1, 1), padding=(0, 0), output_padding=(0, 0), dilation=(1, 1), groups=1:
-        em.call(F.conv_transpose2d, a[0], a[1], _b(a[2:]), stride, padding, output_padding, groups, dilation),
-    "linear": lambda em, a: em.call(F.linear, a[0], a[1], _b(a[2:])),
-    "matmul": lambda em, a: em.call(torch.matmul, a[0], a[1]),
-    "batch_norm": lambda em, a, eps=1e-5: em.call(F.batch_norm, a[0], a[3], a[4], a[1], a[2], False, 0.0, eps),
-    "layer_norm": lambda em, a, normalized_shape, eps=1e-5:
-        em.call(F.layer_norm, a[0], list(normalized_shape), _b(a[1:2]), _b(a[2:3]), eps),
-    "group_norm": lambda em, a, num_groups, eps=1e-5: em.call(F.group_norm, a[0], num_groups, _b(a[1:2]), _b(a[2:3]), eps),
-    "instance_norm": lambda em, a, eps=1e-5: em.call(F.instance_norm, a[0], weight=_b(a[1:2]), bias=_b(a[2:3]), eps=eps),
-    "lrn": lambda em, a, size, alpha=1e-4, beta=0.75, k=1.0: em.call(F.local_response_norm, a[0], size, alpha, beta, k),
-    "max_pool1d": _pool(F.max_pool1d, [("kernel_size", None), ("stride", None), ("padding", 0), ("dilation", 1), ("ceil_mode", False)]),
-    "max_pool2d": _pool(F.max_pool2d, [("kernel_size", None), ("stride", None), ("padding", 0), ("dilation", 1), ("ceil_mode", False)]),
-    "avg_pool1d": _pool(F.avg_pool1d, [("kernel_size", None), ("stride", None), ("padding", 0), ("ceil_mode", False),
-                                       ("count_include_pad", True)]),
-    "avg_pool2d": _pool(F.avg_pool2d, [("kernel_size", None), ("stride", None), ("padding", 0), ("ceil_mode", False),
-                                       ("count_include_pad", True), ("divisor_override", None)]),
-    "adaptive_avg_pool1d": lambda em, a, output_size: em.call(F.adaptive_avg_pool1d, a[0], output_size),
-    "adaptive_avg_pool2d": lambda em, a, output_size: em.call(F.adaptive_avg_pool2d, a[0], output_size),
-    "adaptive_max_pool2d": lambda em, a, output_size: em.call(F.adaptive_max_pool2d, a[0], output_size),
-    "softmax": lambda em, a, dim: em.call(torch.softmax, a[0], dim),
-    "log_softmax": lambda em, a, dim: em.call(torch.log_softmax, a[0], dim),
-    "dropout": lambda em, a, p=0.5: em.call(F.dropout, a[0], p, False),
-    "scaled_dot_product_attention": lambda em, a, scale=None, is_causal=False:
-        em.call(F.scaled_dot_product_attention, a[0], a[1], a[2], attn_mask=_b(a[3:]), is_causal=is_causal, scale=scale),
-    # elementwise
-    "relu": lambda em, a: em.call(torch.relu, a[0]),
-    "relu6": lambda em, a: em.call(F.relu6, a[0]),
-    "sigmoid": lambda em, a: em.call(torch.sigmoid, a[0]),
-    "tanh": lambda em, a: em.call(torch.tanh, a[0]),
-    "silu": lambda em, a: em.call(F.silu, a[0]),
-    "hardswish": lambda em, a: em.call(F.hardswish, a[0]),
-    "hardsigmoid": lambda em, a: em.call(F.hardsigmoid, a[0]),
-    "mish": lambda em, a: em.call(F.mish, a[0]),
-    "selu": lambda em, a: em.call(F.selu, a[0]),
-    "gelu": lambda em, a, approximate="none": em.call(F.gelu, a[0], approximate=approximate),
-    "leaky_relu": lambda em, a, negative_slope=0.01: em.call(F.leaky_relu, a[0], negative_slope),
-    "elu": lambda em, a, alpha=1.0: em.call(F.elu, a[0], alpha),
-    "celu": lambda em, a, alpha=1.0: em.call(F.celu, a[0], alpha),
-    "softplus": lambda em, a, beta=1.0, threshold=20.0: em.call(F.softplus, a[0], beta, threshold),
-    "hardtanh": lambda em, a, min_val=-1.0, max_val=1.0: em.call(F.hardtanh, a[0], min_val, max_val),
-    "clamp": lambda em, a, min=None, max=None: em.call(torch.clamp, a[0], min, max),
-    "cast": lambda em, a, dtype: em.method("to", a[0], _dtype(dtype)),
-    "identity": lambda em, a: a[0],
-    "where": lambda em, a: em.call(torch.where, a[0], a[1], a[2]),
-    "prelu": lambda em, a: em.call(torch.where, em.call(operator.ge, a[0], 0), a[0], em.call(operator.mul, a[0], a[1])),
-    "einsum": lambda em, a, equation: em.call(torch.einsum, equation, *a),
-    "sum_n": lambda em, a: _sum_chain(em, a),
-    "floor_divide": lambda em, a: em.call(torch.div, a[0], a[1], rounding_mode="floor"),
-    "mod": lambda em, a: em.call(torch.remainder, a[0], a[1]),
-    # shape
-    "reshape": lambda em, a, shape: em.call(torch.reshape, a[0], tuple(shape)),
-    "flatten": lambda em, a, start_dim=1, end_dim=-1: em.call(torch.flatten, a[0], start_dim, end_dim),
-    "permute": lambda em, a, dims: em.call(torch.permute, a[0], tuple(dims)),
-    "squeeze": lambda em, a, dims: em.call(torch.squeeze, a[0], tuple(dims)),
-    "unsqueeze": lambda em, a, dims: _unsqueeze_chain(em, a[0], dims),
-    "expand": lambda em, a, shape: em.method("expand", a[0], *shape),
-    "tile": lambda em, a, repeats: em.method("repeat", a[0], *repeats),
-    "concat": lambda em, a, dim: em.call(torch.cat, list(a), dim),
-    "split": lambda em, a, dim, sizes: em.call(torch.split, a[0], list(sizes), dim),
-    "slice": lambda em, a, dim, start, end, step=1:
-        em.call(operator.getitem, a[0], tuple([slice(None)] * dim + [slice(start, end, step)])),
-    "select": lambda em, a, dim, index: em.call(torch.select, a[0], dim, index),
-    "index_select": lambda em, a, dim: em.call(torch.index_select, a[0], dim, a[1]),
-    "gather": lambda em, a, dim: em.call(torch.gather, a[0], dim, a[1]),
-    "roll": lambda em, a, shifts, dims: em.call(torch.roll, a[0], shifts, dims),
-    "pad": lambda em, a, pad, mode="constant", value=0.0:
-        em.call(F.pad, a[0], list(pad), mode, value if mode == "constant" else None),
-    "pixel_shuffle": lambda em, a, upscale_factor: em.call(F.pixel_shuffle, a[0], upscale_factor),
-    "channel_shuffle": lambda em, a, groups: em.call(torch.channel_shuffle, a[0], groups),
-    "interpolate": lambda em, a, size=None, scale_factor=None, mode="nearest", align_corners=None:
-        em.call(F.interpolate, a[0], size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners),
-    "mean": lambda em, a, dims, keepdim=False: em.call(torch.mean, a[0], list(dims), keepdim),
-    "sum": lambda em, a, dims, keepdim=False: em.call(torch.sum, a[0], list(dims), keepdim),
-    "amax": lambda em, a, dims, keepdim=False: em.call(torch.amax, a[0], list(dims), keepdim),
-    "amin": lambda em, a, dims, keepdim=False: em.call(torch.amin, a[0], list(dims), keepdim),
-    "prod": lambda em, a, dim, keepdim=False: em.call(torch.prod, a[0], dim, keepdim),
-    "var": lambda em, a, dims, keepdim=False, correction=1: em.call(torch.var, a[0], list(dims), keepdim=keepdim,
-                                                                     correction=correction),
-    "argmax": lambda em, a, dim, keepdim=False: em.call(torch.argmax, a[0], dim, keepdim),
-    "norm": lambda em, a, dims, p=2.0, keepdim=False: em.call(torch.linalg.vector_norm, a[0], p, list(dims), keepdim),
-}
-
-_UNARY_TORCH = {"exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt, "rsqrt": torch.rsqrt, "neg": torch.neg,
-                "abs": torch.abs, "erf": torch.erf, "reciprocal": torch.reciprocal, "floor": torch.floor,
-                "ceil": torch.ceil, "round": torch.round, "sign": torch.sign, "sin": torch.sin, "cos": torch.cos,
-                "not": torch.logical_not}
-_BINARY_TORCH = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": torch.div, "pow": torch.pow,
-                 "maximum": torch.maximum, "minimum": torch.minimum, "eq": torch.eq, "lt": torch.lt, "gt": torch.gt,
-                 "le": torch.le, "ge": torch.ge, "and": torch.logical_and, "or": torch.logical_or}
-for _n, _f in _UNARY_TORCH.items():
-    FUNCTIONS[_n] = (lambda f: lambda em, a: em.call(f, a[0]))(_f)
-for _n, _f in _BINARY_TORCH.items():
-    FUNCTIONS[_n] = (lambda f: lambda em, a: em.call(f, a[0], a[1]))(_f)
-
-
-def _sum_chain(em, a):
-    out = a[0]
-    for x in a[1:]:
-        out = em.call(operator.add, out, x)
-    return out
-
-
-def _unsqueeze_chain(em, x, dims):
-    # dims are positions in the output: inserting them in increasing order keeps each valid
-    rank = len(em.cur.input(0).shape) + len(dims)
-    for d in sorted(d % rank for d in dims):
-        x = em.call(torch.unsqueeze, x, d)
-    return x
 
 
 for _op in ("multi_head_attention", "dropout"):

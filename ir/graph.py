@@ -301,7 +301,11 @@ class Graph:
         Without ``before``/``after`` the node is appended, which keeps topological order
         when inputs already exist. Output value names default to the node name.
         """
-        node = Node(self, op, self.unique_node_name(name or op), dict(attrs or {}))
+        from graphc.ir.ops import _OPS
+
+        opdef = _OPS.get(op)
+        node = Node(self, op, self.unique_node_name(name or op),
+                    opdef.canonical(attrs or {}) if opdef is not None else dict(attrs or {}))
         node.set_inputs(list(inputs))
         if out_types is None:
             try:

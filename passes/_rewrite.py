@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from graphc.ir.graph import Graph, Node, Value
+from graphc.ir.ops import ops_with
 
-CONV_OPS = ("conv1d", "conv2d", "conv3d")
+CONV_OPS = tuple(sorted(ops_with("conv")))
 
 
 # -- queries -----------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def cast(types, attrs):
     return [TensorType(types[0].shape, attrs["dtype"])]
 
 
-def _binary(out_dtype=None, ints=False):
+def binary(out_dtype=None, ints=False):
     def rule(types, attrs):
         if len(types) != 2:
             return None
@@ -337,39 +337,3 @@ def mean(types, attrs):
     out = tuple(1 if i in ds else n for i, n in enumerate(x)) if keep else tuple(n for i, n in enumerate(x) if i not in ds)
     return [TensorType(out, types[0].dtype)]
 
-
-RULES = {
-    **{n: same_float for n in ("relu", "relu6", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "mish",
-                               "leaky_relu", "elu")},
-    "gelu": gelu,
-    "identity": same_any,
-    "dropout": same_any,
-    "cast": cast,
-    **{n: _binary(ints=True) for n in ("add", "sub", "mul", "maximum", "minimum")},
-    "div": _binary(),
-    **{n: _binary(out_dtype="bool") for n in ("eq", "lt", "gt", "le", "ge")},
-    "sum_n": sum_n,
-    "where": where,
-    "conv1d": conv(1),
-    "conv2d": conv(2),
-    "conv3d": conv(3),
-    "linear": linear,
-    "batch_norm": batch_norm,
-    "layer_norm": layer_norm,
-    "group_norm": group_norm,
-    "max_pool1d": pool(1, True),
-    "max_pool2d": pool(2, True),
-    "avg_pool1d": pool(1, False),
-    "avg_pool2d": pool(2, False),
-    "adaptive_avg_pool1d": adaptive_pool(1),
-    "adaptive_avg_pool2d": adaptive_pool(2),
-    "adaptive_max_pool2d": adaptive_pool(2),
-    "softmax": softmax,
-    "log_softmax": softmax,
-    "reshape": reshape,
-    "flatten": flatten,
-    "permute": permute,
-    "concat": concat,
-    "split": split,
-    "mean": mean,
-}

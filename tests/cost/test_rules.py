@@ -32,11 +32,6 @@ def counter_flops(node):
     return fc.get_total_flops()
 
 
-def test_every_op_in_the_table_has_a_cost_rule():
-    assert cost_rules.check_complete() == []
-    assert all(callable(o.cost) for o in all_ops().values())
-
-
 MAC_CASES = [
     ("conv2d", [(1, 3, 16, 16), (8, 3, 3, 3)], {"padding": [1, 1]}),
     ("conv2d", [(2, 8, 15, 15), (16, 8, 3, 3), (16,)], {"stride": [2, 2], "padding": [1, 1]}),

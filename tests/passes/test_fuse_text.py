@@ -147,7 +147,7 @@ CASES = {
         """graph @t(%x: f32[1,4,8,8]) {
   %w: f32[6,4,1,1] = weight "conv.weight"
   %c: f32[1,6,8,8] = conv2d(%x, %w) {stride=[1,1], padding=[0,0], dilation=[1,1], groups=1}  # conv
-  %p: f32[1,6,4,4] = avg_pool2d(%c) {kernel_size=[3,3], stride=[2,2], padding=[1,1]}  # pool
+  %p: f32[1,6,4,4] = avg_pool2d(%c) {kernel_size=[3,3], stride=[2,2], padding=[1,1], ceil_mode=false, count_include_pad=true, divisor_override=null}  # pool
   return %p
 }
 """,
