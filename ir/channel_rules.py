@@ -116,7 +116,7 @@ def keep_axes(node, t: Ties, axes, shift: dict | None = None) -> None:
 def conv(node, t: Ties) -> None:
     ins, outs = _shapes(node)
     x, w = ins[0], ins[1]
-    g = int(node.attrs.get("groups", 1))
+    g = int(node.attrs["groups"])
     cin, o = x[1], w[0]
     t.tie((IN, 0, 0), (OUT, 0, 0))
     t.tie((IN, 1, 0), (OUT, 0, 1))
@@ -138,13 +138,13 @@ def conv(node, t: Ties) -> None:
 
 
 def conv_resize(node, old_in, new_in, new_out) -> None:
-    g = int(node.attrs.get("groups", 1))
+    g = int(node.attrs["groups"])
     if g > 1:
         node.attrs["groups"] = new_in[0][1] // new_in[1][1]
 
 
 def conv_transpose(node, t: Ties) -> None:
-    if int(node.attrs.get("groups", 1)) != 1:
+    if int(node.attrs["groups"]) != 1:
         frozen("grouped transposed conv")(node, t)
         return
     t.tie((IN, 0, 0), (OUT, 0, 0))
@@ -237,7 +237,7 @@ def reduction(node, t: Ties) -> None:
     dims = node.attrs.get("dims", node.attrs.get("dim"))
     dims = [dims] if isinstance(dims, int) else list(dims if dims is not None else range(r))
     dims = {d % r for d in dims} if r else set()
-    keepdim = bool(node.attrs.get("keepdim", False))
+    keepdim = bool(node.attrs["keepdim"])
     shift, k = {}, 0
     for a in range(r):
         if a in dims:
@@ -438,7 +438,7 @@ def _along(attr: str, why: str, full_ok=None):
 def _full_slice(node, a) -> bool:
     n = node.inputs[0].shape[a]
     end = node.attrs["end"]
-    return node.attrs["start"] in (0, None) and (end is None or end >= n) and node.attrs.get("step", 1) == 1
+    return node.attrs["start"] in (0, None) and (end is None or end >= n) and node.attrs["step"] == 1
 
 
 def pad(node, t: Ties) -> None:

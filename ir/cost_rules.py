@@ -74,7 +74,7 @@ def conv_rule(ins, outs, attrs) -> OpCost:
     w, y = ins[1], outs[0]
     macs = y.numel * _prod(w.shape[1:])
     bias = y.numel if len(ins) > 2 else 0
-    groups = int(attrs.get("groups", 1))
+    groups = int(attrs["groups"])
     depthwise = groups > 1 and w.shape[1] == 1
     return _cost(ins, outs, macs, 2 * macs + bias, "dwconv" if depthwise else "conv")
 
@@ -130,7 +130,7 @@ def sdpa_rule(ins, outs, attrs) -> OpCost:
 
 def mha_rule(ins, outs, attrs) -> OpCost:
     q, k = ins[0], ins[1]
-    batch_first = bool(attrs.get("batch_first", False))
+    batch_first = bool(attrs["batch_first"])
     if batch_first:
         n, lq, e = q.shape
         lk = k.shape[1]
@@ -172,18 +172,18 @@ def norm_rule(ins, outs, attrs) -> OpCost:
 
 
 def lrn_rule(ins, outs, attrs) -> OpCost:
-    size = int(attrs.get("size", 5))
+    size = int(attrs["size"])
     return _cost(ins, outs, 0, (size + 3) * ins[0].numel)
 
 
 def pool_rule(ins, outs, attrs) -> OpCost:
-    k = attrs.get("kernel_size", 1)
+    k = attrs["kernel_size"]
     k = [k] if isinstance(k, int) else k
     return _cost(ins, outs, 0, _prod(k) * _out_numel(outs), "reduce")
 
 
 def interpolate_rule(ins, outs, attrs) -> OpCost:
-    mode = attrs.get("mode", "nearest")
+    mode = attrs["mode"]
     if mode in ("nearest", "nearest-exact"):
         return _cost(ins, outs, 0, 0, "movement")
     # a weighted sum of 2^d neighbours per output element (4 for bilinear, 16 for bicubic)

@@ -391,7 +391,8 @@ def _layer_norm_fn(cv, n, args, kwargs):
     if w is None and b is not None:
         raise NoRule
     ins = [_x(args, kwargs)] + [cv.value(t) for t in (w, b) if t is not None]
-    return cv.emit("layer_norm", ins, {"normalized_shape": list(vals["normalized_shape"]), "eps": float(vals.get("eps", 1e-5))})
+    eps = {"eps": float(vals["eps"])} if "eps" in vals else {}
+    return cv.emit("layer_norm", ins, {"normalized_shape": list(vals["normalized_shape"]), **eps})
 
 
 def _linear_fn(cv, n, args, kwargs):
@@ -449,7 +450,7 @@ def _batch_norm_fn(cv, n, args, kwargs):
     w = cv.value(vals["weight"]) if vals.get("weight") is not None else cv.param(torch.ones(c), name=f"{cv.node_name}.weight")
     b = cv.value(vals["bias"]) if vals.get("bias") is not None else cv.param(torch.zeros(c), name=f"{cv.node_name}.bias")
     return cv.emit("batch_norm", [x, w, b, cv.value(vals["running_mean"]), cv.value(vals["running_var"])],
-                   {"eps": float(vals.get("eps", 1e-5))})
+                   {"eps": float(vals["eps"])} if "eps" in vals else {})
 
 
 def _matmul(cv, n, args, kwargs):
