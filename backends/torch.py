@@ -11,7 +11,8 @@
 - The generated code calls only torch (and, for opaque nodes, the model's own libraries): it
   saves with ``torch.save`` and loads in a process without graphc.
 
-``run_graph`` is the reference interpreter: each node runs its op's ``OpDef.torch``.
+Each op's call comes from its ``OpDef.torch`` hook, run here on torch.fx nodes; the reference
+interpreter (:func:`graphc.ir.interpret.run_graph`) runs the same hook eagerly.
 """
 from __future__ import annotations
 
@@ -27,23 +28,8 @@ import torch.nn as nn
 
 from graphc.errors import UnsupportedError
 from graphc.ir import Graph, Node, Value
+from graphc.ir.interpret import run_graph  # noqa: F401  (the reference interpreter, re-exported)
 from graphc.ir.ops.opaque import fill_template, resolve_target
-
-
-def run_graph(graph: Graph, inputs) -> list[torch.Tensor]:
-    """Run ``graph`` node by node with the op table's torch semantics; returns the outputs."""
-    if isinstance(inputs, torch.Tensor):
-        inputs = [inputs]
-    env = {id(v): x for v, x in zip(graph.inputs, inputs)}
-    for p in graph.params.values():
-        env[id(p.value)] = torch.from_numpy(np.array(p.data))
-    with torch.no_grad():
-        for n in graph.nodes:
-            out = n.opdef.run([env[id(v)] for v in n.inputs], n.attrs)
-            outs = out if isinstance(out, (tuple, list)) else (out,)
-            for v, t in zip(n.outputs, outs):
-                env[id(v)] = t
-    return [env[id(v)] for v in graph.outputs]
 
 
 def _tensor(p) -> torch.Tensor:

@@ -104,7 +104,7 @@ class Param:
     constant). Parameter counts include only ``weight``.
     """
 
-    __slots__ = ("value", "data", "source", "kind")
+    __slots__ = ("value", "data", "source", "kind", "_view")
 
     def __init__(self, value: Value, data: np.ndarray, source: str, kind: str):
         if kind not in PARAM_KINDS:
@@ -113,6 +113,19 @@ class Param:
         self.data = data
         self.source = source
         self.kind = kind
+        self._view = None
+
+    def tensor(self):
+        """The array as a torch tensor sharing its memory, made once per array: the weights
+        have one representation (numpy) and torch code reads it without a copy. Read it,
+        never write it."""
+        view = self._view
+        if view is None or view[0] is not self.data:
+            import torch
+
+            arr = self.data if self.data.flags.writeable else self.data.copy()
+            view = self._view = (self.data, torch.from_numpy(arr))
+        return view[1]
 
     @property
     def name(self) -> str:

@@ -59,7 +59,7 @@ class FoldConstants(Pass):
                 continue
             try:
                 with torch.no_grad():
-                    out = node.opdef.run([torch.from_numpy(np.array(v.param.data)) for v in node.inputs], node.attrs)
+                    out = node.opdef.run([v.param.tensor() for v in node.inputs], node.attrs)
             except Exception as e:  # an op that cannot run on these constants stays as it is
                 refused[node.name] = f"evaluation failed: {type(e).__name__}"
                 continue

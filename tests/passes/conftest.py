@@ -6,22 +6,14 @@ import pytest
 import torch
 
 from graphc.ir import Graph, TensorType
+from graphc.ir.interpret import run_graph
 from graphc.registry import PassContext, all_passes
 
 RTOL, ATOL = 1e-4, 1e-5
 
 
 def execute(graph, *xs):
-    env = {id(v): x for v, x in zip(graph.inputs, xs)}
-    for p in graph.params.values():
-        env[id(p.value)] = torch.from_numpy(np.array(p.data))
-    with torch.no_grad():
-        for n in graph.nodes:
-            out = n.opdef.run([env[id(v)] for v in n.inputs], n.attrs)
-            outs = out if isinstance(out, (tuple, list)) else (out,)
-            for v, t in zip(n.outputs, outs):
-                env[id(v)] = t
-    return [env[id(v)] for v in graph.outputs]
+    return run_graph(graph, list(xs))
 
 
 def run_pass(graph, name, **options):
