@@ -363,7 +363,7 @@ def identity(e, node, ins, outs):
 _UNARY = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "exp": "Exp", "log": "Log", "sqrt": "Sqrt",
           "neg": "Neg", "abs": "Abs", "erf": "Erf", "reciprocal": "Reciprocal", "floor": "Floor",
           "ceil": "Ceil", "round": "Round", "sign": "Sign", "sin": "Sin", "cos": "Cos", "not": "Not",
-          "hardswish": "HardSwish", "selu": "Selu"}
+          "hardswish": "HardSwish", "selu": "Selu", "softsign": "Softsign"}
 
 
 @lowers(*_UNARY)

@@ -117,5 +117,5 @@ CASES = [
 
 # Unary maps on any input, and on positive inputs only (their domain).
 UNARY = ["relu", "relu6", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "mish", "selu", "exp", "neg",
-         "abs", "erf", "floor", "ceil", "round", "sign", "sin", "cos", "identity"]
+         "abs", "erf", "floor", "ceil", "round", "sign", "sin", "cos", "identity", "softsign"]
 POSITIVE = ["sqrt", "rsqrt", "log", "reciprocal"]

@@ -152,7 +152,7 @@ def _mha_ok(m):
 _ACT = {
     nn.ReLU: _unary("relu"), nn.ReLU6: _unary("relu6"), nn.Sigmoid: _unary("sigmoid"), nn.Tanh: _unary("tanh"),
     nn.SiLU: _unary("silu"), nn.Hardswish: _unary("hardswish"), nn.Hardsigmoid: _unary("hardsigmoid"),
-    nn.Mish: _unary("mish"), nn.SELU: _unary("selu"), nn.GELU: _unary("gelu", approximate="approximate"),
+    nn.Mish: _unary("mish"), nn.SELU: _unary("selu"), nn.Softsign: _unary("softsign"), nn.GELU: _unary("gelu", approximate="approximate"),
     nn.LeakyReLU: _unary("leaky_relu", negative_slope=lambda m: float(m.negative_slope)),
     nn.ELU: _unary("elu", alpha=lambda m: float(m.alpha)), nn.CELU: _unary("celu", alpha=lambda m: float(m.alpha)),
     nn.Softplus: _unary("softplus", beta=lambda m: float(m.beta), threshold=lambda m: float(m.threshold)),
@@ -580,6 +580,7 @@ _UNARY_FNS = {
     "relu": [torch.relu, F.relu, torch.relu_, torch.Tensor.relu], "relu6": [F.relu6],
     "sigmoid": [torch.sigmoid, F.sigmoid, torch.Tensor.sigmoid], "tanh": [torch.tanh, F.tanh, torch.Tensor.tanh],
     "silu": [F.silu], "hardswish": [F.hardswish], "hardsigmoid": [F.hardsigmoid], "mish": [F.mish],
+    "softsign": [F.softsign],
     "exp": [torch.exp, torch.Tensor.exp], "sqrt": [torch.sqrt, torch.Tensor.sqrt], "rsqrt": [torch.rsqrt],
     "neg": [operator.neg, torch.neg, torch.Tensor.neg], "abs": [torch.abs, torch.Tensor.abs], "erf": [torch.erf],
     "log": [torch.log, torch.Tensor.log],

@@ -409,7 +409,7 @@ def lrn(cx):
 _UNARY = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Log": "log", "Sqrt": "sqrt",
           "Neg": "neg", "Abs": "abs", "Erf": "erf", "Reciprocal": "reciprocal", "Floor": "floor",
           "Ceil": "ceil", "Round": "round", "Sign": "sign", "Sin": "sin", "Cos": "cos", "Not": "not",
-          "HardSwish": "hardswish", "Mish": "mish"}
+          "HardSwish": "hardswish", "Mish": "mish", "Softsign": "softsign"}
 
 
 @handles(*_UNARY)
