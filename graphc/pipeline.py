@@ -46,8 +46,7 @@ def add_predicted_latency(report: Report, before: float | None, graph: Graph) ->
 
 
 def optimize(model, passes="fuse", *, example_inputs=None, input_shape=None, data=None, check: int | None = None,
-             seed: int = 0, quiet: bool = True, dump_ir=None, ctx: PassContext | None = None, evaluate: bool = True,
-             **options):
+             seed: int = 0, quiet: bool = True, dump_ir=None, ctx: PassContext | None = None, evaluate: bool = True):
     """Load ``model`` (a module with ``example_inputs``, an ONNX path or model, a model spec, or
     a Graph), run ``passes`` on it and return ``(graph, report)``.
 
@@ -65,7 +64,7 @@ def optimize(model, passes="fuse", *, example_inputs=None, input_shape=None, dat
         graph = graph.clone()
     torch.manual_seed(seed)
     if ctx is None:
-        ctx = PassContext(data=data, seed=seed, quiet=quiet, example_inputs=example_inputs, **options)
+        ctx = PassContext(data=data, seed=seed, quiet=quiet, example_inputs=example_inputs)
     predicted = predicted_latency(graph)
     report = PassManager(pipeline, dump_dir=dump_ir).run(graph, ctx)
     add_predicted_latency(report, predicted, graph)

@@ -27,16 +27,14 @@ class PassResult:
 
 
 class PassContext:
-    """What a pass may need beyond the graph: options shared across passes, data for
-    training passes, a cache of analyses (invalidated by the manager after a change), an RNG
-    seed, and a progress flag."""
+    """What a pass may need beyond the graph: data for training passes, a cache of analyses
+    (invalidated by the manager after a change), an RNG seed, and a progress flag."""
 
-    def __init__(self, *, data=None, seed: int = 0, quiet: bool = False, example_inputs=None, **options):
+    def __init__(self, *, data=None, seed: int = 0, quiet: bool = False, example_inputs=None):
         self.data = data
         self.seed = seed
         self.quiet = quiet
         self.example_inputs = example_inputs
-        self.options = options
         self._analyses: dict[str, Any] = {}
 
     def analysis(self, name: str, graph: Graph, compute: Callable[[Graph], Any]):

@@ -193,15 +193,6 @@ class Node:
         for i, v in enumerate(self._inputs):
             v._uses.append(Use(self, i))
 
-    def set_params(self, *arrays) -> None:
-        """Replace the arrays of this node's param inputs, in input order (None keeps one)."""
-        params = [v.param for v in self._inputs if v.param is not None]
-        if len(arrays) > len(params):
-            raise IRError(f"{self.name}: {len(arrays)} arrays for {len(params)} params")
-        for p, a in zip(params, arrays):
-            if a is not None:
-                p.set_data(a)
-
     def infer_types(self) -> list[TensorType]:
         return self.opdef.infer_node(self)
 
