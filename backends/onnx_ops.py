@@ -326,6 +326,27 @@ def instance_norm(e, node, ins, outs):
     e.op1("InstanceNormalization", [ins[0], s, b], outs[0], epsilon=float(node.attrs["eps"]))
 
 
+@lowers("group_norm")
+def group_norm(e, node, ins, outs):
+    # InstanceNormalization of x seen as [N, groups, rest] normalises each group of channels as a
+    # whole, at every opset (GroupNormalization's scale changed meaning between opsets 18 and 21)
+    x = node.inputs[0]
+    g = int(node.attrs["num_groups"])
+    dt = numpy_dtype(x.dtype)
+    grouped = e.op1("Reshape", [ins[0], e.i64([0, g, -1], "groups")])
+    normed = e.op1("InstanceNormalization", [grouped, e.const(np.ones(g, dt), "ones"), e.const(np.zeros(g, dt), "zeros")],
+                   epsilon=float(node.attrs["eps"]))
+    shape = e.i64(list(x.shape), "shape")
+    if len(ins) == 1:
+        e.op1("Reshape", [normed, shape], outs[0])
+        return
+    y = e.op1("Reshape", [normed, shape])
+    per_channel = e.i64([x.shape[1]] + [1] * (len(x.shape) - 2), "per_channel")
+    y = e.op1("Mul", [y, e.op1("Reshape", [ins[1], per_channel])], outs[0] if len(ins) == 2 else None)
+    if len(ins) == 3:
+        e.op1("Add", [y, e.op1("Reshape", [ins[2], per_channel])], outs[0])
+
+
 @lowers("layer_norm")
 def layer_norm(e, node, ins, outs):
     if e.opset < 17:

@@ -34,6 +34,7 @@ CASES = [
     ("layer_norm", [(2, 5, 6)], {"normalized_shape": [5, 6]}, []),
     ("group_norm", [(1, 6, 3, 3)], {"num_groups": 3}, [W(6), W(6)]),
     ("group_norm", [(2, 4, 5)], {"num_groups": 2, "eps": 1e-3}, []),
+    ("group_norm", [(2, 6)], {"num_groups": 3}, [W(6)]),
     ("instance_norm", [(1, 3, 4, 4)], {}, [W(3), W(3)]),
     ("lrn", [(1, 7, 3, 3)], {"size": 5, "alpha": 1e-3, "beta": 0.7, "k": 2.0}, []),
     ("max_pool2d", [(1, 2, 9, 9)], {"kernel_size": [3, 3], "stride": [2, 2], "padding": [1, 1], "ceil_mode": True}, []),

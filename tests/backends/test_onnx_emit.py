@@ -218,3 +218,10 @@ def test_external_data_through_save_and_the_cli(tmp_path, monkeypatch):
         np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x})[0], ref, rtol=RTOL, atol=ATOL)
         back = graphc.load(str(path))
         np.testing.assert_array_equal(back.params["layer.p0"].data, g.params["layer.p0"].data)
+
+
+@pytest.mark.parametrize("n_affine", [0, 1, 2])
+def test_group_norm_has_its_own_lowering(n_affine):
+    g = one("group_norm", [(2, 6, 3, 3)], {"num_groups": 3, "eps": 1e-3}, [W(6), W(6)][:n_affine])
+    model = check(g)
+    assert {n.op_type for n in model.graph.node} <= {"Reshape", "InstanceNormalization", "Mul", "Add"}
