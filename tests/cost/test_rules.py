@@ -6,9 +6,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from graphc.ir import Graph, TensorType
-from graphc.ir import cost_rules
 from graphc.ir.cost_rules import node_cost
-from graphc.ir.ops import all_ops
 
 
 def single_node(op, shapes, attrs, param_from=1):
