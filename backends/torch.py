@@ -1,7 +1,7 @@
 """PyTorch back-end: a graphc Graph becomes a ``torch.fx.GraphModule`` of standard layers.
 
-- Weighted layer ops (conv, linear, batch/layer/group norm, attention) and dropout become
-  ``torch.nn`` modules whose paths come from the source model's parameter names
+- Weighted layer ops (conv, linear, batch/layer/group norm, attention) and dropout become the
+  ``torch.nn`` modules their ``OpDef.module`` hook builds, at paths come from the source model's parameter names
   (``layer1.0.conv1``), so the emitted module's ``state_dict`` reads like the source's and it can
   be trained again (BN, dropout behave normally after ``.train()``).
 - Every other op becomes a call of a torch function or tensor method; params read by such ops
@@ -11,8 +11,8 @@
 - The generated code calls only torch (and, for opaque nodes, the model's own libraries): it
   saves with ``torch.save`` and loads in a process without graphc.
 
-Each op's call comes from its ``OpDef.torch`` hook, run here on torch.fx nodes; the reference
-interpreter (:func:`graphc.ir.interpret.run_graph`) runs the same hook eagerly.
+Every other op's calls come from its ``OpDef.torch`` hook, run here on torch.fx nodes; the
+reference interpreter (:func:`graphc.ir.interpret.run_graph`) runs the same hook eagerly.
 """
 from __future__ import annotations
 
@@ -154,15 +154,13 @@ class _Emitter:
         return gm.eval()
 
     def _node(self, node: Node) -> fx.Node:
-        self.cur = node
-        rule = LAYERS.get(node.op)
-        if rule is not None and node.params[0] is None and all(p is not None for p in _layer_params(node)):
-            out = rule(self, node)
-            if out is not None:
-                return out
+        opdef = node.opdef
+        layer = opdef.module(node) if opdef.module is not None else None
+        if layer is not None:
+            out = self.layer(node, layer.module, [self.val(node.input(i)) for i in range(layer.inputs)], layer.kwargs)
+            return out if layer.output is None else self.call(operator.getitem, out, layer.output)
         if node.op == "opaque":
             return self._opaque(node)
-        opdef = node.opdef
         if opdef.torch is None:
             raise UnsupportedError(f"the torch back-end has no rule for op {node.op!r} (node {node.name})")
         return opdef.torch(self, *[self.val(v) for v in node.inputs], **node.attrs)
@@ -185,149 +183,6 @@ class _Emitter:
             # module (torch.load does) keeps the call instead of running it on proxies.
             out.meta["is_wrapped"] = True
         return out
-
-
-def _conv_layer(em: _Emitter, node: Node):
-    w = node.params[1]
-    a = node.attrs
-    nd = int(node.op[-2])
-    has_b = len(node.inputs) > 2
-    groups = int(a["groups"])
-    if node.op.startswith("conv_transpose"):
-        cls = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d}[nd]
-        m = cls(w.data.shape[0], w.data.shape[1] * groups, tuple(w.data.shape[2:]), a["stride"],
-                a["padding"], a["output_padding"], groups, has_b, a["dilation"], device=_build_on(w))
-    else:
-        cls = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[nd]
-        m = cls(w.data.shape[1] * groups, w.data.shape[0], tuple(w.data.shape[2:]), a["stride"],
-                a["padding"], a["dilation"], groups, has_b, device=_build_on(w))
-    _set(m, node)
-    return em.layer(node, m, [em.val(node.input(0))])
-
-
-def _build_on(weight) -> str:
-    """Where to build a layer before it gets the graph's weights: a large one on the meta device
-    (its default initialisation, which the weights overwrite, costs in proportion to its size); a
-    small one on the CPU, where that initialisation costs less than the meta device's fixed
-    overhead."""
-    return "meta" if weight.data.size >= 16384 else "cpu"
-
-
-def _set(m: nn.Module, node: Node, names=("weight", "bias")):
-    """Give ``m`` the node's params. A layer built on the meta device (no storage, no default
-    initialisation to overwrite) gets every param it has this way."""
-    with torch.no_grad():
-        for name, p in zip(names, node.params[1:]):
-            t = _tensor(p)
-            cur = getattr(m, name)
-            if cur is None or cur.is_meta or tuple(cur.shape) != tuple(t.shape) or cur.dtype != t.dtype:
-                setattr(m, name, nn.Parameter(t, requires_grad=t.is_floating_point()))
-            else:
-                cur.copy_(t)
-
-
-def _linear_layer(em, node):
-    w = node.params[1]
-    if w.data.ndim != 2:
-        return None
-    m = nn.Linear(w.data.shape[1], w.data.shape[0], bias=len(node.inputs) > 2, device=_build_on(w))
-    _set(m, node)
-    return em.layer(node, m, [em.val(node.input(0))])
-
-
-def _bn_layer(em, node):
-    rank = len(node.input(0).shape)
-    cls = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}.get(rank)
-    if cls is None or any(p.kind == "const" and p.data.ndim != 1 for p in node.params[1:]):
-        return None
-    c = node.params[1].data.shape[0]
-    m = cls(c, eps=node.attrs["eps"])
-    _set(m, node, ("weight", "bias"))
-    with torch.no_grad():
-        m.running_mean.copy_(_tensor(node.params[3]))
-        m.running_var.copy_(_tensor(node.params[4]))
-    return em.layer(node, m, [em.val(node.input(0))])
-
-
-def _ln_layer(em, node):
-    n_wb = len(node.inputs) - 1
-    m = nn.LayerNorm(node.attrs["normalized_shape"], eps=node.attrs["eps"],
-                     elementwise_affine=n_wb > 0, bias=n_wb > 1)
-    _set(m, node)
-    return em.layer(node, m, [em.val(node.input(0))])
-
-
-def _gn_layer(em, node):
-    if len(node.inputs) not in (1, 3):
-        return None
-    m = nn.GroupNorm(node.attrs["num_groups"], node.input(0).shape[1], eps=node.attrs["eps"],
-                     affine=len(node.inputs) == 3)
-    _set(m, node)
-    return em.layer(node, m, [em.val(node.input(0))])
-
-
-def _mha_layer(em, node):
-    if any(p is None for p in node.params[3:]) or node.params[0] is not None:
-        return None
-    e = node.input(0).shape[-1]
-    ps = node.params
-    # Built on the meta device (no default initialisation), then given the graph's weights in
-    # the module's own dtype; operands of other shapes are copied (broadcast) as before.
-    m = nn.MultiheadAttention(e, node.attrs["num_heads"], batch_first=node.attrs["batch_first"],
-                              device="meta")
-    slots = [(m, "in_proj_weight", ps[3]), (m, "in_proj_bias", ps[4]), (m.out_proj, "weight", ps[5]),
-             (m.out_proj, "bias", ps[6])]
-    if all(tuple(getattr(mod, n).shape) == tuple(p.data.shape) for mod, n, p in slots):
-        for mod, n, p in slots:
-            setattr(mod, n, nn.Parameter(_tensor(p).to(getattr(mod, n).dtype)))
-    else:
-        m = nn.MultiheadAttention(e, node.attrs["num_heads"], batch_first=node.attrs["batch_first"])
-        with torch.no_grad():
-            m.in_proj_weight.copy_(_tensor(ps[3]))
-            m.in_proj_bias.copy_(_tensor(ps[4]))
-            m.out_proj.weight.copy_(_tensor(ps[5]))
-            m.out_proj.bias.copy_(_tensor(ps[6]))
-    q, k, v = (em.val(node.input(i)) for i in range(3))
-    out = em.layer(node, m, [q, k, v], {"need_weights": False})
-    return em.call(operator.getitem, out, 0)
-
-
-def _dropout_layer(em, node):
-    path = em._claim(node.name, node.name)
-    em._place(path, nn.Dropout(node.attrs["p"]), "layer")
-    return em.fg.call_module(path, (em.val(node.input(0)),))
-
-
-def _mha_params_ok(node):
-    return all(p is not None for p in node.params[3:])
-
-
-def _layer_params(node: Node):
-    """The operands a layer module owns: everything after the data input(s)."""
-    if node.op == "multi_head_attention":
-        return node.params[3:]
-    return node.params[1:]
-
-
-LAYERS = {
-    "conv1d": _conv_layer, "conv2d": _conv_layer, "conv3d": _conv_layer,
-    "conv_transpose1d": _conv_layer, "conv_transpose2d": _conv_layer,
-    "linear": _linear_layer, "batch_norm": _bn_layer, "layer_norm": _ln_layer, "group_norm": _gn_layer,
-}
-
-
-def _layer_dispatch(em: _Emitter, node: Node):
-    if node.op == "multi_head_attention":
-        if node.params[0] is None and _mha_params_ok(node):
-            return _mha_layer(em, node)
-        return None
-    if node.op == "dropout":
-        return _dropout_layer(em, node)
-    return None
-
-
-for _op in ("multi_head_attention", "dropout"):
-    LAYERS[_op] = _layer_dispatch
 
 
 def emit_torch(graph: Graph) -> fx.GraphModule:

@@ -15,6 +15,9 @@ An op is defined once, with :func:`defop`, in the module of its family (``nn.py`
   runs it eagerly; the torch back-end runs it on torch.fx nodes, so the emitted module calls
   the same torch functions and nothing of graphc. Shape inference runs it on meta tensors
   unless ``shape`` answers.
+- ``module``: optional ``f(node) -> Layer | None``: the ``torch.nn`` layer the torch back-end
+  emits for a node whose weights are params, so the emitted module's ``state_dict`` reads like
+  the source's and it trains again; None (or no hook) emits the ``torch`` hook's calls.
 - ``shape``: optional closed-form type rule ``f(types, attrs) -> list[TensorType] | None``
   (:mod:`graphc.ir.ops.rules`); ``infer`` replaces shape inference altogether (opaque).
 - ``channels``: how channel axes flow through the op (:mod:`graphc.ir.channel_rules`).
@@ -61,6 +64,18 @@ TRAITS: dict[str, str] = {
 }
 
 REQUIRED = object()
+
+
+@dataclass
+class Layer:
+    """What an op's ``module`` hook gives the torch back-end: a ``torch.nn`` module holding the
+    node's params, called on the node's first ``inputs`` operands with ``kwargs``; ``output``
+    picks one element of a tuple result."""
+
+    module: Any
+    inputs: int = 1
+    kwargs: dict = field(default_factory=dict)
+    output: int | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +147,7 @@ class OpDef:
     channels: Any = None
     cost: Any = None
     onnx: Callable | None = None
+    module: Callable[[Any], Layer | None] | None = None
     num_outputs: int | Callable[[dict], int] = 1
     doc: str = ""
     # opaque keeps whatever attributes its source had

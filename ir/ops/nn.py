@@ -9,17 +9,128 @@ from __future__ import annotations
 
 import operator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from graphc.ir import channel_rules as ch
 from graphc.ir import cost_rules as co
-from graphc.ir.ops import Attr, defop
+from graphc.ir.ops import Attr, Layer, defop
 from graphc.ir.ops import rules as sh
 
 
 def _opt(xs, i):
     return xs[i] if len(xs) > i else None
+
+
+# -- torch modules: what the torch back-end emits for a layer whose weights are params ----------
+def _owns(node, first: int) -> bool:
+    """The node's data operands are computed and every operand from ``first`` on is a param."""
+    ps = node.params
+    return all(p is None for p in ps[:first]) and all(p is not None for p in ps[first:])
+
+
+def _tensor(p) -> torch.Tensor:
+    # the module owns its weights (it can be trained again): a copy, not Param.tensor()'s view
+    return torch.from_numpy(np.array(p.data, copy=True))
+
+
+def _build_on(weight) -> str:
+    """Where to build a layer before it gets the graph's weights: a large one on the meta device
+    (its default initialisation, which the weights overwrite, costs in proportion to its size); a
+    small one on the CPU, where that initialisation costs less than the meta device's fixed
+    overhead."""
+    return "meta" if weight.data.size >= 16384 else "cpu"
+
+
+def _set(m: nn.Module, node, names=("weight", "bias")) -> nn.Module:
+    """Give ``m`` the node's params. A layer built on the meta device (no storage, no default
+    initialisation to overwrite) gets every param it has this way."""
+    with torch.no_grad():
+        for name, p in zip(names, node.params[1:]):
+            t = _tensor(p)
+            cur = getattr(m, name)
+            if cur is None or cur.is_meta or tuple(cur.shape) != tuple(t.shape) or cur.dtype != t.dtype:
+                setattr(m, name, nn.Parameter(t, requires_grad=t.is_floating_point()))
+            else:
+                cur.copy_(t)
+    return m
+
+
+def _conv_module(node):
+    if not _owns(node, 1):
+        return None
+    w, a = node.params[1], node.attrs
+    nd = int(node.op[-2])
+    has_b = len(node.inputs) > 2
+    groups = int(a["groups"])
+    if node.op.startswith("conv_transpose"):
+        cls = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d}[nd]
+        m = cls(w.data.shape[0], w.data.shape[1] * groups, tuple(w.data.shape[2:]), a["stride"],
+                a["padding"], a["output_padding"], groups, has_b, a["dilation"], device=_build_on(w))
+    else:
+        cls = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[nd]
+        m = cls(w.data.shape[1] * groups, w.data.shape[0], tuple(w.data.shape[2:]), a["stride"],
+                a["padding"], a["dilation"], groups, has_b, device=_build_on(w))
+    return Layer(_set(m, node))
+
+
+def _linear_module(node):
+    w = node.params[1]
+    if not _owns(node, 1) or w.data.ndim != 2:
+        return None
+    return Layer(_set(nn.Linear(w.data.shape[1], w.data.shape[0], bias=len(node.inputs) > 2, device=_build_on(w)), node))
+
+
+def _bn_module(node):
+    rank = len(node.input(0).shape)
+    cls = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}.get(rank)
+    if not _owns(node, 1) or cls is None or any(p.kind == "const" and p.data.ndim != 1 for p in node.params[1:]):
+        return None
+    m = _set(cls(node.params[1].data.shape[0], eps=node.attrs["eps"]), node, ("weight", "bias"))
+    with torch.no_grad():
+        m.running_mean.copy_(_tensor(node.params[3]))
+        m.running_var.copy_(_tensor(node.params[4]))
+    return Layer(m)
+
+
+def _ln_module(node):
+    if not _owns(node, 1):
+        return None
+    n_wb = len(node.inputs) - 1
+    return Layer(_set(nn.LayerNorm(node.attrs["normalized_shape"], eps=node.attrs["eps"],
+                                   elementwise_affine=n_wb > 0, bias=n_wb > 1), node))
+
+
+def _gn_module(node):
+    if not _owns(node, 1) or len(node.inputs) not in (1, 3):
+        return None
+    return Layer(_set(nn.GroupNorm(node.attrs["num_groups"], node.input(0).shape[1], eps=node.attrs["eps"],
+                                   affine=len(node.inputs) == 3), node))
+
+
+def _mha_module(node):
+    ps = node.params
+    if ps[0] is not None or any(p is None for p in ps[3:]):
+        return None
+    e = node.input(0).shape[-1]
+    # Built on the meta device (no default initialisation), then given the graph's weights in
+    # the module's own dtype; operands of other shapes are copied (broadcast) as before.
+    m = nn.MultiheadAttention(e, node.attrs["num_heads"], batch_first=node.attrs["batch_first"], device="meta")
+    slots = [(m, "in_proj_weight", ps[3]), (m, "in_proj_bias", ps[4]), (m.out_proj, "weight", ps[5]),
+             (m.out_proj, "bias", ps[6])]
+    if all(tuple(getattr(mod, n).shape) == tuple(p.data.shape) for mod, n, p in slots):
+        for mod, n, p in slots:
+            setattr(mod, n, nn.Parameter(_tensor(p).to(getattr(mod, n).dtype)))
+    else:
+        m = nn.MultiheadAttention(e, node.attrs["num_heads"], batch_first=node.attrs["batch_first"])
+        with torch.no_grad():
+            m.in_proj_weight.copy_(_tensor(ps[3]))
+            m.in_proj_bias.copy_(_tensor(ps[4]))
+            m.out_proj.weight.copy_(_tensor(ps[5]))
+            m.out_proj.bias.copy_(_tensor(ps[6]))
+    return Layer(m, inputs=3, kwargs={"need_weights": False}, output=0)
 
 
 def _spatial(nd: int, **extra) -> dict:
@@ -33,7 +144,7 @@ for _nd, _fn in ((1, F.conv1d), (2, F.conv2d), (3, F.conv3d)):
     defop(f"conv{_nd}d", (lambda f: lambda t, x, w, *b, stride, padding, dilation, groups:
                           t.call(f, x, w, _opt(b, 0), stride, padding, dilation, groups))(_fn),
           operands=("x", "weight", "bias?"), attrs=_spatial(_nd),
-          traits=("conv", "weight"), shape=sh.conv(_nd), channels=ch.CONV, cost=co.conv_rule,
+          traits=("conv", "weight"), shape=sh.conv(_nd), channels=ch.CONV, cost=co.conv_rule, module=_conv_module,
           doc=f"{_nd}-d convolution, grouped and depthwise included (``groups``): "
               "y[n,o,...] = sum_{c,k} w[o,c,k] x[n,c,...*s+k*d-p] + b[o].")
 
@@ -43,12 +154,13 @@ for _nd, _fn in ((1, F.conv_transpose1d), (2, F.conv_transpose2d)):
            t.call(f, x, w, _opt(b, 0), stride, padding, output_padding, groups, dilation))(_fn),
           operands=("x", "weight", "bias?"), attrs=_spatial(_nd, output_padding=Attr("ints", [0] * _nd)),
           traits=("conv_transpose", "weight"), channels=ch.CONV_TRANSPOSE, cost=co.conv_transpose_rule,
+          module=_conv_module,
           doc=f"{_nd}-d transposed convolution; weight is [in, out/groups, k...].")
 
 # -- dense ------------------------------------------------------------------------------------
 defop("linear", lambda t, x, w, *b: t.call(F.linear, x, w, _opt(b, 0)),
       operands=("x", "weight", "bias?"), traits=("linear", "weight"),
-      shape=sh.linear, channels=ch.LINEAR, cost=co.linear_rule,
+      shape=sh.linear, channels=ch.LINEAR, cost=co.linear_rule, module=_linear_module,
       doc="y = x @ w.T + b over the last axis (w is [out, in], as in torch).")
 defop("matmul", lambda t, a, b: t.call(torch.matmul, a, b), operands=("a", "b"),
       traits=("matmul", "weight"), channels=ch.MATMUL, cost=co.matmul_rule,
@@ -64,15 +176,16 @@ _EPS = {"eps": Attr("float", 1e-5)}
 defop("batch_norm", lambda t, x, w, b, mean, var, *, eps: t.call(F.batch_norm, x, mean, var, w, b, False, 0.0, eps),
       operands=("x", "weight", "bias", "mean", "var"), attrs=_EPS,
       traits=("norm", "scale", "fusable"), shape=sh.batch_norm, channels=ch.BATCH_NORM, cost=co.per_output(2),
+      module=_bn_module,
       doc="Inference batch norm over axis 1: (x - mean) / sqrt(var + eps) * weight + bias.")
 defop("layer_norm", lambda t, x, *wb, normalized_shape, eps:
       t.call(F.layer_norm, x, list(normalized_shape), _opt(wb, 0), _opt(wb, 1), eps),
       operands=("x", "weight?", "bias?"), attrs={"normalized_shape": Attr("ints"), **_EPS},
-      traits=("norm", "scale"), shape=sh.layer_norm, channels=ch.LAYER_NORM, cost=co.norm_rule,
+      traits=("norm", "scale"), shape=sh.layer_norm, channels=ch.LAYER_NORM, cost=co.norm_rule, module=_ln_module,
       doc="Layer norm over the trailing ``normalized_shape`` axes; weight and bias optional.")
 defop("group_norm", lambda t, x, *wb, num_groups, eps: t.call(F.group_norm, x, num_groups, _opt(wb, 0), _opt(wb, 1), eps),
       operands=("x", "weight?", "bias?"), attrs={"num_groups": Attr("int"), **_EPS},
-      traits=("norm", "scale"), shape=sh.group_norm, channels=ch.GROUP_NORM, cost=co.norm_rule,
+      traits=("norm", "scale"), shape=sh.group_norm, channels=ch.GROUP_NORM, cost=co.norm_rule, module=_gn_module,
       doc="Group norm over axis 1 split into ``num_groups``; weight and bias optional.")
 defop("instance_norm", lambda t, x, *wb, eps: t.call(F.instance_norm, x, weight=_opt(wb, 0), bias=_opt(wb, 1), eps=eps),
       operands=("x", "weight?", "bias?"), attrs=_EPS,
@@ -119,6 +232,7 @@ defop("log_softmax", lambda t, x, *, dim: t.call(torch.log_softmax, x, dim), att
       shape=sh.softmax, channels=ch.SAME, cost=co.per_output(5), doc="Log-softmax along ``dim``.")
 defop("dropout", lambda t, x, *, p: x, attrs={"p": Attr("float", 0.5)},
       traits=("identity_at_inference", "view", "keeps_zero"), shape=sh.same_any, channels=ch.SAME, cost=co.view_rule,
+      module=lambda node: Layer(nn.Dropout(node.attrs["p"])),
       doc="Dropout at inference: the identity.")
 
 
@@ -135,7 +249,7 @@ def _mha(t, q, k, v, in_w, in_b, out_w, out_b, *, num_heads, batch_first):
 defop("multi_head_attention", _mha,
       operands=("q", "k", "v", "in_proj_weight", "in_proj_bias", "out_proj_weight", "out_proj_bias"),
       attrs={"num_heads": Attr("int"), "batch_first": Attr("bool", False)}, traits=("attention",),
-      channels=ch.MULTI_HEAD_ATTENTION, cost=co.mha_rule,
+      channels=ch.MULTI_HEAD_ATTENTION, cost=co.mha_rule, module=_mha_module,
       doc="torch.nn.MultiheadAttention self/cross attention (need_weights=False): returns the attention "
           "output only. Projections are packed: in_proj_weight is [3E, E].")
 defop("scaled_dot_product_attention", lambda t, q, k, v, *mask, scale, is_causal:

@@ -60,6 +60,7 @@ def test_every_op_is_fully_declared():
         assert isinstance(op.channels, ChannelRule), f"{name}: no channel rule"
         assert callable(op.cost), f"{name}: no cost rule"
         assert op.shape is None or callable(op.shape)
+        assert op.module is None or callable(op.module)
         assert set(op.traits) <= set(TRAITS)
         assert op.operands and all(o.isidentifier() for o in (o.strip("*+?") for o in op.operands)), name
         for k, a in op.attrs.items():
