@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from graphc.ir import cost_rules
 from graphc.ir.cost_rules import OpCost, node_cost
 
 __all__ = ["NodeRow", "per_node", "totals", "peak_memory", "compare", "format_count",
@@ -162,6 +161,3 @@ def format_bytes(n: float) -> str:
             return f"{n / scale:.2f} {unit}"
     return f"{n:.0f} B"
 
-
-# Rules for ops registered after graphc.ir.cost_rules was first imported.
-cost_rules.install()

@@ -31,6 +31,7 @@ import numpy as np
 from graphc.backends.calibration import Calibration, calibrate, load_calibration
 from graphc.backends.cost import per_node
 from graphc.errors import InputError
+from graphc.ir.ops import ops_with
 
 __all__ = ["CLOCKS", "clock_fn", "Timing", "measure_onnx", "measure_torch", "profile_onnx", "predict", "Prediction", "fusion_heads",
            "attribute_to_heads",
@@ -239,8 +240,7 @@ def _name_resolver(model):
 
 # -- prediction ---------------------------------------------------------------------------------
 # Ops onnxruntime folds into a preceding conv/GEMM (BN folding, activation fusion).
-_FUSABLE = {"batch_norm", "relu", "relu6", "clamp", "hardtanh", "leaky_relu", "sigmoid", "silu",
-            "hardswish", "hardsigmoid", "tanh", "gelu", "add"}
+_FUSABLE = ops_with("fusable")
 _PRODUCERS = {"conv", "dwconv", "gemm"}
 
 

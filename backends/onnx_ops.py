@@ -1,4 +1,5 @@
-"""IR op -> ONNX lowering table, one function per IR op name.
+"""IR op -> ONNX lowerings: ``@lowers("conv2d", ...)`` attaches a function to those ops'
+definitions (``OpDef.onnx``), as TVM's ``set_attr`` attaches a compute to a registered op.
 
 A lowering gets the :class:`Emitter`, the node, its input tensor names and the names its
 outputs must have, and adds ONNX nodes that write exactly those outputs. Lowerings follow the
@@ -9,13 +10,12 @@ opset they decompose, or raise :class:`NoLowering` and the node goes through tor
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import numpy as np
 
+from graphc.ir.ops import get_op
 from graphc.ir.types import numpy_dtype, onnx_dtype
 
-LOWER: dict[str, Callable] = {}
 _INT64_MAX = 2 ** 63 - 1
 
 
@@ -26,7 +26,10 @@ class NoLowering(Exception):
 def lowers(*ops: str):
     def deco(fn):
         for o in ops:
-            LOWER[o] = fn
+            opdef = get_op(o)
+            if opdef.onnx is not None:
+                raise ValueError(f"op {o!r} has two ONNX lowerings")
+            opdef.onnx = fn
         return fn
 
     return deco
@@ -37,7 +40,7 @@ def lower_node(e, node) -> None:
     outs = [e.name_of(v) for v in node.outputs]
     if node.op == "opaque" and node.attrs.get("source") == "onnx":
         return _opaque_onnx(e, node, ins, outs)
-    fn = LOWER.get(node.op)
+    fn = node.opdef.onnx
     if fn is not None:
         mark = len(e.nodes), len(e.initializers)
         try:
@@ -199,28 +202,28 @@ def _convert_opaque(e, node, onnx_node, in_names, src: int):
 def conv(e, node, ins, outs):
     k = len(node.inputs[1].shape) - 2
     a = node.attrs
-    pads = _list(a.get("padding", 0), k)
+    pads = _list(a["padding"], k)
     if isinstance(a.get("padding"), str):
         raise NoLowering
-    e.op1("Conv", ins, outs[0], kernel_shape=list(node.inputs[1].shape[2:]), strides=_list(a.get("stride", 1), k),
-          pads=pads + pads, dilations=_list(a.get("dilation", 1), k), group=int(a.get("groups", 1)))
+    e.op1("Conv", ins, outs[0], kernel_shape=list(node.inputs[1].shape[2:]), strides=_list(a["stride"], k),
+          pads=pads + pads, dilations=_list(a["dilation"], k), group=int(a["groups"]))
 
 
 @lowers("conv_transpose1d", "conv_transpose2d")
 def conv_transpose(e, node, ins, outs):
     k = len(node.inputs[1].shape) - 2
     a = node.attrs
-    pads = _list(a.get("padding", 0), k)
+    pads = _list(a["padding"], k)
     e.op1("ConvTranspose", ins, outs[0], kernel_shape=list(node.inputs[1].shape[2:]),
-          strides=_list(a.get("stride", 1), k), pads=pads + pads, dilations=_list(a.get("dilation", 1), k),
-          output_padding=_list(a.get("output_padding", 0), k), group=int(a.get("groups", 1)))
+          strides=_list(a["stride"], k), pads=pads + pads, dilations=_list(a["dilation"], k),
+          output_padding=_list(a["output_padding"], k), group=int(a["groups"]))
 
 
 def _pool_attrs(node, k):
     a = node.attrs
     kernel = _list(a["kernel_size"], k)
     stride = _list(a.get("stride") or kernel, k)
-    pads = _list(a.get("padding", 0), k)
+    pads = _list(a["padding"], k)
     return kernel, stride, pads
 
 
@@ -229,7 +232,7 @@ def max_pool(e, node, ins, outs):
     k = len(node.inputs[0].shape) - 2
     kernel, stride, pads = _pool_attrs(node, k)
     e.op1("MaxPool", ins, outs[0], kernel_shape=kernel, strides=stride, pads=pads + pads,
-          dilations=_list(node.attrs.get("dilation", 1), k), ceil_mode=int(bool(node.attrs.get("ceil_mode"))))
+          dilations=_list(node.attrs["dilation"], k), ceil_mode=int(bool(node.attrs.get("ceil_mode"))))
 
 
 @lowers("avg_pool1d", "avg_pool2d")
@@ -240,7 +243,7 @@ def avg_pool(e, node, ins, outs):
     kernel, stride, pads = _pool_attrs(node, k)
     e.op1("AveragePool", ins, outs[0], kernel_shape=kernel, strides=stride, pads=pads + pads,
           ceil_mode=int(bool(node.attrs.get("ceil_mode"))),
-          count_include_pad=int(bool(node.attrs.get("count_include_pad", True))))
+          count_include_pad=int(bool(node.attrs["count_include_pad"])))
 
 
 def _adaptive_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -311,7 +314,7 @@ def matmul(e, node, ins, outs):
 
 @lowers("batch_norm")
 def batch_norm(e, node, ins, outs):
-    e.op1("BatchNormalization", ins, outs[0], epsilon=float(node.attrs.get("eps", 1e-5)))
+    e.op1("BatchNormalization", ins, outs[0], epsilon=float(node.attrs["eps"]))
 
 
 @lowers("instance_norm")
@@ -320,7 +323,28 @@ def instance_norm(e, node, ins, outs):
     dt = numpy_dtype(node.inputs[0].dtype)
     s = ins[1] if len(ins) > 1 else e.const(np.ones(c, dt), "scale")
     b = ins[2] if len(ins) > 2 else e.const(np.zeros(c, dt), "bias")
-    e.op1("InstanceNormalization", [ins[0], s, b], outs[0], epsilon=float(node.attrs.get("eps", 1e-5)))
+    e.op1("InstanceNormalization", [ins[0], s, b], outs[0], epsilon=float(node.attrs["eps"]))
+
+
+@lowers("group_norm")
+def group_norm(e, node, ins, outs):
+    # InstanceNormalization of x seen as [N, groups, rest] normalises each group of channels as a
+    # whole, at every opset (GroupNormalization's scale changed meaning between opsets 18 and 21)
+    x = node.inputs[0]
+    g = int(node.attrs["num_groups"])
+    dt = numpy_dtype(x.dtype)
+    grouped = e.op1("Reshape", [ins[0], e.i64([0, g, -1], "groups")])
+    normed = e.op1("InstanceNormalization", [grouped, e.const(np.ones(g, dt), "ones"), e.const(np.zeros(g, dt), "zeros")],
+                   epsilon=float(node.attrs["eps"]))
+    shape = e.i64(list(x.shape), "shape")
+    if len(ins) == 1:
+        e.op1("Reshape", [normed, shape], outs[0])
+        return
+    y = e.op1("Reshape", [normed, shape])
+    per_channel = e.i64([x.shape[1]] + [1] * (len(x.shape) - 2), "per_channel")
+    y = e.op1("Mul", [y, e.op1("Reshape", [ins[1], per_channel])], outs[0] if len(ins) == 2 else None)
+    if len(ins) == 3:
+        e.op1("Add", [y, e.op1("Reshape", [ins[2], per_channel])], outs[0])
 
 
 @lowers("layer_norm")
@@ -332,14 +356,14 @@ def layer_norm(e, node, ins, outs):
     dt = numpy_dtype(node.inputs[0].dtype)
     s = ins[1] if len(ins) > 1 else e.const(np.ones(ns, dt), "scale")
     e.op1("LayerNormalization", [ins[0], s] + ins[2:3], outs[0],
-          axis=-len(ns), epsilon=float(node.attrs.get("eps", 1e-5)))
+          axis=-len(ns), epsilon=float(node.attrs["eps"]))
 
 
 @lowers("lrn")
 def lrn(e, node, ins, outs):
     a = node.attrs
-    e.op1("LRN", ins, outs[0], size=int(a["size"]), alpha=float(a.get("alpha", 1e-4)),
-          beta=float(a.get("beta", 0.75)), bias=float(a.get("k", 1.0)))
+    e.op1("LRN", ins, outs[0], size=int(a["size"]), alpha=float(a["alpha"]),
+          beta=float(a["beta"]), bias=float(a["k"]))
 
 
 @lowers("softmax", "log_softmax")
@@ -360,7 +384,7 @@ def identity(e, node, ins, outs):
 _UNARY = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "exp": "Exp", "log": "Log", "sqrt": "Sqrt",
           "neg": "Neg", "abs": "Abs", "erf": "Erf", "reciprocal": "Reciprocal", "floor": "Floor",
           "ceil": "Ceil", "round": "Round", "sign": "Sign", "sin": "Sin", "cos": "Cos", "not": "Not",
-          "hardswish": "HardSwish", "selu": "Selu"}
+          "hardswish": "HardSwish", "selu": "Selu", "softsign": "Softsign"}
 
 
 @lowers(*_UNARY)
@@ -379,7 +403,7 @@ def clip(e, node, ins, outs):
     if node.op == "relu6":
         lo, hi = 0.0, 6.0
     elif node.op == "hardtanh":
-        lo, hi = a.get("min_val", -1.0), a.get("max_val", 1.0)
+        lo, hi = a["min_val"], a["max_val"]
     else:
         lo, hi = a.get("min"), a.get("max")
     dt = node.inputs[0].dtype
@@ -410,7 +434,7 @@ def mish(e, node, ins, outs):
 
 @lowers("gelu")
 def gelu(e, node, ins, outs):
-    approx = node.attrs.get("approximate", "none")
+    approx = node.attrs["approximate"]
     if e.opset >= 20:
         e.op1("Gelu", ins, outs[0], approximate=approx)
         return
@@ -428,17 +452,17 @@ def gelu(e, node, ins, outs):
 
 @lowers("leaky_relu")
 def leaky_relu(e, node, ins, outs):
-    e.op1("LeakyRelu", ins, outs[0], alpha=float(node.attrs.get("negative_slope", 0.01)))
+    e.op1("LeakyRelu", ins, outs[0], alpha=float(node.attrs["negative_slope"]))
 
 
 @lowers("elu", "celu")
 def elu(e, node, ins, outs):
-    e.op1("Elu" if node.op == "elu" else "Celu", ins, outs[0], alpha=float(node.attrs.get("alpha", 1.0)))
+    e.op1("Elu" if node.op == "elu" else "Celu", ins, outs[0], alpha=float(node.attrs["alpha"]))
 
 
 @lowers("softplus")
 def softplus(e, node, ins, outs):
-    beta = float(node.attrs.get("beta", 1.0))
+    beta = float(node.attrs["beta"])
     if beta == 1.0:
         e.op1("Softplus", ins, outs[0])
         return
@@ -526,7 +550,7 @@ def prelu(e, node, ins, outs):
 
 
 # -- shapes -------------------------------------------------------------------------------------
-@lowers("reshape", "expand_as_reshape")
+@lowers("reshape")
 def reshape(e, node, ins, outs):
     shape = list(node.attrs["shape"])
     if 0 in shape or shape.count(-1) > 1:
@@ -538,8 +562,8 @@ def reshape(e, node, ins, outs):
 def flatten(e, node, ins, outs):
     a = node.attrs
     rank = len(node.inputs[0].shape)
-    end = a.get("end_dim", -1) % rank if rank else 0
-    if rank >= 2 and a.get("start_dim", 1) % rank == 1 and end == rank - 1:
+    end = a["end_dim"] % rank if rank else 0
+    if rank >= 2 and a["start_dim"] % rank == 1 and end == rank - 1:
         e.op1("Flatten", ins, outs[0], axis=1)
     else:
         e.op1("Reshape", [ins[0], e.i64(list(node.output.shape), "shape")], outs[0])
@@ -661,7 +685,7 @@ _PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge",
 @lowers("pad")
 def pad(e, node, ins, outs):
     a = node.attrs
-    mode = a.get("mode", "constant")
+    mode = a["mode"]
     if mode not in _PAD_MODES or (mode == "circular" and e.opset < 19):
         raise NoLowering
     rank = len(node.inputs[0].shape)
@@ -671,7 +695,7 @@ def pad(e, node, ins, outs):
         begin[rank - 1 - i], end[rank - 1 - i] = p[2 * i], p[2 * i + 1]
     args = [ins[0], e.i64(begin + end, "pads")]
     if mode == "constant":
-        args.append(_scalar(e, a.get("value", 0.0) or 0.0, node.inputs[0].dtype, "value"))
+        args.append(_scalar(e, a["value"] or 0.0, node.inputs[0].dtype, "value"))
     e.op1("Pad", args, outs[0], mode=_PAD_MODES[mode])
 
 
@@ -702,31 +726,31 @@ def reduce(e, node, ins, outs):
     dims = node.attrs["dims"]
     dims = [dims] if isinstance(dims, int) else list(dims)
     dims = sorted(d % rank for d in dims) if dims else list(range(rank))
-    _axes_input(e, op_type, ins[0], dims, outs[0], since, keepdims=int(bool(node.attrs.get("keepdim", False))))
+    _axes_input(e, op_type, ins[0], dims, outs[0], since, keepdims=int(bool(node.attrs["keepdim"])))
 
 
 @lowers("prod")
 def prod(e, node, ins, outs):
     rank = len(node.inputs[0].shape)
     _axes_input(e, "ReduceProd", ins[0], [node.attrs["dim"] % rank], outs[0], 18,
-                keepdims=int(bool(node.attrs.get("keepdim", False))))
+                keepdims=int(bool(node.attrs["keepdim"])))
 
 
 @lowers("norm")
 def norm(e, node, ins, outs):
-    p = float(node.attrs.get("p", 2.0))
+    p = float(node.attrs["p"])
     if p not in (1.0, 2.0):
         raise NoLowering
     rank = len(node.inputs[0].shape)
     dims = sorted(d % rank for d in node.attrs["dims"]) if node.attrs["dims"] else list(range(rank))
     _axes_input(e, "ReduceL2" if p == 2.0 else "ReduceL1", ins[0], dims, outs[0], 18,
-                keepdims=int(bool(node.attrs.get("keepdim", False))))
+                keepdims=int(bool(node.attrs["keepdim"])))
 
 
 @lowers("argmax")
 def argmax(e, node, ins, outs):
     rank = len(node.inputs[0].shape)
-    e.op1("ArgMax", ins, outs[0], axis=node.attrs["dim"] % rank, keepdims=int(bool(node.attrs.get("keepdim", False))))
+    e.op1("ArgMax", ins, outs[0], axis=node.attrs["dim"] % rank, keepdims=int(bool(node.attrs["keepdim"])))
 
 
 @lowers("einsum")

@@ -1,7 +1,7 @@
 """PyTorch back-end: a graphc Graph becomes a ``torch.fx.GraphModule`` of standard layers.
 
-- Weighted layer ops (conv, linear, batch/layer/group norm, attention) and dropout become
-  ``torch.nn`` modules whose paths come from the source model's parameter names
+- Weighted layer ops (conv, linear, batch/layer/group norm, attention) and dropout become the
+  ``torch.nn`` modules their ``OpDef.module`` hook builds, at paths come from the source model's parameter names
   (``layer1.0.conv1``), so the emitted module's ``state_dict`` reads like the source's and it can
   be trained again (BN, dropout behave normally after ``.train()``).
 - Every other op becomes a call of a torch function or tensor method; params read by such ops
@@ -18,7 +18,8 @@
 - The generated code calls only torch (and, for opaque nodes, the model's own libraries): it
   saves with ``torch.save`` and loads in a process without graphc.
 
-``run_graph`` is the reference interpreter: each node runs its op's ``OpDef.torch``.
+Every other op's calls come from its ``OpDef.torch`` hook, run here on torch.fx nodes; the
+reference interpreter (:func:`graphc.ir.interpret.run_graph`) runs the same hook eagerly.
 """
 from __future__ import annotations
 
@@ -33,29 +34,11 @@ import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
-import torch.nn.utils.prune  # noqa: F401  (masked params, see _set)
 
 from graphc.errors import UnsupportedError
 from graphc.ir import Graph, Node, Value
+from graphc.ir.interpret import run_graph  # noqa: F401  (the reference interpreter, re-exported)
 from graphc.ir.ops.opaque import fill_template, resolve_target
-from graphc.ir.types import torch_dtype
-
-
-def run_graph(graph: Graph, inputs) -> list[torch.Tensor]:
-    """Run ``graph`` node by node with the op table's torch semantics; returns the outputs."""
-    if isinstance(inputs, torch.Tensor):
-        inputs = [inputs]
-    env = {id(v): x for v, x in zip(graph.inputs, inputs)}
-    for p in graph.params.values():
-        env[id(p.value)] = torch.from_numpy(np.array(p.data))
-    with torch.no_grad():
-        for n in graph.nodes:
-            out = n.opdef.run([env[id(v)] for v in n.inputs], n.attrs)
-            outs = out if isinstance(out, (tuple, list)) else (out,)
-            for v, t in zip(n.outputs, outs):
-                env[id(v)] = t
-    return [env[id(v)] for v in graph.outputs]
 
 
 def _tensor(p) -> torch.Tensor:
@@ -85,6 +68,7 @@ class _Emitter:
         self.env: dict[int, fx.Node] = {}
         self.kinds: dict[str, str] = {}  # path -> "layer" | "attr" | "scope"
         self.param_paths: dict[int, str] = {}
+        self.shapes: dict[fx.Node, tuple[int, ...]] = {}  # static shape of each Value's fx node
 
     # -- module tree ------------------------------------------------------------------------------
     def _free(self, path: str) -> bool:
@@ -150,14 +134,22 @@ class _Emitter:
         path = self._claim(p.source if p.kind != "const" else "", v.name)
         self._place(path, nn.Parameter(t) if p.kind == "weight" and t.is_floating_point() else t, "attr")
         node = self.fg.get_attr(path)
-        self.env[id(v)] = node
-        return node
+        return self._bind(v, node)
 
+    # -- the builder an op's ``torch`` hook writes to (see graphc.ir.ops) ---------------------
     def call(self, fn, *args, **kwargs) -> fx.Node:
         return self.fg.call_function(fn, tuple(args), kwargs)
 
     def method(self, name, *args, **kwargs) -> fx.Node:
         return self.fg.call_method(name, tuple(args), kwargs)
+
+    def shape(self, x: fx.Node) -> tuple[int, ...]:
+        return self.shapes[x]
+
+    def _bind(self, v: Value, x: fx.Node) -> fx.Node:
+        self.env[id(v)] = x
+        self.shapes.setdefault(x, v.shape)
+        return x
 
     # -- the walk ---------------------------------------------------------------------------------
     def emit(self) -> fx.GraphModule:
@@ -169,14 +161,14 @@ class _Emitter:
             while name in taken:
                 name += "_"
             taken.add(name)
-            self.env[id(v)] = self.fg.placeholder(name)
+            self._bind(v, self.fg.placeholder(name))
         for node in self.graph.nodes:
             out = self._node(node)
             if len(node.outputs) == 1:
-                self.env[id(node.output)] = out
+                self._bind(node.output, out)
             else:
                 for i, v in enumerate(node.outputs):
-                    self.env[id(v)] = self.call(operator.getitem, out, i)
+                    self._bind(v, self.call(operator.getitem, out, i))
         outs = [self.val(v) for v in self.graph.outputs]
         self.fg.output(outs[0] if len(outs) == 1 else tuple(outs))
         gm = fx.GraphModule(self.root, self.fg, class_name=_ident(self.graph.name))
@@ -187,18 +179,16 @@ class _Emitter:
         return gm.eval()
 
     def _node(self, node: Node) -> fx.Node:
-        self.cur = node
-        rule = LAYERS.get(node.op)
-        if rule is not None and node.params[0] is None and all(p is not None for p in _layer_params(node)):
-            out = rule(self, node)
-            if out is not None:
-                return out
-        rule = FUNCTIONS.get(node.op)
-        if rule is None:
-            if node.op == "opaque":
-                return self._opaque(node)
+        opdef = node.opdef
+        layer = opdef.module(node) if opdef.module is not None else None
+        if layer is not None:
+            out = self.layer(node, layer.module, [self.val(node.input(i)) for i in range(layer.inputs)], layer.kwargs)
+            return out if layer.output is None else self.call(operator.getitem, out, layer.output)
+        if node.op == "opaque":
+            return self._opaque(node)
+        if opdef.torch is None:
             raise UnsupportedError(f"the torch back-end has no rule for op {node.op!r} (node {node.name})")
-        return rule(self, [self.val(v) for v in node.inputs], **node.attrs)
+        return opdef.torch(self, *[self.val(v) for v in node.inputs], **node.attrs)
 
     def _opaque(self, node: Node) -> fx.Node:
         a = node.attrs
@@ -218,312 +208,6 @@ class _Emitter:
             # module (torch.load does) keeps the call instead of running it on proxies.
             out.meta["is_wrapped"] = True
         return out
-
-
-def _np(p) -> torch.Tensor:
-    return _tensor(p)
-
-
-def _load(module: nn.Module, **tensors) -> nn.Module:
-    with torch.no_grad():
-        for name, t in tensors.items():
-            *path, last = name.split(".")
-            m = module
-            for s in path:
-                m = getattr(m, s)
-            getattr(m, last).copy_(t)
-    return module
-
-
-def _conv_layer(em: _Emitter, node: Node):
-    w = node.params[1]
-    a = node.attrs
-    nd = int(node.op[-2])
-    has_b = len(node.inputs) > 2
-    groups = int(a.get("groups", 1))
-    if node.op.startswith("conv_transpose"):
-        cls = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d}[nd]
-        m = cls(w.data.shape[0], w.data.shape[1] * groups, tuple(w.data.shape[2:]), a.get("stride", 1),
-                a.get("padding", 0), a.get("output_padding", 0), groups, has_b, a.get("dilation", 1), device=_build_on(w))
-    else:
-        cls = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[nd]
-        m = cls(w.data.shape[1] * groups, w.data.shape[0], tuple(w.data.shape[2:]), a.get("stride", 1),
-                a.get("padding", 0), a.get("dilation", 1), groups, has_b, device=_build_on(w))
-    _set(m, node)
-    return em.layer(node, m, [em.val(node.input(0))])
-
-
-def _build_on(weight) -> str:
-    """Where to build a layer before it gets the graph's weights: a large one on the meta device
-    (its default initialisation, which the weights overwrite, costs in proportion to its size); a
-    small one on the CPU, where that initialisation costs less than the meta device's fixed
-    overhead."""
-    return "meta" if weight.data.size >= 16384 else "cpu"
-
-
-def _set(m: nn.Module, node: Node, names=("weight", "bias")):
-    """Give ``m`` the node's params. A layer built on the meta device (no storage, no default
-    initialisation to overwrite) gets every param it has this way."""
-    with torch.no_grad():
-        for name, p in zip(names, node.params[1:]):
-            t = _tensor(p)
-            cur = getattr(m, name)
-            if cur is None or cur.is_meta or tuple(cur.shape) != tuple(t.shape) or cur.dtype != t.dtype:
-                setattr(m, name, nn.Parameter(t, requires_grad=t.is_floating_point()))
-            else:
-                cur.copy_(t)
-    for name, p in zip(names, node.params[1:]):
-        if p is not None and p.mask is not None:
-            # torch's own pruning container: ``weight_orig`` trains, ``weight_mask`` is a buffer
-            # and the forward sees their product, so further training keeps the pruned zeros.
-            torch.nn.utils.prune.custom_from_mask(m, name, torch.from_numpy(p.mask.copy()))
-
-
-def _linear_layer(em, node):
-    w = node.params[1]
-    if w.data.ndim != 2:
-        return None
-    m = nn.Linear(w.data.shape[1], w.data.shape[0], bias=len(node.inputs) > 2, device=_build_on(w))
-    _set(m, node)
-    return em.layer(node, m, [em.val(node.input(0))])
-
-
-def _bn_layer(em, node):
-    rank = len(node.input(0).shape)
-    cls = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}.get(rank)
-    if cls is None or any(p.kind == "const" and p.data.ndim != 1 for p in node.params[1:]):
-        return None
-    c = node.params[1].data.shape[0]
-    m = cls(c, eps=node.attrs.get("eps", 1e-5))
-    _set(m, node, ("weight", "bias"))
-    with torch.no_grad():
-        m.running_mean.copy_(_tensor(node.params[3]))
-        m.running_var.copy_(_tensor(node.params[4]))
-    return em.layer(node, m, [em.val(node.input(0))])
-
-
-def _ln_layer(em, node):
-    n_wb = len(node.inputs) - 1
-    m = nn.LayerNorm(node.attrs["normalized_shape"], eps=node.attrs.get("eps", 1e-5),
-                     elementwise_affine=n_wb > 0, bias=n_wb > 1)
-    _set(m, node)
-    return em.layer(node, m, [em.val(node.input(0))])
-
-
-def _gn_layer(em, node):
-    if len(node.inputs) not in (1, 3):
-        return None
-    m = nn.GroupNorm(node.attrs["num_groups"], node.input(0).shape[1], eps=node.attrs.get("eps", 1e-5),
-                     affine=len(node.inputs) == 3)
-    _set(m, node)
-    return em.layer(node, m, [em.val(node.input(0))])
-
-
-def _mha_layer(em, node):
-    if any(p is None for p in node.params[3:]) or node.params[0] is not None:
-        return None
-    e = node.input(0).shape[-1]
-    ps = node.params
-    # Built on the meta device (no default initialisation), then given the graph's weights in
-    # the module's own dtype; operands of other shapes are copied (broadcast) as before.
-    m = nn.MultiheadAttention(e, node.attrs["num_heads"], batch_first=node.attrs.get("batch_first", False),
-                              device="meta")
-    slots = [(m, "in_proj_weight", ps[3]), (m, "in_proj_bias", ps[4]), (m.out_proj, "weight", ps[5]),
-             (m.out_proj, "bias", ps[6])]
-    if all(tuple(getattr(mod, n).shape) == tuple(p.data.shape) for mod, n, p in slots):
-        for mod, n, p in slots:
-            setattr(mod, n, nn.Parameter(_tensor(p).to(getattr(mod, n).dtype)))
-    else:
-        m = nn.MultiheadAttention(e, node.attrs["num_heads"], batch_first=node.attrs.get("batch_first", False))
-        with torch.no_grad():
-            m.in_proj_weight.copy_(_tensor(ps[3]))
-            m.in_proj_bias.copy_(_tensor(ps[4]))
-            m.out_proj.weight.copy_(_tensor(ps[5]))
-            m.out_proj.bias.copy_(_tensor(ps[6]))
-    q, k, v = (em.val(node.input(i)) for i in range(3))
-    out = em.layer(node, m, [q, k, v], {"need_weights": False})
-    return em.call(operator.getitem, out, 0)
-
-
-def _dropout_layer(em, node):
-    path = em._claim(node.name, node.name)
-    em._place(path, nn.Dropout(node.attrs.get("p", 0.5)), "layer")
-    return em.fg.call_module(path, (em.val(node.input(0)),))
-
-
-def _mha_params_ok(node):
-    return all(p is not None for p in node.params[3:])
-
-
-def _layer_params(node: Node):
-    """The operands a layer module owns: everything after the data input(s)."""
-    if node.op == "multi_head_attention":
-        return node.params[3:]
-    return node.params[1:]
-
-
-class _Layers(dict):
-    pass
-
-
-LAYERS = _Layers({
-    "conv1d": _conv_layer, "conv2d": _conv_layer, "conv3d": _conv_layer,
-    "conv_transpose1d": _conv_layer, "conv_transpose2d": _conv_layer,
-    "linear": _linear_layer, "batch_norm": _bn_layer, "layer_norm": _ln_layer, "group_norm": _gn_layer,
-})
-
-
-def _layer_dispatch(em: _Emitter, node: Node):
-    if node.op == "multi_head_attention":
-        if node.params[0] is None and _mha_params_ok(node):
-            return _mha_layer(em, node)
-        return None
-    if node.op == "dropout":
-        return _dropout_layer(em, node)
-    return None
-
-
-# -- functional ops ---------------------------------------------------------------------------------
-def _b(rest):
-    return rest[0] if rest else None
-
-
-def _pool(fn, names):
-    def rule(em, a, **attrs):
-        return em.call(fn, a[0], *[attrs[k] if k in attrs else d for k, d in names])
-    return rule
-
-
-def _dtype(short):
-    return torch_dtype(short)
-
-
-FUNCTIONS = {
-    "conv1d": lambda em, a, stride=(1,), padding=(0,), dilation=(1,), groups=1:
-        em.call(F.conv1d, a[0], a[1], _b(a[2:]), stride, padding, dilation, groups),
-    "conv2d": lambda em, a, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1:
-        em.call(F.conv2d, a[0], a[1], _b(a[2:]), stride, padding, dilation, groups),
-    "conv3d": lambda em, a, stride=(1, 1, 1), padding=(0, 0, 0), dilation=(1, 1, 1), groups=1:
-        em.call(F.conv3d, a[0], a[1], _b(a[2:]), stride, padding, dilation, groups),
-    "conv_transpose1d": lambda em, a, stride=(1,), padding=(0,), output_padding=(0,), dilation=(1,), groups=1:
-        em.call(F.conv_transpose1d, a[0], a[1], _b(a[2:]), stride, padding, output_padding, groups, dilation),
-    "conv_transpose2d": lambda em, a, stride=(1, 1), padding=(0, 0), output_padding=(0, 0), dilation=(1, 1), groups=1:
-        em.call(F.conv_transpose2d, a[0], a[1], _b(a[2:]), stride, padding, output_padding, groups, dilation),
-    "linear": lambda em, a: em.call(F.linear, a[0], a[1], _b(a[2:])),
-    "matmul": lambda em, a: em.call(torch.matmul, a[0], a[1]),
-    "batch_norm": lambda em, a, eps=1e-5: em.call(F.batch_norm, a[0], a[3], a[4], a[1], a[2], False, 0.0, eps),
-    "layer_norm": lambda em, a, normalized_shape, eps=1e-5:
-        em.call(F.layer_norm, a[0], list(normalized_shape), _b(a[1:2]), _b(a[2:3]), eps),
-    "group_norm": lambda em, a, num_groups, eps=1e-5: em.call(F.group_norm, a[0], num_groups, _b(a[1:2]), _b(a[2:3]), eps),
-    "instance_norm": lambda em, a, eps=1e-5: em.call(F.instance_norm, a[0], weight=_b(a[1:2]), bias=_b(a[2:3]), eps=eps),
-    "lrn": lambda em, a, size, alpha=1e-4, beta=0.75, k=1.0: em.call(F.local_response_norm, a[0], size, alpha, beta, k),
-    "max_pool1d": _pool(F.max_pool1d, [("kernel_size", None), ("stride", None), ("padding", 0), ("dilation", 1), ("ceil_mode", False)]),
-    "max_pool2d": _pool(F.max_pool2d, [("kernel_size", None), ("stride", None), ("padding", 0), ("dilation", 1), ("ceil_mode", False)]),
-    "avg_pool1d": _pool(F.avg_pool1d, [("kernel_size", None), ("stride", None), ("padding", 0), ("ceil_mode", False),
-                                       ("count_include_pad", True)]),
-    "avg_pool2d": _pool(F.avg_pool2d, [("kernel_size", None), ("stride", None), ("padding", 0), ("ceil_mode", False),
-                                       ("count_include_pad", True), ("divisor_override", None)]),
-    "adaptive_avg_pool1d": lambda em, a, output_size: em.call(F.adaptive_avg_pool1d, a[0], output_size),
-    "adaptive_avg_pool2d": lambda em, a, output_size: em.call(F.adaptive_avg_pool2d, a[0], output_size),
-    "adaptive_max_pool2d": lambda em, a, output_size: em.call(F.adaptive_max_pool2d, a[0], output_size),
-    "softmax": lambda em, a, dim: em.call(torch.softmax, a[0], dim),
-    "log_softmax": lambda em, a, dim: em.call(torch.log_softmax, a[0], dim),
-    "dropout": lambda em, a, p=0.5: em.call(F.dropout, a[0], p, False),
-    "multi_head_attention": lambda em, a, num_heads, batch_first=False: _mha_functional(em, a, num_heads, batch_first),
-    "scaled_dot_product_attention": lambda em, a, scale=None, is_causal=False:
-        em.call(F.scaled_dot_product_attention, a[0], a[1], a[2], attn_mask=_b(a[3:]), is_causal=is_causal, scale=scale),
-    # elementwise
-    "relu": lambda em, a: em.call(torch.relu, a[0]),
-    "relu6": lambda em, a: em.call(F.relu6, a[0]),
-    "sigmoid": lambda em, a: em.call(torch.sigmoid, a[0]),
-    "tanh": lambda em, a: em.call(torch.tanh, a[0]),
-    "silu": lambda em, a: em.call(F.silu, a[0]),
-    "hardswish": lambda em, a: em.call(F.hardswish, a[0]),
-    "hardsigmoid": lambda em, a: em.call(F.hardsigmoid, a[0]),
-    "mish": lambda em, a: em.call(F.mish, a[0]),
-    "selu": lambda em, a: em.call(F.selu, a[0]),
-    "gelu": lambda em, a, approximate="none": em.call(F.gelu, a[0], approximate=approximate),
-    "leaky_relu": lambda em, a, negative_slope=0.01: em.call(F.leaky_relu, a[0], negative_slope),
-    "elu": lambda em, a, alpha=1.0: em.call(F.elu, a[0], alpha),
-    "celu": lambda em, a, alpha=1.0: em.call(F.celu, a[0], alpha),
-    "softplus": lambda em, a, beta=1.0, threshold=20.0: em.call(F.softplus, a[0], beta, threshold),
-    "hardtanh": lambda em, a, min_val=-1.0, max_val=1.0: em.call(F.hardtanh, a[0], min_val, max_val),
-    "clamp": lambda em, a, min=None, max=None: em.call(torch.clamp, a[0], min, max),
-    "cast": lambda em, a, dtype: em.method("to", a[0], _dtype(dtype)),
-    "identity": lambda em, a: a[0],
-    "where": lambda em, a: em.call(torch.where, a[0], a[1], a[2]),
-    "prelu": lambda em, a: em.call(torch.where, em.call(operator.ge, a[0], 0), a[0], em.call(operator.mul, a[0], a[1])),
-    "einsum": lambda em, a, equation: em.call(torch.einsum, equation, *a),
-    "sum_n": lambda em, a: _sum_chain(em, a),
-    "floor_divide": lambda em, a: em.call(torch.div, a[0], a[1], rounding_mode="floor"),
-    "mod": lambda em, a: em.call(torch.remainder, a[0], a[1]),
-    # shape
-    "reshape": lambda em, a, shape: em.call(torch.reshape, a[0], tuple(shape)),
-    "flatten": lambda em, a, start_dim=1, end_dim=-1: em.call(torch.flatten, a[0], start_dim, end_dim),
-    "permute": lambda em, a, dims: em.call(torch.permute, a[0], tuple(dims)),
-    "squeeze": lambda em, a, dims: em.call(torch.squeeze, a[0], tuple(dims)),
-    "unsqueeze": lambda em, a, dims: _unsqueeze_chain(em, a[0], dims),
-    "expand": lambda em, a, shape: em.method("expand", a[0], *shape),
-    "tile": lambda em, a, repeats: em.method("repeat", a[0], *repeats),
-    "concat": lambda em, a, dim: em.call(torch.cat, list(a), dim),
-    "split": lambda em, a, dim, sizes: em.call(torch.split, a[0], list(sizes), dim),
-    "slice": lambda em, a, dim, start, end, step=1:
-        em.call(operator.getitem, a[0], tuple([slice(None)] * dim + [slice(start, end, step)])),
-    "select": lambda em, a, dim, index: em.call(torch.select, a[0], dim, index),
-    "index_select": lambda em, a, dim: em.call(torch.index_select, a[0], dim, a[1]),
-    "gather": lambda em, a, dim: em.call(torch.gather, a[0], dim, a[1]),
-    "roll": lambda em, a, shifts, dims: em.call(torch.roll, a[0], shifts, dims),
-    "pad": lambda em, a, pad, mode="constant", value=0.0:
-        em.call(F.pad, a[0], list(pad), mode, value if mode == "constant" else None),
-    "pixel_shuffle": lambda em, a, upscale_factor: em.call(F.pixel_shuffle, a[0], upscale_factor),
-    "channel_shuffle": lambda em, a, groups: em.call(torch.channel_shuffle, a[0], groups),
-    "interpolate": lambda em, a, size=None, scale_factor=None, mode="nearest", align_corners=None:
-        em.call(F.interpolate, a[0], size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners),
-    "mean": lambda em, a, dims, keepdim=False: em.call(torch.mean, a[0], list(dims), keepdim),
-    "sum": lambda em, a, dims, keepdim=False: em.call(torch.sum, a[0], list(dims), keepdim),
-    "amax": lambda em, a, dims, keepdim=False: em.call(torch.amax, a[0], list(dims), keepdim),
-    "amin": lambda em, a, dims, keepdim=False: em.call(torch.amin, a[0], list(dims), keepdim),
-    "prod": lambda em, a, dim, keepdim=False: em.call(torch.prod, a[0], dim, keepdim),
-    "var": lambda em, a, dims, keepdim=False, correction=1: em.call(torch.var, a[0], list(dims), keepdim=keepdim,
-                                                                     correction=correction),
-    "argmax": lambda em, a, dim, keepdim=False: em.call(torch.argmax, a[0], dim, keepdim),
-    "norm": lambda em, a, dims, p=2.0, keepdim=False: em.call(torch.linalg.vector_norm, a[0], p, list(dims), keepdim),
-}
-
-_UNARY_TORCH = {"exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt, "rsqrt": torch.rsqrt, "neg": torch.neg,
-                "abs": torch.abs, "erf": torch.erf, "reciprocal": torch.reciprocal, "floor": torch.floor,
-                "ceil": torch.ceil, "round": torch.round, "sign": torch.sign, "sin": torch.sin, "cos": torch.cos,
-                "not": torch.logical_not}
-_BINARY_TORCH = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": torch.div, "pow": torch.pow,
-                 "maximum": torch.maximum, "minimum": torch.minimum, "eq": torch.eq, "lt": torch.lt, "gt": torch.gt,
-                 "le": torch.le, "ge": torch.ge, "and": torch.logical_and, "or": torch.logical_or}
-for _n, _f in _UNARY_TORCH.items():
-    FUNCTIONS[_n] = (lambda f: lambda em, a: em.call(f, a[0]))(_f)
-for _n, _f in _BINARY_TORCH.items():
-    FUNCTIONS[_n] = (lambda f: lambda em, a: em.call(f, a[0], a[1]))(_f)
-
-
-def _sum_chain(em, a):
-    out = a[0]
-    for x in a[1:]:
-        out = em.call(operator.add, out, x)
-    return out
-
-
-def _unsqueeze_chain(em, x, dims):
-    # dims are positions in the output: inserting them in increasing order keeps each valid
-    rank = len(em.cur.input(0).shape) + len(dims)
-    for d in sorted(d % rank for d in dims):
-        x = em.call(torch.unsqueeze, x, d)
-    return x
-
-
-def _mha_functional(em, a, num_heads, batch_first):
-    raise UnsupportedError("multi_head_attention with computed projection weights has no torch emitter")
-
-
-for _op in ("multi_head_attention", "dropout"):
-    LAYERS[_op] = _layer_dispatch
 
 
 def emit_torch(graph: Graph) -> fx.GraphModule:

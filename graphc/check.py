@@ -88,28 +88,22 @@ def _np_dtype(dtype: str):
 def result_runner(graph: Graph, kind: str):
     """(callable on numpy inputs, description) running ``graph`` on the back-end matching ``kind``."""
     if kind == "onnx":
-        try:
-            from graphc.backends.onnx import emit_onnx
-        except ImportError:
-            emit_onnx = None
-        if emit_onnx is not None:
-            # Unchecked: the checker runs when the model is written; a session validates it too.
-            return onnx_runner(emit_onnx(graph, check=False), consume=True)
+        from graphc.backends.onnx import emit_onnx
+
+        # Unchecked: the checker runs when the model is written; a session validates it too.
+        return onnx_runner(emit_onnx(graph, check=False), consume=True)
     if kind == "torch":
-        try:
-            from graphc.backends.torch import emit_torch
-        except ImportError:
-            emit_torch = None
-        if emit_torch is not None:
-            import torch
+        import torch
 
-            module = emit_torch(graph).eval()
+        from graphc.backends.torch import emit_torch
 
-            def run(xs):
-                with torch.no_grad():
-                    return to_numpy(module(*[torch.from_numpy(np.ascontiguousarray(x)) for x in xs]))
+        module = emit_torch(graph).eval()
 
-            return run, "torch (emit_torch)"
+        def run(xs):
+            with torch.no_grad():
+                return to_numpy(module(*[torch.from_numpy(np.ascontiguousarray(x)) for x in xs]))
+
+        return run, "torch (emit_torch)"
     frozen = graph.clone()
     return (lambda xs: to_numpy(execute(frozen, xs))), "IR interpreter"
 

@@ -33,11 +33,9 @@ def default_check(pipeline: Pipeline, check: int | None) -> int:
 def predicted_latency(graph: Graph) -> float | None:
     """The cost model's predicted onnxruntime latency (ms) when this machine is calibrated
     (``graphc calibrate``); None otherwise, never a calibration run as a side effect."""
-    try:
-        from graphc.backends.calibration import load_calibration
-        from graphc.backends.latency import predict
-    except ImportError:
-        return None
+    from graphc.backends.calibration import load_calibration
+    from graphc.backends.latency import predict
+
     calib = load_calibration()
     return predict(graph, calib).total_ms if calib is not None else None
 
@@ -48,8 +46,7 @@ def add_predicted_latency(report: Report, before: float | None, graph: Graph) ->
 
 
 def optimize(model, passes="fuse", *, example_inputs=None, input_shape=None, data=None, check: int | None = None,
-             seed: int = 0, quiet: bool = True, dump_ir=None, ctx: PassContext | None = None, evaluate: bool = True,
-             **options):
+             seed: int = 0, quiet: bool = True, dump_ir=None, ctx: PassContext | None = None, evaluate: bool = True):
     """Load ``model`` (a module with ``example_inputs``, an ONNX path or model, a model spec, or
     a Graph), run ``passes`` on it and return ``(graph, report)``.
 
@@ -72,7 +69,7 @@ def optimize(model, passes="fuse", *, example_inputs=None, input_shape=None, dat
         data = load_data(data)
         check_fits(data, graph)  # before any pass trains on it
     if ctx is None:
-        ctx = PassContext(data=data, seed=seed, quiet=quiet, example_inputs=example_inputs, **options)
+        ctx = PassContext(data=data, seed=seed, quiet=quiet, example_inputs=example_inputs)
     predicted = predicted_latency(graph)
     report = PassManager(pipeline, dump_dir=dump_ir).run(graph, ctx)
     add_predicted_latency(report, predicted, graph)

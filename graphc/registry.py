@@ -13,10 +13,13 @@ the options, a property where they do (``prune-merge(threshold=0.1)`` is lossy).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 from graphc.ir.graph import Graph
+
+_log = logging.getLogger("graphc")
 
 
 @dataclass
@@ -30,16 +33,14 @@ class PassContext:
     (invalidated by the manager after a change, except those the pass preserves), an RNG seed,
     and a progress flag."""
 
-    def __init__(self, *, data=None, seed: int = 0, quiet: bool = False, example_inputs=None, **options):
+    def __init__(self, *, data=None, seed: int = 0, quiet: bool = False, example_inputs=None):
         self.data = data
         self.seed = seed
         self.quiet = quiet
         self.example_inputs = example_inputs
-        self.options = options
         self._analyses: dict[tuple, tuple[Graph, Any]] = {}
         # How often each analysis was computed (not served from the cache).
         self.analysis_runs: dict[str, int] = {}
-        self.log: list[str] = []
 
     def analysis(self, name: str, graph: Graph, compute: Callable[[Graph], Any], key: Any = None):
         """The result of analysis ``name`` (``key``: its options) on ``graph``, computed once and
@@ -58,7 +59,8 @@ class PassContext:
                 del self._analyses[k]
 
     def info(self, msg: str) -> None:
-        self.log.append(msg)
+        """A note for whoever watches the run (the ``graphc`` logger; silent unless configured)."""
+        _log.info(msg)
 
 
 class Pass:

@@ -23,18 +23,9 @@ from graphc.ir.types import MAX_DIM
 
 def execute(graph: Graph, inputs) -> list:
     """Interpret ``graph`` on torch tensors with each op's torch semantics."""
-    import torch
+    from graphc.ir.interpret import run_graph
 
-    env = {id(v): torch.as_tensor(x) for v, x in zip(graph.inputs, inputs)}
-    for p in graph.params.values():
-        env[id(p.value)] = torch.from_numpy(np.array(p.data))
-    with torch.no_grad():
-        for n in graph.nodes:
-            out = n.opdef.run([env[id(v)] for v in n.inputs], n.attrs)
-            outs = out if isinstance(out, (tuple, list)) else (out,)
-            for v, t in zip(n.outputs, outs):
-                env[id(v)] = t
-    return [env[id(v)] for v in graph.outputs]
+    return run_graph(graph, inputs)
 
 
 def to_numpy(outs) -> list[np.ndarray]:

@@ -1,9 +1,7 @@
 """graphc's intermediate representation (see :mod:`graphc.ir.graph` for the invariants)."""
 from graphc.ir.graph import Graph, Node, Param, Use, Value
 from graphc.ir.types import TensorType
-from graphc.ir import ops  # noqa: F401  (registers the op table)
-from graphc.ir import cost_rules  # noqa: F401  (fills OpDef.cost)
-from graphc.ir import channel_rules  # noqa: F401  (fills OpDef.channels)
+from graphc.ir import ops  # noqa: F401  (defines the op table)
 from graphc.ir.printer import parse_graph, print_graph
 from graphc.ir.serialize import load_json, save_json, to_dot
 from graphc.ir.verify import verify

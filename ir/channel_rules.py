@@ -1,4 +1,4 @@
-"""Channel rules: the ``channels`` field of every OpDef.
+"""Channel rules: what the ``channels`` field of an OpDef names.
 
 A rule says how the axes of a node's operands and outputs are tied to each other, element by
 element, so that the channel-group analysis (:mod:`graphc.passes.channel_groups`) can find
@@ -19,7 +19,7 @@ A rule may also own a ``resize`` hook, ``resize(node, old_in, new_in, new_out)``
 that rewrites the attributes that spell sizes (reshape's shape, split's sizes, conv groups)
 once channels were removed; the node is then re-typed.
 
-Invariants: every op of the table has a rule (:func:`check_complete`); rules only read
+Invariants: every op definition names its rule (tests/ir/test_opdefs.py); rules only read
 shapes and attributes, never weights; every tie is exact for the op's semantics, so removing
 the elements of one connected channel set from every tied axis keeps every node valid.
 """
@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-
-from graphc.ir.ops import all_ops
 
 IN, OUT = 0, 1
 
@@ -118,7 +116,7 @@ def keep_axes(node, t: Ties, axes, shift: dict | None = None) -> None:
 def conv(node, t: Ties) -> None:
     ins, outs = _shapes(node)
     x, w = ins[0], ins[1]
-    g = int(node.attrs.get("groups", 1))
+    g = int(node.attrs["groups"])
     cin, o = x[1], w[0]
     t.tie((IN, 0, 0), (OUT, 0, 0))
     t.tie((IN, 1, 0), (OUT, 0, 1))
@@ -140,13 +138,13 @@ def conv(node, t: Ties) -> None:
 
 
 def conv_resize(node, old_in, new_in, new_out) -> None:
-    g = int(node.attrs.get("groups", 1))
+    g = int(node.attrs["groups"])
     if g > 1:
         node.attrs["groups"] = new_in[0][1] // new_in[1][1]
 
 
 def conv_transpose(node, t: Ties) -> None:
-    if int(node.attrs.get("groups", 1)) != 1:
+    if int(node.attrs["groups"]) != 1:
         frozen("grouped transposed conv")(node, t)
         return
     t.tie((IN, 0, 0), (OUT, 0, 0))
@@ -239,7 +237,7 @@ def reduction(node, t: Ties) -> None:
     dims = node.attrs.get("dims", node.attrs.get("dim"))
     dims = [dims] if isinstance(dims, int) else list(dims if dims is not None else range(r))
     dims = {d % r for d in dims} if r else set()
-    keepdim = bool(node.attrs.get("keepdim", False))
+    keepdim = bool(node.attrs["keepdim"])
     shift, k = {}, 0
     for a in range(r):
         if a in dims:
@@ -440,7 +438,7 @@ def _along(attr: str, why: str, full_ok=None):
 def _full_slice(node, a) -> bool:
     n = node.inputs[0].shape[a]
     end = node.attrs["end"]
-    return node.attrs["start"] in (0, None) and (end is None or end >= n) and node.attrs.get("step", 1) == 1
+    return node.attrs["start"] in (0, None) and (end is None or end >= n) and node.attrs["step"] == 1
 
 
 def pad(node, t: Ties) -> None:
@@ -485,77 +483,44 @@ def gather(node, t: Ties) -> None:
     frozen("gather reads data-dependent positions")(node, t)
 
 
-# -- the table ------------------------------------------------------------------------------
-RULES: dict[str, ChannelRule] = {}
+# -- the rules the op definitions name ----------------------------------------------------------
+def rule(ties, resize=None) -> ChannelRule:
+    return ChannelRule(ties, resize)
 
 
-def _set(names, ties, resize=None):
-    for n in names:
-        RULES[n] = ChannelRule(ties, resize)
-
-
-_set(("conv1d", "conv2d", "conv3d"), conv, conv_resize)
-_set(("conv_transpose1d", "conv_transpose2d"), conv_transpose)
-_set(("linear",), linear)
-_set(("matmul",), matmul)
-_set(("batch_norm",), batch_norm)
-_set(("layer_norm",), layer_norm, layer_norm_resize)
-_set(("group_norm",), group_norm, group_norm_resize)
-_set(("instance_norm",), norm_per_channel)
-_set(("lrn", "softmax", "log_softmax", "dropout"), same)
-_set(("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
-      "adaptive_max_pool2d", "interpolate"), pool)
-_set(("multi_head_attention",), multi_head_attention)
-_set(("scaled_dot_product_attention",), sdpa, sdpa_resize)
-_set(("reshape", "flatten"), reshape, reshape_resize)
-_set(("permute",), permute)
-_set(("squeeze",), squeeze)
-_set(("unsqueeze",), unsqueeze)
-_set(("expand",), expand, reshape_resize)
-_set(("tile",), tile)
-_set(("concat",), concat)
-_set(("split",), split, split_resize)
-_set(("slice",), _along("dim", "slice keeps a fixed range of this axis", _full_slice))
-_set(("select",), _along("dim", "select picks one fixed index of this axis"))
-_set(("index_select",), index_select)
-_set(("gather",), gather)
-_set(("roll",), _along("dims", "roll moves elements along this axis"))
-_set(("pad",), pad)
-_set(("pixel_shuffle",), frozen("pixel_shuffle moves channels into space"))
-_set(("channel_shuffle",), channel_shuffle)
-_set(("where", "sum_n"), where)
-_set(("opaque",), opaque)
-_set(("einsum",), frozen("einsum contracts axes named only by its equation"))
-
-
-def _fill() -> None:
-    for name, opdef in all_ops().items():
-        rule = RULES.get(name)
-        if rule is None:
-            if "unary" in opdef.tags:
-                rule = ChannelRule(same)
-            elif "binary" in opdef.tags:
-                rule = ChannelRule(broadcast)
-            elif "reduction" in opdef.tags:
-                rule = ChannelRule(reduction)
-            else:
-                continue
-        opdef.channels = rule
-
-
-def check_complete() -> list[str]:
-    """Ops of the table that still have no channel rule (empty when the table is covered)."""
-    _fill()
-    return sorted(n for n, o in all_ops().items() if o.channels is None)
+SAME = rule(same)
+BROADCAST = rule(broadcast)
+REDUCTION = rule(reduction)
+OPAQUE = rule(opaque)
+CONV = rule(conv, conv_resize)
+CONV_TRANSPOSE = rule(conv_transpose)
+LINEAR = rule(linear)
+MATMUL = rule(matmul)
+BATCH_NORM = rule(batch_norm)
+LAYER_NORM = rule(layer_norm, layer_norm_resize)
+GROUP_NORM = rule(group_norm, group_norm_resize)
+INSTANCE_NORM = rule(norm_per_channel)
+POOL = rule(pool)
+MULTI_HEAD_ATTENTION = rule(multi_head_attention)
+SDPA = rule(sdpa, sdpa_resize)
+RESHAPE = rule(reshape, reshape_resize)
+PERMUTE = rule(permute)
+SQUEEZE = rule(squeeze)
+UNSQUEEZE = rule(unsqueeze)
+EXPAND = rule(expand, reshape_resize)
+TILE = rule(tile)
+CONCAT = rule(concat)
+SPLIT = rule(split, split_resize)
+SLICE = rule(_along("dim", "slice keeps a fixed range of this axis", _full_slice))
+SELECT = rule(_along("dim", "select picks one fixed index of this axis"))
+INDEX_SELECT = rule(index_select)
+GATHER = rule(gather)
+ROLL = rule(_along("dims", "roll moves elements along this axis"))
+PAD = rule(pad)
+CHANNEL_SHUFFLE = rule(channel_shuffle)
+WHERE = rule(where)
 
 
 def rule_for(opdef) -> ChannelRule:
-    """The op's rule; an op registered after import and unknown here freezes its axes."""
-    if opdef.channels is None:
-        _fill()
-    if opdef.channels is None:
-        opdef.channels = ChannelRule(frozen(f"op {opdef.name} has no channel rule"))
-    return opdef.channels
-
-
-_fill()
+    """The op's rule; an op defined without one freezes its axes."""
+    return opdef.channels or ChannelRule(frozen(f"op {opdef.name} has no channel rule"))

@@ -1,9 +1,8 @@
-"""Cost rules: the ``cost`` field of every OpDef.
+"""Cost rules: what the ``cost`` field of an OpDef names.
 
 A rule is a pure function of the node's input types, output types and attrs
 (``rule(ins, outs, attrs) -> OpCost``), so it prices a node without running it and works on
-any graph whose types are known. Importing this module fills ``OpDef.cost`` for every op in
-the table; :func:`check_complete` says which ops (if any) still lack a rule.
+any graph whose types are known. Every op definition names one (tests/ir/test_opdefs.py).
 
 Conventions (docs/cost_model.md explains them and where other counters differ):
 
@@ -31,7 +30,6 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from graphc.ir.ops import all_ops
 from graphc.ir.types import TensorType
 
 
@@ -76,7 +74,7 @@ def conv_rule(ins, outs, attrs) -> OpCost:
     w, y = ins[1], outs[0]
     macs = y.numel * _prod(w.shape[1:])
     bias = y.numel if len(ins) > 2 else 0
-    groups = int(attrs.get("groups", 1))
+    groups = int(attrs["groups"])
     depthwise = groups > 1 and w.shape[1] == 1
     return _cost(ins, outs, macs, 2 * macs + bias, "dwconv" if depthwise else "conv")
 
@@ -132,7 +130,7 @@ def sdpa_rule(ins, outs, attrs) -> OpCost:
 
 def mha_rule(ins, outs, attrs) -> OpCost:
     q, k = ins[0], ins[1]
-    batch_first = bool(attrs.get("batch_first", False))
+    batch_first = bool(attrs["batch_first"])
     if batch_first:
         n, lq, e = q.shape
         lk = k.shape[1]
@@ -174,18 +172,18 @@ def norm_rule(ins, outs, attrs) -> OpCost:
 
 
 def lrn_rule(ins, outs, attrs) -> OpCost:
-    size = int(attrs.get("size", 5))
+    size = int(attrs["size"])
     return _cost(ins, outs, 0, (size + 3) * ins[0].numel)
 
 
 def pool_rule(ins, outs, attrs) -> OpCost:
-    k = attrs.get("kernel_size", 1)
+    k = attrs["kernel_size"]
     k = [k] if isinstance(k, int) else k
     return _cost(ins, outs, 0, _prod(k) * _out_numel(outs), "reduce")
 
 
 def interpolate_rule(ins, outs, attrs) -> OpCost:
-    mode = attrs.get("mode", "nearest")
+    mode = attrs["mode"]
     if mode in ("nearest", "nearest-exact"):
         return _cost(ins, outs, 0, 0, "movement")
     # a weighted sum of 2^d neighbours per output element (4 for bilinear, 16 for bicubic)
@@ -207,69 +205,7 @@ def opaque_rule(ins, outs, attrs) -> OpCost:
     return OpCost(0, 0, r, w, "opaque", counted=False)
 
 
-VIEW_OPS = frozenset({"reshape", "flatten", "squeeze", "unsqueeze", "identity", "dropout"})
-
-# Ops whose rule is not implied by their tags.
-_EXPLICIT: dict[str, Rule] = {
-    "conv1d": conv_rule, "conv2d": conv_rule, "conv3d": conv_rule,
-    "conv_transpose1d": conv_transpose_rule, "conv_transpose2d": conv_transpose_rule,
-    "linear": linear_rule, "matmul": matmul_rule, "einsum": einsum_rule,
-    "scaled_dot_product_attention": sdpa_rule, "multi_head_attention": mha_rule,
-    "batch_norm": per_output(2),
-    "layer_norm": norm_rule, "group_norm": norm_rule, "instance_norm": norm_rule,
-    "lrn": lrn_rule,
-    "softmax": per_output(5), "log_softmax": per_output(5),
-    "adaptive_avg_pool1d": per_input(1), "adaptive_avg_pool2d": per_input(1),
-    "adaptive_max_pool2d": per_input(1),
-    "sum_n": sum_n_rule,
-    "cast": movement_rule,
-    "interpolate": interpolate_rule,
-    "var": per_input(3), "norm": per_input(2),
-    "opaque": opaque_rule,
-}
-
-
-def rule_for(name: str, tags: frozenset) -> Rule | None:
-    if name in VIEW_OPS:
-        return view_rule
-    if name in _EXPLICIT:
-        return _EXPLICIT[name]
-    if "pool" in tags:
-        return pool_rule
-    if "reduction" in tags:
-        return per_input(1)
-    if "elementwise" in tags:
-        return per_output(1)
-    if "shape" in tags:
-        return movement_rule
-    if "opaque" in tags:
-        return opaque_rule
-    return None
-
-
-def install() -> list[str]:
-    """Fill ``cost`` for every op of the table that has none; returns the ops left without one."""
-    missing = []
-    for name, opdef in all_ops().items():
-        if opdef.cost is None:
-            opdef.cost = rule_for(name, opdef.tags)
-        if opdef.cost is None:
-            missing.append(name)
-    return missing
-
-
-def check_complete() -> list[str]:
-    """Names of ops that have no cost rule (installing rules for newly registered ops first)."""
-    return install()
-
-
 def node_cost(node) -> OpCost:
-    """The cost of one IR node (ops registered after import get their rule on first use)."""
-    opdef = node.opdef
-    if opdef.cost is None:
-        install()
-    rule = opdef.cost or opaque_rule
+    """The cost of one IR node (uncounted where its op names no rule)."""
+    rule = node.opdef.cost or opaque_rule
     return rule([v.type for v in node.inputs], [v.type for v in node.outputs], node.attrs)
-
-
-install()

@@ -110,7 +110,7 @@ class Param:
     constant). Parameter counts include only ``weight``.
     """
 
-    __slots__ = ("value", "data", "source", "kind", "mask")
+    __slots__ = ("value", "data", "source", "kind", "mask", "_view")
 
     def __init__(self, value: Value, data: np.ndarray, source: str, kind: str, mask: np.ndarray | None = None):
         if kind not in PARAM_KINDS:
@@ -120,6 +120,19 @@ class Param:
         self.source = source
         self.kind = kind
         self.mask = mask
+        self._view = None
+
+    def tensor(self):
+        """The array as a torch tensor sharing its memory, made once per array: the weights
+        have one representation (numpy) and torch code reads it without a copy. Read it,
+        never write it."""
+        view = self._view
+        if view is None or view[0] is not self.data:
+            import torch
+
+            arr = self.data if self.data.flags.writeable else self.data.copy()
+            view = self._view = (self.data, torch.from_numpy(arr))
+        return view[1]
 
     @property
     def name(self) -> str:
@@ -219,15 +232,6 @@ class Node:
             v._uses.append(Use(self, i))
         if self.graph._listener is not None:
             self.graph._listener.on_operands(self, old)
-
-    def set_params(self, *arrays) -> None:
-        """Replace the arrays of this node's param inputs, in input order (None keeps one)."""
-        params = [v.param for v in self._inputs if v.param is not None]
-        if len(arrays) > len(params):
-            raise IRError(f"{self.name}: {len(arrays)} arrays for {len(params)} params")
-        for p, a in zip(params, arrays):
-            if a is not None:
-                p.set_data(a)
 
     def infer_types(self) -> list[TensorType]:
         return self.opdef.infer_node(self)
@@ -403,7 +407,11 @@ class Graph:
         Without ``before``/``after`` the node is appended, which keeps topological order
         when inputs already exist. Output value names default to the node name.
         """
-        node = Node(self, op, self.unique_node_name(name or op), dict(attrs or {}))
+        from graphc.ir.ops import _OPS
+
+        opdef = _OPS.get(op)
+        node = Node(self, op, self.unique_node_name(name or op),
+                    opdef.canonical(attrs or {}) if opdef is not None else dict(attrs or {}))
         node.set_inputs(list(inputs))
         if out_types is None:
             try:
@@ -503,9 +511,6 @@ class Graph:
             vals.extend(n.outputs)
         return vals
 
-    def position(self, node: Node) -> int:
-        return self.nodes.index(node)
-
     # -- mutation ----------------------------------------------------------------------------
     def erase(self, node: Node) -> None:
         for v in node.outputs:
@@ -531,10 +536,6 @@ class Graph:
         for p in unused:
             self.remove_param(p)
         return len(unused)
-
-    def move_before(self, node: Node, anchor: Node) -> None:
-        self._unlink(node)
-        self._link(node, anchor._prev)
 
     def toposort(self) -> None:
         """Restore topological order (stable: keeps the current order where it is valid)."""

@@ -66,6 +66,9 @@ def verify(graph: Graph, *, types: bool = True) -> None:
             opdef = node.opdef
         except IRError as e:
             _fail(graph, node, str(e))
+        why = opdef.check(len(node.inputs), node.attrs)
+        if why is not None:
+            _fail(graph, node, why)
         n_out = opdef.n_outputs(node.attrs)
         if n_out != len(node.outputs):
             _fail(graph, node, f"{node.op} has {len(node.outputs)} outputs, op table says {n_out}")

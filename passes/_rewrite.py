@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 from graphc.ir.graph import Graph, Node, Value
+from graphc.ir.ops import ops_with
 # The passes import their skeleton and graph edits from here with the weight math.
 from graphc.ir.rewrite import erase_if_dead, replace_output  # noqa: F401
 from graphc.registry import PatternPass  # noqa: F401
 
-CONV_OPS = ("conv1d", "conv2d", "conv3d")
+CONV_OPS = tuple(sorted(ops_with("conv")))
 
 
 # -- queries -----------------------------------------------------------------------------------
@@ -43,10 +44,6 @@ def sole_user(v: Value) -> Node | None:
     if len(uses) != 1 or v.is_output:
         return None
     return uses[0].node
-
-
-def is_float(v: Value) -> bool:
-    return v.dtype in ("f32", "f64", "f16", "bf16")
 
 
 def _as_list(x, nd: int) -> list[int]:

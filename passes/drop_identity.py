@@ -12,12 +12,13 @@ from typing import ClassVar
 import numpy as np
 
 from graphc.ir.graph import Graph, Node, Value
+from graphc.ir.ops import ops_with
 from graphc.ir.rewrite import RewritePattern, Rewriter
 from graphc.passes._rewrite import PatternPass, const_array, erase_if_dead, replace_output
 from graphc.registry import register_pass
 
 _ALWAYS = ("dropout", "identity")
-_VIEWS = ("reshape", "flatten", "squeeze", "unsqueeze")
+_VIEWS = tuple(sorted(ops_with("reshape")))
 _POOLS = ("avg_pool1d", "avg_pool2d", "max_pool1d", "max_pool2d")
 
 

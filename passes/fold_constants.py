@@ -67,7 +67,7 @@ class FoldConstant(RewritePattern):
             return rw.refuse(node, why)
         try:
             with torch.no_grad():
-                out = node.opdef.run([torch.from_numpy(np.array(v.param.data)) for v in node.inputs], node.attrs)
+                out = node.opdef.run([v.param.tensor() for v in node.inputs], node.attrs)
         except Exception as e:  # an op that cannot run on these constants stays as it is
             return rw.refuse(node, f"evaluation failed: {type(e).__name__}")
         outs = out if isinstance(out, (tuple, list)) else (out,)
@@ -79,7 +79,11 @@ class FoldConstant(RewritePattern):
         source = max(weights, key=lambda p: p.data.size).source if weights else ""
         if len(outs) != len(node.outputs):
             return rw.refuse(node, "evaluation gave the wrong number of results")
+        ins = [v.param.data for v in node.inputs]
+        # The operands are views of the params' arrays (no copy); a result that is a view of one
+        # (a reshape, a slice) is copied, so the new param never aliases another's array.
         arrs = [t.detach().contiguous().numpy() for t in outs]
+        arrs = [a.copy() if any(np.may_share_memory(a, i) for i in ins) else a for a in arrs]
         if any(tuple(a.shape) != v.shape for a, v in zip(arrs, node.outputs)):
             return rw.refuse(node, "evaluation gave a different shape")
         for v, arr in zip(node.outputs, arrs):

@@ -35,11 +35,12 @@ import numpy as np
 from graphc.errors import PassError
 from graphc.ir.graph import Graph
 
+from graphc.ir.ops import ops_with
 from graphc.passes.channel_groups import ChannelGroup, channel_groups, prune_groups
 from graphc.registry import Pass, PassContext, PassResult, register_pass
 
-WEIGHT_OPS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "linear", "matmul"}
-SCALE_OPS = {"batch_norm", "layer_norm", "group_norm", "instance_norm"}
+WEIGHT_OPS = ops_with("weight")
+SCALE_OPS = ops_with("scale")
 
 
 def _axis_sums(m, p: int, cache: dict | None) -> np.ndarray:

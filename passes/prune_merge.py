@@ -30,6 +30,7 @@ import numpy as np
 
 from graphc.ir.graph import Graph
 from graphc.ir.meta import EDP
+from graphc.ir.ops import ops_with
 from graphc.passes._rewrite import cast_like
 from graphc.passes.decompose import Pair, find_pairs
 from graphc.registry import Pass, PassContext, PassResult, register_pass
@@ -87,14 +88,7 @@ def merge_pair(graph: Graph, pair: Pair) -> None:
 
 # Ops with f(0) = 0 elementwise, or that only move, pick or pool elements: a channel that is
 # zero at every input stays zero at the output.
-_KEEPS_ZERO = {
-    "abs", "ceil", "floor", "round", "sign", "neg", "sqrt", "sin", "tanh", "relu", "relu6", "leaky_relu", "elu",
-    "celu", "selu", "gelu", "silu", "mish", "hardswish", "identity", "dropout", "cast",
-    "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
-    "adaptive_max_pool2d", "interpolate", "flatten", "reshape", "permute", "squeeze", "unsqueeze", "expand",
-    "tile", "split", "concat", "slice", "select", "index_select", "gather", "roll", "channel_shuffle",
-    "add", "sub", "sum_n", "maximum", "minimum",
-}
+_KEEPS_ZERO = ops_with("keeps_zero")
 # Ops that combine operands: zero only where every operand is zero (mul: where any is).
 _COMBINES = {"add", "sub", "sum_n", "maximum", "minimum"}
 # Readers for which a zero input channel contributes nothing: removing it (their weight

@@ -67,12 +67,9 @@ def load_model(spec: str, batch: int = 1, size: int | None = None, input_shape=N
         return graphc.load(model, example_inputs=x), model, x
     if not os.path.exists(spec) and ":" not in spec:
         raise InputError(f"no such model file: {spec}")
-    try:
-        from graphc.source import load_source
-    except ImportError:
-        graph = graphc.load(spec)
-    else:
-        graph = load_source(spec, input_shape=input_shape)[0]
+    from graphc.source import load_source
+
+    graph = load_source(spec, input_shape=input_shape)[0]
     if graph.inputs and graph.inputs[0].shape and graph.inputs[0].shape[0] != batch:
         raise InputError(f"{spec} has a fixed batch of {graph.inputs[0].shape[0]}; --batch {batch} cannot change it")
     return graph, None, None

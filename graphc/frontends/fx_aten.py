@@ -24,7 +24,7 @@ def _batch_norm(cv, n, args, kwargs):
         if vals.get(k) is None:
             vals[k] = cv.param(fill(c), name=f"{cv.node_name}.{k}")
     ins = [x] + [cv.value(vals[k]) for k in names[1:5]]
-    return cv.emit("batch_norm", ins, {"eps": float(vals.get("eps", 1e-5))})
+    return cv.emit("batch_norm", ins, {"eps": float(vals["eps"])} if "eps" in vals else {})
 
 
 def _slice(cv, n, args, kwargs):

@@ -153,7 +153,7 @@ def _mha_ok(m):
 _ACT = {
     nn.ReLU: _unary("relu"), nn.ReLU6: _unary("relu6"), nn.Sigmoid: _unary("sigmoid"), nn.Tanh: _unary("tanh"),
     nn.SiLU: _unary("silu"), nn.Hardswish: _unary("hardswish"), nn.Hardsigmoid: _unary("hardsigmoid"),
-    nn.Mish: _unary("mish"), nn.SELU: _unary("selu"), nn.GELU: _unary("gelu", approximate="approximate"),
+    nn.Mish: _unary("mish"), nn.SELU: _unary("selu"), nn.Softsign: _unary("softsign"), nn.GELU: _unary("gelu", approximate="approximate"),
     nn.LeakyReLU: _unary("leaky_relu", negative_slope=lambda m: float(m.negative_slope)),
     nn.ELU: _unary("elu", alpha=lambda m: float(m.alpha)), nn.CELU: _unary("celu", alpha=lambda m: float(m.alpha)),
     nn.Softplus: _unary("softplus", beta=lambda m: float(m.beta), threshold=lambda m: float(m.threshold)),
@@ -392,7 +392,8 @@ def _layer_norm_fn(cv, n, args, kwargs):
     if w is None and b is not None:
         raise NoRule
     ins = [_x(args, kwargs)] + [cv.value(t) for t in (w, b) if t is not None]
-    return cv.emit("layer_norm", ins, {"normalized_shape": list(vals["normalized_shape"]), "eps": float(vals.get("eps", 1e-5))})
+    eps = {"eps": float(vals["eps"])} if "eps" in vals else {}
+    return cv.emit("layer_norm", ins, {"normalized_shape": list(vals["normalized_shape"]), **eps})
 
 
 def _linear_fn(cv, n, args, kwargs):
@@ -450,7 +451,7 @@ def _batch_norm_fn(cv, n, args, kwargs):
     w = cv.value(vals["weight"]) if vals.get("weight") is not None else cv.param(torch.ones(c), name=f"{cv.node_name}.weight")
     b = cv.value(vals["bias"]) if vals.get("bias") is not None else cv.param(torch.zeros(c), name=f"{cv.node_name}.bias")
     return cv.emit("batch_norm", [x, w, b, cv.value(vals["running_mean"]), cv.value(vals["running_var"])],
-                   {"eps": float(vals.get("eps", 1e-5))})
+                   {"eps": float(vals["eps"])} if "eps" in vals else {})
 
 
 def _matmul(cv, n, args, kwargs):
@@ -595,6 +596,7 @@ _UNARY_FNS = {
     "relu": [torch.relu, F.relu, torch.Tensor.relu], "relu6": [F.relu6],
     "sigmoid": [torch.sigmoid, F.sigmoid, torch.Tensor.sigmoid], "tanh": [torch.tanh, F.tanh, torch.Tensor.tanh],
     "silu": [F.silu], "hardswish": [F.hardswish], "hardsigmoid": [F.hardsigmoid], "mish": [F.mish],
+    "softsign": [F.softsign],
     "exp": [torch.exp, torch.Tensor.exp], "sqrt": [torch.sqrt, torch.Tensor.sqrt], "rsqrt": [torch.rsqrt],
     "neg": [operator.neg, torch.neg, torch.Tensor.neg], "abs": [torch.abs, torch.Tensor.abs], "erf": [torch.erf],
     "log": [torch.log, torch.Tensor.log],

@@ -29,6 +29,19 @@ def handles(*op_types: str):
     return deco
 
 
+def _schema_default(node, opset: int, name: str):
+    import onnx
+
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, node.domain or "")
+    except onnx.defs.SchemaError:
+        return None
+    a = schema.attributes.get(name)
+    if a is None or not a.default_value.name:
+        return None
+    return onnx.helper.get_attribute_value(a.default_value)
+
+
 class NodeContext:
     """What a handler may ask about its ONNX node, and the only way it adds IR nodes."""
 
@@ -43,11 +56,13 @@ class NodeContext:
 
     # -- attributes and operands ----------------------------------------------------------
     def attr(self, name: str, default=None):
+        """The attribute's value; when the node omits it, ``default`` or else the default that
+        ONNX's own schema for this op and opset declares (None when it declares none)."""
         from onnx import helper
 
         a = self.attrs.get(name)
         if a is None:
-            return default
+            return default if default is not None else _schema_default(self.node, self.opset, name)
         v = helper.get_attribute_value(a)
         if isinstance(v, bytes):
             v = v.decode()
@@ -347,13 +362,13 @@ def batch_norm(cx):
         raise Fallback
     ins = [cx.value(0), cx.value(1, "weight"), cx.value(2, "bias"),
            cx.value(3, "running_mean", "buffer"), cx.value(4, "running_var", "buffer")]
-    return [cx.out("batch_norm", ins, {"eps": float(cx.attr("epsilon", 1e-5))})]
+    return [cx.out("batch_norm", ins, {"eps": float(cx.attr("epsilon"))})]
 
 
 @handles("InstanceNormalization")
 def instance_norm(cx):
     ins = [cx.value(0), cx.value(1, "weight"), cx.value(2, "bias")]
-    return [cx.out("instance_norm", ins, {"eps": float(cx.attr("epsilon", 1e-5))})]
+    return [cx.out("instance_norm", ins, {"eps": float(cx.attr("epsilon"))})]
 
 
 @handles("LayerNormalization")
@@ -363,7 +378,7 @@ def layer_norm(cx):
     shape = cx.shape(0)
     axis = _norm_axis(int(cx.attr("axis", -1)), len(shape))
     ins = [cx.value(0), cx.value(1, "weight")] + ([cx.value(2, "bias")] if cx.has(2) else [])
-    return [cx.out("layer_norm", ins, {"normalized_shape": list(shape[axis:]), "eps": float(cx.attr("epsilon", 1e-5))})]
+    return [cx.out("layer_norm", ins, {"normalized_shape": list(shape[axis:]), "eps": float(cx.attr("epsilon"))})]
 
 
 @handles("GroupNormalization")
@@ -380,7 +395,7 @@ def group_norm(cx):
             cx.imp.consts[key] = np.repeat(arr, c // groups)
             cx.imp.from_init.add(key)
             ws.append(cx.imp.param(key, (id(cx.node), cx.name), role))
-    return [cx.out("group_norm", [cx.value(0)] + ws, {"num_groups": groups, "eps": float(cx.attr("epsilon", 1e-5))})]
+    return [cx.out("group_norm", [cx.value(0)] + ws, {"num_groups": groups, "eps": float(cx.attr("epsilon"))})]
 
 
 @handles("LRN")
@@ -394,7 +409,7 @@ def lrn(cx):
 _UNARY = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Log": "log", "Sqrt": "sqrt",
           "Neg": "neg", "Abs": "abs", "Erf": "erf", "Reciprocal": "reciprocal", "Floor": "floor",
           "Ceil": "ceil", "Round": "round", "Sign": "sign", "Sin": "sin", "Cos": "cos", "Not": "not",
-          "HardSwish": "hardswish", "Mish": "mish"}
+          "HardSwish": "hardswish", "Mish": "mish", "Softsign": "softsign"}
 
 
 @handles(*_UNARY)

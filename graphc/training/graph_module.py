@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from graphc.ir.graph import Graph, Param
+from graphc.ir.interpret import run_graph
 
 _BATCH_SHAPED = ("reshape", "expand")
 
@@ -58,17 +59,11 @@ class GraphModule(nn.Module):
         return node.attrs
 
     def forward(self, *xs):
-        env: dict[int, torch.Tensor] = {id(v): x for v, x in zip(self.graph.inputs, xs)}
-        for name, p in self.graph.params.items():
-            i = self._index.get(name)
-            env[id(p.value)] = self.weights[i] if i is not None else self._fixed[name]
+        params = {name: self.weights[i] for name, i in self._index.items()}
+        params.update(self._fixed)
         batch = xs[0].shape[0] if xs and xs[0].dim() else 1
-        for n in self.graph.nodes:
-            out = n.opdef.run([env[id(v)] for v in n.inputs], self._attrs(n, batch))
-            outs = out if isinstance(out, (tuple, list)) else (out,)
-            for v, t in zip(n.outputs, outs):
-                env[id(v)] = t
-        res = [env[id(v)] for v in self.graph.outputs]
+        res = run_graph(self.graph, list(xs), params=params, attrs=lambda n: self._attrs(n, batch),
+                        grad=torch.is_grad_enabled())
         return res[0] if len(res) == 1 else tuple(res)
 
     @torch.no_grad()

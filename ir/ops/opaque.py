@@ -15,7 +15,9 @@ from __future__ import annotations
 import importlib
 
 from graphc.errors import UnsupportedError
-from graphc.ir.ops import register_op
+from graphc.ir import channel_rules as ch
+from graphc.ir import cost_rules as co
+from graphc.ir.ops import defop
 from graphc.ir.types import TensorType
 
 
@@ -58,15 +60,20 @@ def fill_template(template, inputs):
     return template
 
 
-def _run_opaque(*inputs, source, out_types=None, target=None, args=(), kwargs=None, op_type=None, **_):
+def _run_opaque(t, *inputs, source, target=None, args=(), kwargs=None, op_type=None, **_):
     if source != "torch":
         raise UnsupportedError(f"opaque ONNX op {op_type!r} has no torch implementation")
-    fn = resolve_target(target)
-    return fn(*fill_template(list(args), inputs), **fill_template(dict(kwargs or {}), inputs))
+    fn_args = fill_template(list(args), inputs)
+    fn_kwargs = fill_template(dict(kwargs or {}), inputs)
+    if target.startswith("torch.Tensor."):
+        return t.method(target[len("torch.Tensor."):], *fn_args, **fn_kwargs)
+    return t.call(resolve_target(target), *fn_args, **fn_kwargs)
 
 
 def _infer_opaque(types, attrs):
     return [TensorType.parse(t) for t in attrs["out_types"]]
 
 
-register_op("opaque", _run_opaque, infer=_infer_opaque, num_outputs=lambda a: len(a["out_types"]), tags=("opaque",))
+defop("opaque", _run_opaque, operands=("*xs",), open_attrs=True, infer=_infer_opaque,
+      num_outputs=lambda a: len(a["out_types"]), traits=("opaque",), channels=ch.OPAQUE, cost=co.opaque_rule,
+      doc="An op graphc does not know, kept as it came (see the module docstring).")

@@ -59,7 +59,7 @@ def same_float(types, attrs):
 
 
 def gelu(types, attrs):
-    if attrs.get("approximate", "none") not in ("none", "tanh"):
+    if attrs["approximate"] not in ("none", "tanh"):
         return None
     return same_float(types, attrs)
 
@@ -76,7 +76,7 @@ def cast(types, attrs):
     return [TensorType(types[0].shape, attrs["dtype"])]
 
 
-def _binary(out_dtype=None, ints=False):
+def binary(out_dtype=None, ints=False):
     def rule(types, attrs):
         if len(types) != 2:
             return None
@@ -112,10 +112,10 @@ def conv(nd: int):
         x, w = types[0].shape, types[1].shape
         if len(x) != nd + 2 or len(w) != nd + 2:
             return None
-        groups = attrs.get("groups", 1)
-        stride = _ints(attrs.get("stride", 1), nd)
-        padding = _ints(attrs.get("padding", 0), nd)
-        dilation = _ints(attrs.get("dilation", 1), nd)
+        groups = attrs["groups"]
+        stride = _ints(attrs["stride"], nd)
+        padding = _ints(attrs["padding"], nd)
+        dilation = _ints(attrs["dilation"], nd)
         if (not isinstance(groups, int) or isinstance(groups, bool) or groups < 1 or stride is None
                 or padding is None or dilation is None):
             return None
@@ -195,9 +195,9 @@ def pool(nd: int, dilated: bool):
         k = _ints(attrs.get("kernel_size"), nd)
         s = attrs.get("stride")
         s = k if s is None or s == [] or s == () else _ints(s, nd)
-        p = _ints(attrs.get("padding", 0), nd)
-        d = _ints(attrs.get("dilation", 1), nd) if dilated else [1] * nd
-        ceil_mode = attrs.get("ceil_mode", False)
+        p = _ints(attrs["padding"], nd)
+        d = _ints(attrs["dilation"], nd) if dilated else [1] * nd
+        ceil_mode = attrs["ceil_mode"]
         if k is None or s is None or p is None or d is None or not isinstance(ceil_mode, bool):
             return None
         if attrs.get("divisor_override") not in (None,) or min(k) < 1 or min(s) < 1 or min(d) < 1 or min(p) < 0:
@@ -266,7 +266,7 @@ def flatten(types, attrs):
         return None
     x = types[0].shape
     r = len(x)
-    s, e = attrs.get("start_dim", 1), attrs.get("end_dim", -1)
+    s, e = attrs["start_dim"], attrs["end_dim"]
     if r == 0 or not isinstance(s, int) or not isinstance(e, int) or not (-r <= s < r and -r <= e < r):
         return None
     s, e = s % r, e % r
@@ -327,7 +327,7 @@ def mean(types, attrs):
         return None
     x = types[0].shape
     r = len(x)
-    dims, keep = attrs.get("dims"), attrs.get("keepdim", False)
+    dims, keep = attrs.get("dims"), attrs["keepdim"]
     if (r == 0 or not isinstance(dims, (list, tuple)) or not dims or not isinstance(keep, bool)
             or not all(isinstance(d, int) and -r <= d < r for d in dims)):
         return None
@@ -337,39 +337,3 @@ def mean(types, attrs):
     out = tuple(1 if i in ds else n for i, n in enumerate(x)) if keep else tuple(n for i, n in enumerate(x) if i not in ds)
     return [TensorType(out, types[0].dtype)]
 
-
-RULES = {
-    **{n: same_float for n in ("relu", "relu6", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "mish",
-                               "leaky_relu", "elu")},
-    "gelu": gelu,
-    "identity": same_any,
-    "dropout": same_any,
-    "cast": cast,
-    **{n: _binary(ints=True) for n in ("add", "sub", "mul", "maximum", "minimum")},
-    "div": _binary(),
-    **{n: _binary(out_dtype="bool") for n in ("eq", "lt", "gt", "le", "ge")},
-    "sum_n": sum_n,
-    "where": where,
-    "conv1d": conv(1),
-    "conv2d": conv(2),
-    "conv3d": conv(3),
-    "linear": linear,
-    "batch_norm": batch_norm,
-    "layer_norm": layer_norm,
-    "group_norm": group_norm,
-    "max_pool1d": pool(1, True),
-    "max_pool2d": pool(2, True),
-    "avg_pool1d": pool(1, False),
-    "avg_pool2d": pool(2, False),
-    "adaptive_avg_pool1d": adaptive_pool(1),
-    "adaptive_avg_pool2d": adaptive_pool(2),
-    "adaptive_max_pool2d": adaptive_pool(2),
-    "softmax": softmax,
-    "log_softmax": softmax,
-    "reshape": reshape,
-    "flatten": flatten,
-    "permute": permute,
-    "concat": concat,
-    "split": split,
-    "mean": mean,
-}

@@ -6,9 +6,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from graphc.ir import Graph, TensorType
-from graphc.ir import cost_rules
 from graphc.ir.cost_rules import node_cost
-from graphc.ir.ops import all_ops
 
 
 def single_node(op, shapes, attrs, param_from=1):
@@ -30,11 +28,6 @@ def counter_flops(node):
     with FlopCounterMode(display=False) as fc:
         node.opdef.run(ins, node.attrs)
     return fc.get_total_flops()
-
-
-def test_every_op_in_the_table_has_a_cost_rule():
-    assert cost_rules.check_complete() == []
-    assert all(callable(o.cost) for o in all_ops().values())
 
 
 MAC_CASES = [

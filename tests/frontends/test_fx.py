@@ -196,7 +196,7 @@ def test_attention_and_several_inputs():
     nn.GroupNorm(2, 4), nn.InstanceNorm2d(4), nn.LocalResponseNorm(3),
     nn.MaxPool2d(3, 2, 1, ceil_mode=True), nn.AvgPool2d(2, count_include_pad=False), nn.AdaptiveAvgPool2d((2, 3)),
     nn.AdaptiveMaxPool2d(1), nn.Hardswish(), nn.SiLU(), nn.GELU("tanh"), nn.LeakyReLU(0.2), nn.ReLU6(), nn.Mish(),
-    nn.Hardsigmoid(), nn.ELU(), nn.Softmax(1), nn.Dropout(0.3), nn.Identity(), nn.PixelShuffle(2), nn.ZeroPad2d((1, 2, 0, 1)),
+    nn.Hardsigmoid(), nn.ELU(), nn.Softsign(), nn.Softmax(1), nn.Dropout(0.3), nn.Identity(), nn.PixelShuffle(2), nn.ZeroPad2d((1, 2, 0, 1)),
 ])
 def test_layer(layer):
     g = roundtrip(layer, torch.randn(1, 4, 8, 8))

@@ -255,11 +255,13 @@ def test_activations_and_clip_forms(rng):
              helper.make_node("LeakyRelu", ["b"], ["c"], name="lrelu", alpha=0.2),
              helper.make_node("PRelu", ["c", "slope"], ["d"], name="prelu"),
              helper.make_node("Elu", ["d"], ["e"], name="elu", alpha=0.7),
-             helper.make_node("Softplus", ["e"], ["y"], name="softplus")]
+             helper.make_node("Softplus", ["e"], ["f"], name="softplus"),
+             helper.make_node("Softsign", ["f"], ["y"], name="softsign")]
     model = make(nodes, [vi("x", [1, 3, 2, 2])], [vi("y", [1, 3, 2, 2])],
                  [tensor("slope", rand(rng, 3, 1, 1))], opset=9, ir_version=4)
     graph, _ = roundtrip(model, {"x": rand(rng, 1, 3, 2, 2) * 4})
     assert graph.node("relu6").op == "relu6"
+    assert graph.node("softsign").op == "softsign"
     assert not graph.find("opaque")
 
 

@@ -8,8 +8,9 @@ import random
 import pytest
 
 from graphc.ir.ops import _OPS, _freeze, _meta_infer
-from graphc.ir.ops.rules import RULES
 from graphc.ir.types import TensorType
+
+RULES = {n: o.shape for n, o in _OPS.items() if o.shape is not None}
 
 
 def T(*shape, dtype="f32"):
@@ -24,6 +25,7 @@ def meta(op, types, attrs):
 
 
 def check(op, types, attrs):
+    attrs = _OPS[op].canonical(attrs)  # as on a built node
     got = RULES[op](list(types), attrs)
     want = meta(op, types, attrs)
     if want is None:
@@ -31,11 +33,6 @@ def check(op, types, attrs):
     elif got is not None:
         assert got == want, f"{op}{tuple(map(str, types))} {attrs}: rule {got}, torch {want}"
     return got is not None
-
-
-def test_every_rule_names_a_registered_op():
-    assert set(RULES) <= set(_OPS)
-    assert all(_OPS[n].rule is RULES[n] for n in RULES)
 
 
 def _conv_cases(rng, nd):

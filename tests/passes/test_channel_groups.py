@@ -3,7 +3,6 @@ which axes land in one group, how units map to channels, and why a group is froz
 import numpy as np
 import pytest
 
-from graphc.ir.channel_rules import check_complete
 from graphc.passes.channel_groups import channel_groups, format_groups
 
 
@@ -17,10 +16,6 @@ def group_of(groups, value, axis):
 
 def members(group):
     return {(m.value.name, m.axis) for m in group.members}
-
-
-def test_every_op_has_a_channel_rule():
-    assert check_complete() == []
 
 
 def test_residual_add_couples_both_branches_and_their_weights(h):

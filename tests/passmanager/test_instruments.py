@@ -101,7 +101,9 @@ class Renames(Pass):
         return frozenset({"t-shapes"}) if self.keep else frozenset()
 
     def run(self, graph, ctx):
-        graph.node("relu").attrs["note"] = len(graph.node("relu").attrs)
+        # A change the verifier accepts and that leaves the shapes alone: a renamed node.
+        relu = next(n for n in graph.nodes if n.op == "relu")
+        graph.rename_value(relu.output, relu.output.name + "_")
         return PassResult(changed=True)
 
 
