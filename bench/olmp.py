@@ -120,36 +120,64 @@ def global_magnitude(graph, keep: int, data, b: dict, seed: int, quiet: bool, de
     return g
 
 
-def lenet_rows(name, data, b, args, tmp):
+VARIANTS = ("dns", "ncs", "ncs-released", "random")
+
+
+def lenet_source(name, data, b, args, tmp):
+    """Train the source once; its IR goes to ``tmp`` so every variant (in this process or a
+    worker) starts from the same weights."""
     import graphc
+    from graphc.ir.serialize import save_json
     from graphc.models.examples import train_example
 
     t0 = time.perf_counter()
     model, res = train_example(name, data, epochs=b["src_epochs"], seed=args.seed, quiet=args.quiet)
     src = graphc.load(model, example_inputs=data.sample(1))
+    save_json(src, tmp / f"{name}-src.json")
     m0 = measure(src, data, tmp, f"{name}-src")
-    rows = [[name, f"source ({res.epochs} ep)", m0, f"{time.perf_counter() - t0:.0f}"]]
-    print(fmt(rows[-1], m0), flush=True)
+    row = [name, f"source ({res.epochs} ep)", m0, f"{time.perf_counter() - t0:.0f}"]
+    print(fmt(row, m0), flush=True)
+    return row, m0
+
+
+def lenet_variant(name, variant, data, b, args, tmp, m0):
+    """One method's rows on the saved source: DNS, or OLMP with one searcher (the NCS job
+    also runs global magnitude pruning at the kept count OLMP-NCS reached)."""
+    from graphc.ir.serialize import load_json
+
+    src = load_json(tmp / f"{name}-src.json")
     common = (f"iterations={b['iterations']},search-every={b['search_every']},evaluations={b['evaluations']},"
               f"search-batch={b['search_batch']},device={args.device}")
-    variants = [("DNS uniform c=%g" % b["dns_c"], f"dns(c={b['dns_c']},iterations={b['iterations']},device={args.device})"),
-                ("OLMP, NCS (published)", f"olmp(search=ncs,{common})"),
-                ("OLMP, NCS (released rule)", f"olmp(search=ncs-released,{common})"),
-                ("OLMP, random search", f"olmp(search=random,{common})")]
-    olmp_kept = None
-    for label, spec in variants:
-        g, st, secs = run_pass(src, spec, data, args.seed, args.quiet)
-        m = measure(g, data, tmp, f"{name}-{len(rows)}")
-        rows.append([name, label, m, f"{secs:.0f}"])
-        print(fmt(rows[-1], m0), flush=True)
-        if "NCS (published)" in label:
-            olmp_kept = m["nonzero"]
-    t = time.perf_counter()
-    g = global_magnitude(src, olmp_kept, data, b, args.seed, args.quiet, args.device)
-    m = measure(g, data, tmp, f"{name}-global")
-    rows.append([name, "global magnitude @ OLMP-NCS's kept count", m, f"{time.perf_counter() - t:.0f}"])
+    label, spec = {
+        "dns": ("DNS uniform c=%g" % b["dns_c"], f"dns(c={b['dns_c']},iterations={b['iterations']},device={args.device})"),
+        "ncs": ("OLMP, NCS (published)", f"olmp(search=ncs,{common})"),
+        "ncs-released": ("OLMP, NCS (released rule)", f"olmp(search=ncs-released,{common})"),
+        "random": ("OLMP, random search", f"olmp(search=random,{common})"),
+    }[variant]
+    g, st, secs = run_pass(src, spec, data, args.seed, args.quiet)
+    m = measure(g, data, tmp, f"{name}-{variant}")
+    rows = [[name, label, m, f"{secs:.0f}"]]
     print(fmt(rows[-1], m0), flush=True)
-    return rows, m0
+    if variant == "ncs":
+        t = time.perf_counter()
+        g = global_magnitude(src, m["nonzero"], data, b, args.seed, args.quiet, args.device)
+        m = measure(g, data, tmp, f"{name}-global")
+        rows.append([name, "global magnitude @ OLMP-NCS's kept count", m, f"{time.perf_counter() - t:.0f}"])
+        print(fmt(rows[-1], m0), flush=True)
+    return rows
+
+
+def _job(job):
+    """A worker's unit: ("variant", model, variant) or ("prune", model); loads its own data."""
+    from graphc.data import load_data
+
+    kind, args, b, tmp, m0, *what = job
+    if not torch.cuda.is_available():
+        torch.set_num_threads(1)
+    data = load_data(args.data)
+    if kind == "variant":
+        return lenet_variant(what[0], what[1], data, b, args, tmp, m0)
+    return prune_rows(what[0], data, b, args, args.macs)
 
 
 def fmt(row, src) -> str:
@@ -215,6 +243,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1, help="methods run side by side in this many processes")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         torch.set_num_threads(1)
@@ -226,16 +255,33 @@ def main(argv=None) -> int:
     t_all = time.perf_counter()
     data = load_data(args.data)
     tmp = Path(tempfile.mkdtemp(prefix="graphc-olmp-"))
-    lenet, paper = [], []
-    for name in [m for m in args.models.split(",") if m]:
-        rows, src = lenet_rows(name, data, b, args, tmp)
-        lenet += [lenet_cells(r, src) for r in rows]
+    models = [m for m in args.models.split(",") if m]
+    sources = {name: lenet_source(name, data, b, args, tmp) for name in models}
+    jobs = [("variant", args, b, tmp, sources[name][1], name, v) for name in models for v in VARIANTS]
+    jobs += [("prune", args, b, tmp, None, name) for name in args.prune_models.split(",") if name]
+    if args.jobs > 1:
+        # Each method is an independent run on the saved source: on a machine with many cores
+        # (or a GPU and many cores) they run side by side in separate processes.
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as ex:
+            results = list(ex.map(_job, jobs))
+    else:
+        results = [_job(j) for j in jobs]
+    lenet, prune = [], []
+    for name in models:
+        row, m0 = sources[name]
+        lenet.append(lenet_cells(row, m0))
+        for j, rows in zip(jobs, results):
+            if j[0] == "variant" and j[5] == name:
+                lenet += [lenet_cells(r, m0) for r in rows]
         if name in PAPER:
             lenet.append([name, "paper's figure (not measured here)", "-", "-", "-", PAPER[name].split(" ")[0],
                           "-", "-", "-"])
-    prune = []
-    for name in [m for m in args.prune_models.split(",") if m]:
-        prune += prune_rows(name, data, b, args, args.macs)
+    for j, rows in zip(jobs, results):
+        if j[0] == "prune":
+            prune += rows
     total = time.perf_counter() - t_all
     t1, t2 = table(LENET_HEAD, lenet), table(PRUNE_HEAD, prune) if prune else ""
     print(t1)
@@ -254,7 +300,7 @@ def main(argv=None) -> int:
             f"(`sparse_initializer`) under onnxruntime on the {len(data.y_val):,} validation images; "
             f"max |ORT - torch| compares its outputs with the dense masked torch module. Device: "
             f"{device_for(args.device)} ({platform.machine()}, {os.cpu_count()} CPUs). One seed, one run each; "
-            f"{total / 60:.1f} min in all.\n\n" + t1 + "\n")
+            f"{total / 60:.1f} min in all{f' ({args.jobs} processes side by side)' if args.jobs > 1 else ''}.\n\n" + t1 + "\n")
     if t2:
         body += (f"\nprune at {args.macs:.0%} of the MACs: uniform ratio (bisection) vs per-group ratios by "
                  f"NCS ({b['prune_evals']} evaluations on {b['search_batch']:,} training images, no fine-tune "
