@@ -302,6 +302,11 @@ class _Probe(fx.Interpreter):
             if isinstance(out, torch.Tensor):
                 self.layout[n] = _Layout(out)
                 self.producer.setdefault(id(out), n)
+                if out._base is not None and id(out._base) not in self.producer:
+                    # The op returned a view of a temporary it never exposed (F.linear on a 4-D
+                    # input reshapes a 2-D product): the first node to expose that storage
+                    # stands for it; positions() refuses any alias reaching memory outside it.
+                    self.producer[id(out._base)] = n
             elif isinstance(out, (list, tuple)):
                 ts = list(_tensors(out))
                 if ts:

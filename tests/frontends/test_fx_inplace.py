@@ -29,6 +29,8 @@ class Case(nn.Module):
         self.act6 = nn.ReLU6(inplace=True)
         self.hs = nn.Hardswish(inplace=True)
         self.drop = nn.Dropout(0.5, inplace=True)
+        self.lin = nn.Linear(4, 4)
+        self.register_buffer("table", torch.randn(1, 3, 3, 4))
 
     def forward(self, x):
         return self.fn(self, x)
@@ -287,6 +289,15 @@ def _inplace_after_output_use(m, x):
     return out + y
 
 
+def _linear_4d_then_inplace(m, x):
+    # nn.Linear on a 4-D tensor returns a view of a 2-D product it never exposes; an in-place
+    # layer then writes into that hidden storage (Swin V2's continuous position bias MLP, on a
+    # buffer; here on a buffer and on the input).
+    bias = m.act(m.lin(m.table))
+    y = m.act(m.lin(x.permute(0, 2, 3, 1)))
+    return y.permute(0, 3, 1, 2) + bias.sum()
+
+
 def _residual_relu_inplace(m, x):
     identity = x
     out = m.c(x)
@@ -319,7 +330,7 @@ CASES = {f.__name__.lstrip("_"): f for f in [
     _dtype_kept, _broadcast_operand, _view_of_view, _write_base_read_views, _two_writes_same_storage,
     _static_tensor_written, _static_written_by_input, _constant_iadd, _unsqueeze_chain, _clamp_min,
     _inplace_after_output_use,
-    _residual_relu_inplace, _loop_over_batch,
+    _residual_relu_inplace, _loop_over_batch, _linear_4d_then_inplace,
 ]}
 
 
