@@ -57,11 +57,12 @@ def helpers():
 
 
 def exact_passes() -> list[str]:
-    """Every registered pass that is exact with its default options, and the fuse preset."""
+    """Every registered pass that is exact with its default options, and fuse (once)."""
     from graphc.registry import all_passes
 
     names = [n for n, cls in all_passes().items() if getattr(cls(), "exact", False)]
-    return sorted(names, key=lambda n: EXACT.index(n) if n in EXACT else len(EXACT)) + ["fuse"]
+    ordered = sorted(names, key=lambda n: EXACT.index(n) if n in EXACT else len(EXACT))
+    return ordered + ([] if "fuse" in ordered else ["fuse"])
 
 
 def run_torch(graph, xs):
