@@ -18,6 +18,7 @@ LeNet-5, its ablations, and prune(search=ncs) against uniform-ratio prune.
 
     python bench/olmp.py --data mnist-idx:../shared/datasets/mnist-t10k           # paper budget
     python bench/olmp.py --data mnist-idx:../shared/datasets/mnist-t10k --quick   # minutes on a CPU
+    python bench/olmp.py --data mnist-idx:../shared/datasets/mnist-t10k --jobs 10  # methods side by side
 
 The default is the released code's budget (30,000 steps of batch 64, NCS every 1,000 steps with
 10 searchers and 1,600 evaluations, surgery until step 15,000) and uses CUDA when present;
