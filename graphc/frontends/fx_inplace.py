@@ -439,14 +439,15 @@ class _Rebuild:
 
     def writes_constants(self) -> bool:
         """Whether a write reached storage computed without the graph's inputs."""
-        seen: dict[fx.Node, bool] = {}
-
-        def dynamic(a: fx.Node) -> bool:
-            if a not in seen:
-                seen[a] = a.op == "placeholder" or any(dynamic(i) for i in a.all_input_nodes)
-            return seen[a]
-
-        return not all(dynamic(b) for b in self.written_bases)
+        if not self.written_bases:
+            return False
+        # One pass in the graph's (topological) order: a recursion would overflow the stack on
+        # deep graphs (efficientnet_v2_s).
+        dynamic: set[fx.Node] = set()
+        for a in self.old.nodes:
+            if a.op == "placeholder" or any(i in dynamic for i in a.all_input_nodes):
+                dynamic.add(a)
+        return not all(b in dynamic for b in self.written_bases)
 
     # -- one write --------------------------------------------------------------------------
     def rewrite(self, n: fx.Node) -> None:

@@ -434,3 +434,19 @@ def test_unprovable_writes_are_refused_by_name(fn, what):
         graphc.load(m, example_inputs=torch.randn(SHAPE))
     assert what in str(e.value)
     assert "\n" not in str(e.value).strip()
+
+
+class _Deep(nn.Module):
+    """A chain deeper than Python's recursion limit, then an in-place write at its end."""
+
+    def forward(self, x):
+        for _ in range(1500):
+            x = x * 1.0001
+        x.relu_()
+        return x
+
+
+def test_a_write_after_a_deep_chain_imports():
+    m, x = _Deep().eval(), torch.randn(2, 3)
+    g = graphc.load(m, example_inputs=x)
+    torch.testing.assert_close(graphc.emit_torch(g)(x), m(x.clone()), rtol=1e-4, atol=1e-5)
