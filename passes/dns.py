@@ -219,9 +219,24 @@ def uniform_c_for(mm: MaskedModel, target: int) -> float:
     return hi
 
 
+@dataclass(frozen=True)
+class SurgeryTraining(Pass):
+    """The options of Dynamic Network Surgery's training that DNS and OLMP share: surgery
+    probabilities ``gamma_conv``/``gamma_fc``, SGD (``lr``, ``momentum``, ``weight_decay``,
+    ``batch_size``) and the ``device``. Not a pass by itself."""
+
+    gamma_conv: float = 2e-5
+    gamma_fc: float = 2e-4
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    device: str = "auto"
+
+
 @register_pass
 @dataclass(frozen=True)
-class DNS(Pass):
+class DNS(SurgeryTraining):
     """Dynamic Network Surgery: per-layer magnitude thresholds t = mu + c sigma with splicing
     (cut at 0.9 t, back above 1.1 t), trained with straight-through masks. Lossy; needs data.
 
@@ -243,13 +258,6 @@ class DNS(Pass):
     target_params: float | None = None
     iterations: int = 30000
     prune_until: float = 0.5
-    gamma_conv: float = 2e-5
-    gamma_fc: float = 2e-4
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 64
-    device: str = "auto"
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         data = resolve_data(ctx, self.name)

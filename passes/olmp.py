@@ -35,10 +35,10 @@ import torch
 from graphc.data import Data, resolve_data
 from graphc.errors import PassError
 from graphc.ir.graph import Graph
-from graphc.passes.dns import (MaskedModel, SurgeryHook, device_for, finish, prunable_layers, target_count,
+from graphc.passes.dns import (MaskedModel, SurgeryHook, SurgeryTraining, device_for, finish, prunable_layers, target_count,
                                train_masked)
 from graphc.progress import bar as progress_bar
-from graphc.registry import Pass, PassContext, PassResult, register_pass
+from graphc.registry import PassContext, PassResult, register_pass
 
 __all__ = ["OLMP", "search_batch"]
 
@@ -143,7 +143,7 @@ class SearchSurgery(SurgeryHook):
 
 @register_pass
 @dataclass(frozen=True)
-class OLMP(Pass):
+class OLMP(SurgeryTraining):
     """Layer-wise magnitude pruning whose per-layer thresholds are searched (NCS) under an
     accuracy-loss bound, inside DNS training. Lossy; needs data.
 
@@ -176,13 +176,6 @@ class OLMP(Pass):
     c0: float = 0.0
     c_max: float = 20.0
     search_batch: int = 1000
-    gamma_conv: float = 2e-5
-    gamma_fc: float = 2e-4
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 64
-    device: str = "auto"
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         data = resolve_data(ctx, self.name)
