@@ -112,6 +112,7 @@ class PatternPass(Pass):
 
 _PASSES: dict[str, type[Pass]] = {}
 _PRESETS: dict[str, str] = {}
+_PRESET_OPTIONS: dict[str, str] = {}
 
 
 def default_contract(cls: type[Pass]) -> tuple[bool, bool]:
@@ -163,8 +164,19 @@ def unregister_pass(name: str) -> None:
     _PASSES.pop(name, None)
 
 
-def register_preset(name: str, pipeline: str) -> None:
+def register_preset(name: str, pipeline: str, options_to: str | None = None) -> None:
+    """``options_to``: the pass of ``pipeline`` that options given to the preset configure
+    (``edp(target-macs=0.5)`` sets edp-train's); None: the preset takes no options."""
     _PRESETS[name] = pipeline
+    if options_to is not None:
+        _PRESET_OPTIONS[name] = options_to
+    else:
+        _PRESET_OPTIONS.pop(name, None)
+
+
+def preset_options_pass(name: str) -> str | None:
+    """The pass options given to preset ``name`` go to, if it takes any."""
+    return _PRESET_OPTIONS.get(name)
 
 
 def get_pass(name: str) -> type[Pass]:
