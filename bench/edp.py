@@ -4,12 +4,12 @@ at the same MACs (or params) and the same fine-tune budget.
 For each data set and model (LeNet-5 in Caffe form, small-vgg, small-resnet of graphc.models):
 
 1. train the source with ``graphc.models.examples.train_example`` (seed 0);
-2. EDP at each one-number target: ``fold-bn,decompose,edp-train(target-macs=T,epochs=E,finetune=F),
-   prune-merge,fuse`` (or ``target-params=T``): the lasso strength is searched, not guessed;
+2. EDP at each one-number target: ``fold-bn,decompose,edp-train(target-macs=T,epochs=E,
+   finetune=0),prune-merge,fuse,finetune(epochs=F)`` (or ``target-params=T``): the lasso strength
+   is searched, not guessed;
 3. Torch-Pruning: ``MagnitudePruner`` (L1 magnitude, per-layer ratio, the classifier's outputs
    kept) at the ratio whose pruned model has at most the MACs (params) EDP reached (bisection),
-   then fine-tuned with the same loop, optimiser, learning rate and number of epochs (E + F) as
-   EDP's training stage;
+   then the same ``finetune`` pass for E + F epochs: the epochs EDP trains after the source;
 4. each EDP / TP pair is run for every seed of ``--seeds`` on the ``--headline`` models (the
    same source; the seed drives the shuffling of the lasso, fine-tune and TP fine-tune) and
    reported as the mean with the min-max spread; other models run the first seed.
@@ -58,6 +58,7 @@ QUICK_BUDGET = (1, 0.5, 0.25)
 # scale then trains for the full epochs once more).
 SEARCH = "search-evals=6,search-epochs=0.25"
 LR = 0.02  # edp-train's default SGD learning rate, also used for Torch-Pruning's fine-tune
+FT_LR = 0.01  # the finetune pass's (cosine from here), after EDP and after Torch-Pruning
 PAPER = ("EDP (Ruan et al., IEEE TNNLS 2020), its abstract: \"a high compression ratio with acceptable accuracy "
          "degradation\", ahead of 17 competitors on compression rate, accuracy, inference time and run-time "
          "memory; its experiments use full MNIST, CIFAR and ImageNet, so its per-model figures are not "
@@ -89,7 +90,8 @@ def edp_pipeline(target: str, epochs: float, finetune: float) -> str:
     else:
         col, row = target.split("/")
         opts = f"lambda-col={col},lambda-row={row}"
-    return f"fold-bn,decompose,edp-train({opts},epochs={epochs:g},finetune={finetune:g}),prune-merge,fuse"
+    tail = f",finetune(epochs={finetune:g},lr={FT_LR})" if finetune > 0 else ""
+    return f"fold-bn,decompose,edp-train({opts},epochs={epochs:g},finetune=0),prune-merge,fuse{tail}"
 
 
 def edp(graph, data, target: str, epochs: float, finetune: float, seed: int):
@@ -157,6 +159,27 @@ def tp_at_macs(model, data, target: int, epochs: float, seed: int):
     return tp_at(model, data, target, epochs, seed, "macs")
 
 
+def tp_graph_at(model, data, target: int, epochs: float, seed: int, metric: str = "macs"):
+    """The least-pruned MagnitudePruner model with ``metric`` <= target as a graph, fine-tuned by
+    the ``finetune`` pass for ``epochs``; (graph, ratio)."""
+    import graphc
+    from graphc.registry import PassContext
+
+    lo, hi, ratio = 0.0, 0.95, 0.0
+    if graph_cost(model, data, metric) > target:
+        ratio = hi
+        for _ in range(8):
+            mid = (lo + hi) / 2
+            if graph_cost(tp_prune(model, data, mid), data, metric) <= target:
+                hi = ratio = mid
+            else:
+                lo = mid
+    g = graphc.load(tp_prune(model, data, ratio).eval(), example_inputs=data.sample(1))
+    if epochs > 0:
+        graphc.run_pipeline(g, f"finetune(epochs={epochs:g},lr={FT_LR})", PassContext(data=data, seed=seed, quiet=True))
+    return g, ratio
+
+
 def _acc_cell(accs: list[float]) -> str:
     mean = statistics.fmean(accs)
     return f"{mean:.2f}" if len(accs) == 1 else f"{mean:.2f} ({min(accs):.2f}-{max(accs):.2f})"
@@ -193,8 +216,8 @@ def write(data, spec, src_epochs, ep, ft, table, total, args) -> None:
             f"(at most 6 lasso runs of 0.25 epoch, then the scale found trains {ep:g} epoch(s)); "
             f"TP is Torch-Pruning {torch_pruning.__version__} `MagnitudePruner` (L1, per layer, classifier "
             f"outputs kept) at the ratio r reaching at most EDP's MACs (params for a params target), then "
-            f"fine-tuned for the same {ep + ft:g} epochs with the same SGD settings (lr {LR}, momentum 0.9, "
-            f"batch 64). EDP - TP: the mean over seeds of EDP's accuracy minus TP's at the same seed. Seeds "
+            f"`finetune(epochs={ep + ft:g},lr={FT_LR})`: as many epochs as EDP trains after the source "
+            f"(EDP's search runs are extra). EDP - TP: the mean over seeds of EDP's accuracy minus TP's at the same seed. Seeds "
             f"{', '.join(seeds)} on {args.headline} (the seed drives the shuffling of every training stage; "
             f"one source), seed {seeds[0]} elsewhere. Accuracy: top-1 of the exported ONNX model under "
             f"onnxruntime on the validation split; params (weights) and MACs: graphc's cost model; ms: "
@@ -235,8 +258,8 @@ def run_model(name, data, spec, args, src_epochs, ep, ft) -> list[list[str]]:
             g, _st = edp(graph, data, target, ep, ft, seed)
             ems.append(measure(g, data, args.repeats))
             if not args.no_tp:
-                tm, ratio = tp_at(model, data, ems[-1][metric], ep + ft, seed, metric)
-                tms.append(measure(graphc.load(tm, example_inputs=data.sample(1)), data, args.repeats))
+                tg, ratio = tp_graph_at(model, data, ems[-1][metric], ep + ft, seed, metric)
+                tms.append(measure(tg, data, args.repeats))
                 ratios.append(ratio)
         rows.append(fmt_row(data.name, name, label, ems, src, tms or None))
         print(" | ".join(rows[-1]), flush=True)

@@ -140,9 +140,7 @@ class _Hold(Hook):
 def _module(graph: Graph, dev: torch.device):
     from graphc.training.graph_module import GraphModule
 
-    module = GraphModule(graph).to(dev)
-    module._fixed = {k: v.to(dev) for k, v in module._fixed.items()}
-    return module
+    return GraphModule(graph).to(dev)
 
 
 def _coef_tensors(module, pairs):
