@@ -54,9 +54,10 @@ DEFAULT_TARGETS = "macs=0.5,macs=0.25,params=0.1"
 # MNIST-10k (8,000 training images) gets fewer passes over more data.
 BUDGET = {"digits": (None, 8, 2), "mnist": (3, 1, 0.5)}
 QUICK_BUDGET = (1, 0.5, 0.25)
-# The lasso-strength search: at most this many lasso runs of this many epochs each (the kept
-# scale then trains for the full epochs once more).
-SEARCH = "search-evals=6,search-epochs=0.25"
+# The lasso-strength search: at most this many lasso runs, each a quarter of the lasso epochs
+# (the kept scale then trains for the full epochs once more).
+SEARCH_EVALS, SEARCH_SHARE = 6, 0.25
+SEARCH = f"search-evals={SEARCH_EVALS},search-epochs={SEARCH_SHARE}"  # at 1 lasso epoch
 LR = 0.02  # edp-train's default SGD learning rate, also used for Torch-Pruning's fine-tune
 FT_LR = 0.01  # the finetune pass's (cosine from here), after EDP and after Torch-Pruning
 PAPER = ("EDP (Ruan et al., IEEE TNNLS 2020), its abstract: \"a high compression ratio with acceptable accuracy "
@@ -86,7 +87,7 @@ def edp_pipeline(target: str, epochs: float, finetune: float) -> str:
     """The pipeline for a target ``macs=0.5`` / ``params=0.1`` or hand-set lambdas ``C/R``."""
     if "=" in target:
         kind, frac = target.split("=")
-        opts = f"target-{kind}={frac},{SEARCH}"
+        opts = f"target-{kind}={frac},search-evals={SEARCH_EVALS},search-epochs={SEARCH_SHARE * epochs:g}"
     else:
         col, row = target.split("/")
         opts = f"lambda-col={col},lambda-row={row}"
@@ -213,7 +214,8 @@ def write(data, spec, src_epochs, ep, ft, table, total, args) -> None:
             f"Data: `{spec}`, {data.split}. Each source is trained by `train_example` (seed 0, "
             f"{'its default' if src_epochs is None else f'{src_epochs:g}'} epochs); "
             f"EDP is `{edp_pipeline('macs=T', ep, ft)}` (or target-params): the lambda scale is searched "
-            f"(at most 6 lasso runs of 0.25 epoch, then the scale found trains {ep:g} epoch(s)); "
+            f"(at most {SEARCH_EVALS} lasso runs of {SEARCH_SHARE * ep:g} epoch, then the scale found trains "
+            f"{ep:g} epoch(s)); "
             f"TP is Torch-Pruning {torch_pruning.__version__} `MagnitudePruner` (L1, per layer, classifier "
             f"outputs kept) at the ratio r reaching at most EDP's MACs (params for a params target), then "
             f"`finetune(epochs={ep + ft:g},lr={FT_LR})`: as many epochs as EDP trains after the source "

@@ -32,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from edp import SEARCH, measure, tp_at_macs  # noqa: E402
+from scaling import write_section  # noqa: E402
 
 DOC = HERE.parent / "docs" / "edp_ablations.md"
 MNIST = "mnist-idx:../shared/datasets/mnist-t10k"
@@ -176,7 +177,7 @@ def main(argv=None) -> int:
     import torch_pruning
 
     lines = [
-        "# EDP ablations (bench/edp_ablations.py)",
+        f"## EDP ablations on {data.name}, {args.model}, {args.target:.0%} of the MACs (bench/edp_ablations.py)",
         "",
         f"Data: `{args.data}`, {data.split}. Model: {args.model} (graphc.models, Caffe form for LeNet-5), "
         f"trained {s_ep:g} epochs by `train_example` (seed {args.seed}): {src['acc']:.2f}% on the validation "
@@ -185,7 +186,7 @@ def main(argv=None) -> int:
         f"unless the row says otherwise (SGD lr 0.02, momentum 0.9, batch 64). Accuracy: top-1 of the "
         f"exported ONNX model under onnxruntime on the validation split. One seed; {total / 60:.1f} min in all.",
         "",
-        "## 1. Where the MACs go after prune-merge",
+        "### 1. Where the MACs go after prune-merge",
         "",
     ]
     for label, g, m in parts:
@@ -194,7 +195,7 @@ def main(argv=None) -> int:
                   f"{t['params'] / src['params']:.1%} of the params, {t['macs'] / src['macs']:.1%} of the MACs.", "",
                   table(["layer", "form after prune-merge", "MACs", "share", "params"], breakdown(g)), ""]
     lines += [
-        f"## 2. Ablations at {args.target:.0%} of the MACs",
+        f"### 2. Ablations at {args.target:.0%} of the MACs",
         "",
         f"Each EDP row is `edp-train(target-macs=...,{args.search})`: the lambda scale is searched (the "
         "λ-scale column; the scale found then trains the full lasso epochs once more) and the run is kept "
@@ -211,7 +212,11 @@ def main(argv=None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
-        DOC.write_text(text)
+        if not DOC.exists():
+            DOC.write_text("# EDP ablations\n\nEach section is written by bench/edp_ablations.py; the findings are "
+                           "read off them.\n")
+        key = f"edp-ablations-{data.name.split(':')[0]}-{args.model}-{args.target:g}"
+        write_section(key, text, DOC)
         print(f"wrote {DOC}")
     return 0
 
