@@ -15,8 +15,8 @@ magnitude summed over the group's weight members), ``bn-scale`` (|gamma| of the 
 group, l1 where a group has none) or ``random`` (seeded by the context); ``min_channels``
 units always stay in a group; kept counts are rounded up to a multiple of ``round_to``;
 ``protect`` (fnmatch patterns of node names) keeps those nodes' output channels;
-``target_macs`` (absolute, or a fraction of the current MACs when <= 1) replaces ``ratio``: the
-ratio is found by bisection on the cost model. ``search=ncs`` (or ``random``; needs data) finds
+``target_macs`` / ``target_params`` (absolute, or a fraction of the current MACs / params when
+<= 1) replace ``ratio``: the smallest ratio meeting them is found by bisection on the cost model. ``search=ncs`` (or ``random``; needs data) finds
 one ratio per group instead (see :mod:`graphc.passes.prune_search`): with ``target_macs`` the
 most accurate ratios within it, without the fewest MACs within ``acc_loss`` of the accuracy.
 
@@ -184,6 +184,13 @@ def _macs(graph: Graph) -> float:
     return float(totals(graph)["macs"])
 
 
+def _costs(graph: Graph) -> dict:
+    from graphc.backends.cost import totals
+
+    t = totals(graph)
+    return {"macs": float(t["macs"]), "params": float(t["params"])}
+
+
 @register_pass
 @dataclass(frozen=True)
 class Prune(Pass):
@@ -198,6 +205,7 @@ class Prune(Pass):
     round_to: int = 1
     protect: tuple[str, ...] = ()
     target_macs: float | None = None
+    target_params: float | None = None
     search: Literal["none", "ncs", "ncs-released", "random"] = "none"
     acc_loss: float = 0.02
     evaluations: int = 200
@@ -216,6 +224,8 @@ class Prune(Pass):
             raise ValueError(f"round-to must be >= 1, got {self.round_to}")
         if self.target_macs is not None and not self.target_macs > 0:
             raise ValueError(f"target-macs must be > 0 (a fraction up to 1, or a MAC count), got {self.target_macs}")
+        if self.target_params is not None and not self.target_params > 0:
+            raise ValueError(f"target-params must be > 0 (a fraction up to 1, or a count), got {self.target_params}")
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         opts = dict(importance=self.importance, scope=self.scope, min_channels=self.min_channels,
@@ -230,10 +240,14 @@ class Prune(Pass):
         # One channel-group analysis serves the whole search and the final cut: the search
         # prunes copies, which never change this graph.
         groups = ctx.analysis("channel-groups", graph, lambda g: channel_groups(g, protect=protect), key=protect)
-        if self.target_macs is not None:
+        if self.target_macs is not None or self.target_params is not None:
             ratio, reached = self._search(graph, opts, groups)
-            stats.update({"prune.ratio": round(ratio, 4), "prune.macs": reached})
+            stats.update({"prune.ratio": round(ratio, 4), "prune.macs": reached["macs"]})
+            if self.target_params is not None:
+                stats["prune.params"] = reached["params"]
         if self.search != "none":
+            if self.target_params is not None:
+                raise PassError("prune: search= takes target-macs (or none), not target-params")
             if self.scope != "local":
                 raise PassError("prune: search= finds per-group ratios and needs scope=local")
             from graphc.passes.prune_search import search_ratios
@@ -255,32 +269,40 @@ class Prune(Pass):
         stats["prune.units_removed"] = removed
         return PassResult(changed=removed > 0, stats=stats)
 
-    def _search(self, graph: Graph, opts, groups: list[ChannelGroup]) -> tuple[float, float]:
-        """The smallest ratio (to 1/256) whose pruned graph reaches ``target_macs``; each step
-        plans on ``groups`` (of this graph) and cuts a copy through the same groups mapped to it."""
-        full = _macs(graph)
-        target = self.target_macs * full if self.target_macs <= 1 else self.target_macs
-        if full <= target:
+    def _search(self, graph: Graph, opts, groups: list[ChannelGroup]) -> tuple[float, dict]:
+        """The smallest ratio (to 1/256) whose pruned graph reaches ``target_macs`` and
+        ``target_params``; each step plans on ``groups`` (of this graph) and cuts a copy through
+        the same groups mapped to it. Returns (ratio, {macs, params} reached)."""
+        full = _costs(graph)
+        targets = {k: (v * full[k] if v <= 1 else v) for k, v in (("macs", self.target_macs),
+                                                                     ("params", self.target_params)) if v is not None}
+
+        def fits(c: dict) -> bool:
+            return all(c[k] <= t for k, t in targets.items())
+
+        if fits(full):
             return 0.0, full
         magnitudes: dict = {}
 
-        def macs_at(r: float) -> float:
+        def costs_at(r: float) -> dict:
             vmap: dict = {}
             g = graph.clone(value_map=vmap)
             steps = plan(groups, r, opts["importance"], opts["scope"], opts["min_channels"], opts["round_to"],
                          np.random.default_rng(opts["seed"]), magnitudes)
             prune_groups(g, [(_on_copy(grp, vmap), keep) for grp, keep in steps])
-            return _macs(g)
+            return _costs(g)
 
         lo, hi = 0.0, 0.99
-        hi_macs = macs_at(hi)
-        if hi_macs > target:
-            raise PassError(f"prune: target {target:.4g} MACs is out of reach (at ratio 0.99: {hi_macs:.4g})")
+        hi_cost = costs_at(hi)
+        if not fits(hi_cost):
+            want = ", ".join(f"{t:.4g} {k.upper() if k == 'macs' else k}" for k, t in targets.items())
+            got = ", ".join(f"{hi_cost[k]:.4g}" for k in targets)
+            raise PassError(f"prune: target {want} is out of reach (at ratio 0.99: {got})")
         while hi - lo > 1 / 256:
             mid = (lo + hi) / 2
-            m = macs_at(mid)
-            if m <= target:
-                hi, hi_macs = mid, m
+            c = costs_at(mid)
+            if fits(c):
+                hi, hi_cost = mid, c
             else:
                 lo = mid
-        return hi, hi_macs
+        return hi, hi_cost
