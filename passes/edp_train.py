@@ -24,8 +24,12 @@ layer to vanish).
 Targets (``target_macs`` / ``target_params``: a fraction of the unpruned model's cost when
 <= 1, an absolute count above): the lasso strength is found by a geometric bisection over a
 common factor s of both lambdas (s = 1 first, x4 / /4 until the target is bracketed, then the
-geometric mean), each evaluation one full lasso run from the same weights measured by pruning
-and merging a copy with the cost model. A run at most the target and within ``tolerance`` of it
+geometric mean), each evaluation one lasso run from the same weights. A run measures its cost
+(a copy pruned and merged, then the cost model) 16 times an epoch and stops shrinking once the
+target is met, holding its zeros for the rest of the run: sparsity only grows with more steps,
+so without the stop a strength found on one run length would overshoot on a longer one. A run
+that stops too far under the target (a strength so large that one check interval removes too
+much) counts as too strong. A run at most the target and within ``tolerance`` of it
 is kept; otherwise the closest run above the target is cut to it: its weakest groups (norm per
 sqrt(size) and per weight w, the lasso's own yardstick) are set to zero, the count found by
 bisection on the measured cost. The fine-tune then holds every zero group at zero. The
@@ -53,6 +57,10 @@ from graphc.registry import Pass, PassContext, PassResult, register_pass
 from graphc.training.hooks import Hook
 
 __all__ = ["EDPTrain", "group_shrink", "pair_sparsity"]
+
+# With a target, a lasso run measures its cost this many times per epoch (a copy pruned and
+# merged, then the cost model) and stops shrinking once the target is met.
+CHECKS_PER_EPOCH = 16
 
 
 def _spare(scale: torch.Tensor, norms: torch.Tensor, k: int) -> tuple[torch.Tensor, bool]:
@@ -109,15 +117,31 @@ def pair_sparsity(pair: Pair) -> tuple[int, int, int, int]:
 
 class _Prox(Hook):
     """The group-lasso proximal step after each optimiser step, with the lambdas rising
-    linearly from 0 over the first ``warmup_steps`` steps, and the collapse guard."""
+    linearly from 0 over the first ``warmup_steps`` steps, and the collapse guard. With
+    ``reached`` (a target), every ``check_every`` steps it asks whether the zeros so far meet
+    the target; from the first yes on, it stops shrinking and holds the zeros (the rest of the
+    run trains the survivors), so a run lands at the target instead of past it."""
 
-    def __init__(self, groups, weights, names, lam_col, lam_row, warmup_steps, min_cols, min_rows):
+    def __init__(self, groups, weights, names, lam_col, lam_row, warmup_steps, min_cols, min_rows,
+                 reached=None, check_every: int = 1):
         self.groups, self.weights, self.names = groups, weights, names
         self.lam_col, self.lam_row = lam_col, lam_row
         self.warmup_steps, self.min_cols, self.min_rows = warmup_steps, min_cols, min_rows
         self.bounded: dict[str, set] = {}
+        self.reached, self.check_every = reached, max(1, check_every)
+        self.hold: _Hold | None = None
+        self.stopped_at: int | None = None
 
     def after_step(self, model, step, lr):
+        if self.hold is not None:
+            self.hold.after_step(model, step, lr)
+            return
+        self._shrink(step, lr)
+        if self.reached is not None and step % self.check_every == 0 and self.reached():
+            self.stopped_at = step
+            self.hold = _Hold([t for g in self.groups for t in g if t is not None])
+
+    def _shrink(self, step, lr):
         ramp = min(1.0, step / self.warmup_steps) if self.warmup_steps > 0 else 1.0
         for (a, b), (wc, wr), name in zip(self.groups, self.weights, self.names):
             c, r = group_shrink(a, b, lr * self.lam_col * ramp, lr * self.lam_row * ramp, w_col=wc, w_row=wr,
@@ -311,16 +335,24 @@ class EDPTrain(Pass):
             return None
         return [t for g in groups for t in g if t is not None] + [module.param(p.basis.input(1).name) for p in pairs]
 
-    def _lasso(self, graph: Graph, weights, data, ctx, dev, scale: float, epochs: float | None = None):
+    def _lasso(self, graph: Graph, weights, data, ctx, dev, scale: float, epochs: float | None = None,
+               ratio=None):
         """Group-lasso training of ``graph`` in place with both lambdas times ``scale`` for
-        ``epochs`` (default ``self.epochs``); (steps, {pair: what the guard bounded}, validation
-        accuracy)."""
+        ``epochs`` (default ``self.epochs``), shrinking only until ``ratio(cost) <= 1`` when
+        ``ratio`` is given; (steps, {pair: what the guard bounded}, validation accuracy)."""
         pairs = find_pairs(graph)
         module = _module(graph, dev)
         groups = _coef_tensors(module, pairs)
         per_epoch = math.ceil(len(data.y_train) / self.batch_size) if data.tensors else len(data.train_loader)
+        reached = None
+        if ratio is not None:
+            def reached() -> bool:
+                probe = graph.clone()
+                module.write_back(probe)
+                return ratio(cost_after(probe)) <= 1
         prox = _Prox(groups, weights, [p.name for p in pairs], self.lambda_col * scale, self.lambda_row * scale,
-                     self.warmup * per_epoch, self.min_rank, self.min_channels)
+                     self.warmup * per_epoch, self.min_rank, self.min_channels, reached,
+                     check_every=math.ceil(per_epoch / CHECKS_PER_EPOCH))
         desc = self.name if scale == 1.0 else f"{self.name} λ x{scale:.3g}"
         res = self._train(module, data, ctx, [prox], epochs=epochs or self.epochs, lr=self.lr, seed=ctx.seed, desc=desc,
                           params=self._params(module, pairs, groups))
@@ -359,7 +391,7 @@ class EDPTrain(Pass):
         s = 1.0
         for _ in range(self.search_evals):
             g = graph.clone()
-            steps, bounded, _acc = self._lasso(g, weights, data, ctx, dev, s, self.search_epochs or None)
+            steps, bounded, _acc = self._lasso(g, weights, data, ctx, dev, s, self.search_epochs or None, ratio)
             r = ratio(cost_after(g))
             stats["evaluations"] += 1
             stats["steps"] += steps
@@ -384,7 +416,7 @@ class EDPTrain(Pass):
         if self.search_epochs and self.search_epochs != self.epochs:
             # The search ran short; the kept scale trains for the full epochs, then lands.
             g = graph.clone()
-            steps, bounded, _acc = self._lasso(g, weights, data, ctx, dev, s)
+            steps, bounded, _acc = self._lasso(g, weights, data, ctx, dev, s, None, ratio)
             stats["steps"] += steps
             r = ratio(cost_after(g))
             stats["mode"] = "lambda" if 1 - self.tolerance <= r <= 1 else "lambda+cut" if r > 1 else "lambda (under)"
