@@ -20,6 +20,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -30,14 +31,21 @@ from scaling import write_section  # noqa: E402
 DOC = HERE.parent / "docs" / "results.md"
 MNIST = "mnist-idx:../shared/datasets/mnist-t10k"
 
-# (name, script in bench/, argv of the full run, argv of the --quick run)
+# (name, script in bench/, argv of the full run, argv of the --quick run). The seed methods still
+# being built elsewhere (layer pruning: resconv, stream merging, unification, latency-aware
+# pruning) are listed already: their script is skipped, with a line saying so, until it lands.
 BENCHES: list[tuple[str, str, list[str], list[str]]] = [
-    ("edp", "edp.py", ["--data", MNIST], ["--data", MNIST, "--quick"]),
+    ("edp", "edp.py", ["--data", MNIST, "--models", "lenet5"], ["--data", MNIST, "--quick"]),
+    ("edp-cnn", "edp.py", ["--data", MNIST, "--models", "small-vgg,small-resnet"],
+     ["--data", MNIST, "--models", "small-vgg", "--targets", "macs=0.5", "--seeds", "0", "--budget", "1,0.5,0.25"]),
+    ("edp-ablations", "edp_ablations.py", ["--data", MNIST], ["--data", MNIST, "--quick", "--budget", "1,0.5,0.25"]),
     ("olmp", "olmp.py", ["--data", MNIST, "--quick"],
      ["--data", MNIST, "--quick", "--models", "lenet5", "--prune-models", ""]),
-    ("resconv", "resconv.py", ["--data", MNIST], ["--data", MNIST, "--quick"]),
-    ("stream", "stream.py", ["--data", MNIST], ["--data", MNIST, "--quick"]),
-    ("unify", "unify.py", ["--data", MNIST], ["--data", MNIST, "--quick"]),
+    ("resconv", "resconv.py", ["--data", MNIST], ["--data", MNIST, "--models", "plain20"]),
+    ("stream", "stream.py", ["--data", MNIST], ["--data", MNIST, "--models", "lenet5"]),
+    ("unify", "unify.py", ["--data", MNIST], ["--data", MNIST, "--models", "lenet5"]),
+    ("latency-prune", "latency_prune.py", ["--data", MNIST],
+     ["--data", MNIST, "--no-zoo", "--mnist-models", "small-vgg"]),
 ]
 
 
@@ -68,10 +76,17 @@ def run(benches, quick: bool, bench_dir: Path, doc: Path, write: bool) -> list[t
             # Data specs in the argv are relative to the repository root.
             os.chdir(bench_dir.parent)
             rc = load_main(path)(argv)
+        except SystemExit as e:  # a bench's own argument check: the rest still run
+            if not isinstance(e.code, int):
+                print(f"{script}: {e.code}", file=sys.stderr)
+            rc = e.code if isinstance(e.code, int) else 2
+        except Exception:  # one broken bench must not cost the hour the others took
+            traceback.print_exc()
+            rc = "error"
         finally:
             os.chdir(cwd)
         dt = time.perf_counter() - t0
-        outcome = "ok" if not rc else f"exit {rc}"
+        outcome = "ok" if not rc else (rc if isinstance(rc, str) else f"exit {rc}")
         done.append((name, outcome, dt))
         print(f"== {name}: {outcome} in {dt / 60:.1f} min", flush=True)
     return done

@@ -65,9 +65,34 @@ def test_the_registry_names_scripts_with_a_main():
     finally:
         sys.path.remove(str(ROOT / "bench"))
     names = [b[0] for b in mod.BENCHES]
-    assert names[:2] == ["edp", "olmp"] and len(set(names)) == len(names)
+    assert len(set(names)) == len(names)
+    scripts = {b[1] for b in mod.BENCHES}
+    # every seed method's bench, those of the methods still to land included
+    assert {"edp.py", "edp_ablations.py", "olmp.py", "resconv.py", "stream.py", "unify.py",
+            "latency_prune.py"} <= scripts
     for _, script, full, quick in mod.BENCHES:
         path = ROOT / "bench" / script
         if path.exists():
             assert "def main(argv" in path.read_text(), script
-        assert "--quick" in quick
+        assert full != quick, script
+
+
+RAISES = '''
+import argparse
+def main(argv=None):
+    {body}
+'''
+
+
+def test_a_bench_that_exits_or_raises_is_recorded_and_the_rest_still_run(results, tmp_path, monkeypatch, capsys):
+    (tmp_path / "argv.py").write_text(RAISES.format(body="argparse.ArgumentParser().parse_args(argv)"))
+    (tmp_path / "boom.py").write_text(RAISES.format(body="raise RuntimeError('boom')"))
+    (tmp_path / "ok.py").write_text(STUB.format(name="ok", rc=0))
+    monkeypatch.setattr(results, "BENCHES", [("argv", "argv.py", ["--no-such-flag"], []),
+                                             ("boom", "boom.py", [], []), ("ok", "ok.py", [], [])])
+    doc = tmp_path / "results.md"
+    assert results.main(["--bench-dir", str(tmp_path), "--doc", str(doc)]) == 1
+    assert (tmp_path / "calls.txt").read_text().splitlines() == ["ok "]
+    text = doc.read_text()
+    assert "| argv | exit 2 |" in text and "| boom | error |" in text and "| ok | ok |" in text
+    assert "RuntimeError: boom" in capsys.readouterr().err
