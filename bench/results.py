@@ -35,10 +35,17 @@ MNIST = "mnist-idx:../shared/datasets/mnist-t10k"
 # being built elsewhere (layer pruning: resconv, stream merging, unification, latency-aware
 # pruning) are listed already: their script is skipped, with a line saying so, until it lands.
 BENCHES: list[tuple[str, str, list[str], list[str]]] = [
-    ("edp", "edp.py", ["--data", MNIST, "--models", "lenet5"], ["--data", MNIST, "--quick"]),
-    ("edp-cnn", "edp.py", ["--data", MNIST, "--models", "small-vgg,small-resnet"],
-     ["--data", MNIST, "--models", "small-vgg", "--targets", "macs=0.5", "--seeds", "0", "--budget", "1,0.5,0.25"]),
-    ("edp-ablations", "edp_ablations.py", ["--data", MNIST], ["--data", MNIST, "--quick", "--budget", "1,0.5,0.25"]),
+    # EDP on a 2-CPU machine shared with other jobs: half an epoch of lasso, a quarter of fine-tune
+    # (Torch-Pruning fine-tunes the same three quarters); three seeds on LeNet-5, one on the CNNs.
+    ("edp", "edp.py", ["--data", MNIST, "--models", "lenet5", "--budget", "3,0.5,0.25"], ["--data", MNIST, "--quick"]),
+    ("edp-small-resnet", "edp.py",
+     ["--data", MNIST, "--models", "small-resnet", "--targets", "macs=0.5,macs=0.25", "--budget", "1,0.5,0.25"],
+     ["--data", MNIST, "--models", "small-resnet", "--targets", "macs=0.5", "--budget", "0.5,0.25,0.125"]),
+    ("edp-small-vgg", "edp.py",
+     ["--data", MNIST, "--models", "small-vgg", "--targets", "macs=0.5", "--budget", "1,0.5,0.25"],
+     ["--data", MNIST, "--models", "small-vgg", "--targets", "macs=0.5", "--budget", "0.5,0.25,0.125"]),
+    ("edp-ablations", "edp_ablations.py", ["--data", MNIST, "--budget", "3,0.5,0.25"],
+     ["--data", MNIST, "--quick", "--budget", "1,0.5,0.25"]),
     ("olmp", "olmp.py", ["--data", MNIST, "--quick"],
      ["--data", MNIST, "--quick", "--models", "lenet5", "--prune-models", ""]),
     ("resconv", "resconv.py", ["--data", MNIST], ["--data", MNIST, "--models", "plain20"]),
