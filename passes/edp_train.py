@@ -27,9 +27,12 @@ common factor s of both lambdas (s = 1 first, x4 / /4 until the target is bracke
 geometric mean), each evaluation one lasso run from the same weights. A run measures its cost
 (a copy pruned and merged, then the cost model) 16 times an epoch and stops shrinking once the
 target is met, holding its zeros for the rest of the run: sparsity only grows with more steps,
-so without the stop a strength found on one run length would overshoot on a longer one. A run
-that stops too far under the target (a strength so large that one check interval removes too
-much) counts as too strong. A run at most the target and within ``tolerance`` of it
+so without the stop a strength found on one run length would overshoot on a longer one. A check
+that finds the run more than ``tolerance`` under the target (a strength so large that one check
+interval empties much of the network: a residual network's coupled channels fall together)
+lands it instead: the coefficients go back to the last check above the target and its weakest
+groups are cut to the target from there (``landed_from`` in the stats), so no run, search or
+final, ends far under the target. A run at most the target and within ``tolerance`` of it
 is kept; otherwise the closest run above the target is cut to it: its weakest groups (norm per
 sqrt(size) and per weight w, the lasso's own yardstick) are set to zero, the count found by
 bisection on the measured cost. The fine-tune then holds every zero group at zero. The
@@ -118,28 +121,52 @@ def pair_sparsity(pair: Pair) -> tuple[int, int, int, int]:
 class _Prox(Hook):
     """The group-lasso proximal step after each optimiser step, with the lambdas rising
     linearly from 0 over the first ``warmup_steps`` steps, and the collapse guard. With
-    ``reached`` (a target), every ``check_every`` steps it asks whether the zeros so far meet
-    the target; from the first yes on, it stops shrinking and holds the zeros (the rest of the
-    run trains the survivors), so a run lands at the target instead of past it."""
+    ``measure`` (a target: the cost over the target, <= 1 when met), every ``check_every``
+    steps it measures the zeros so far; from the first time the target is met on, it stops
+    shrinking and holds the zeros (the rest of the run trains the survivors), so a run lands at
+    the target instead of past it. When that check lands more than ``tolerance`` under the
+    target (one check interval at a strong lambda can empty most of a network), ``land`` puts
+    the coefficients back as they were at the last check above the target and cuts the weakest
+    groups to the target from there."""
 
     def __init__(self, groups, weights, names, lam_col, lam_row, warmup_steps, min_cols, min_rows,
-                 reached=None, check_every: int = 1):
+                 measure=None, check_every: int = 1, tolerance: float = 0.05, land=None):
         self.groups, self.weights, self.names = groups, weights, names
         self.lam_col, self.lam_row = lam_col, lam_row
         self.warmup_steps, self.min_cols, self.min_rows = warmup_steps, min_cols, min_rows
         self.bounded: dict[str, set] = {}
-        self.reached, self.check_every = reached, max(1, check_every)
+        self.measure, self.check_every = measure, max(1, check_every)
+        self.tolerance, self.land = tolerance, land
         self.hold: _Hold | None = None
         self.stopped_at: int | None = None
+        self.landed_from: float | None = None  # the cost ratio a land started from
+        self.snapshot = self._tensors_copy() if measure is not None else None
+
+    def _tensors(self):
+        return [t for g in self.groups for t in g if t is not None]
+
+    def _tensors_copy(self):
+        return [t.detach().clone() for t in self._tensors()]
 
     def after_step(self, model, step, lr):
         if self.hold is not None:
             self.hold.after_step(model, step, lr)
             return
         self._shrink(step, lr)
-        if self.reached is not None and step % self.check_every == 0 and self.reached():
-            self.stopped_at = step
-            self.hold = _Hold([t for g in self.groups for t in g if t is not None])
+        if self.measure is None or step % self.check_every:
+            return
+        r = self.measure()
+        if r > 1:
+            self.snapshot = self._tensors_copy()
+            return
+        if r < 1 - self.tolerance and self.land is not None:
+            with torch.no_grad():
+                for t, saved in zip(self._tensors(), self.snapshot):
+                    t.copy_(saved)
+            self.landed_from = r
+            self.land()
+        self.stopped_at = step
+        self.hold = _Hold(self._tensors())
 
     def _shrink(self, step, lr):
         ramp = min(1.0, step / self.warmup_steps) if self.warmup_steps > 0 else 1.0
@@ -295,7 +322,7 @@ class EDPTrain(Pass):
                 graph.params[name].set_data(p.data)
             steps, bounded, acc = search["steps"], search["bounded"], None
         else:
-            steps, bounded, acc = self._lasso(graph, weights, data, ctx, dev, 1.0)
+            steps, bounded, acc, _ = self._lasso(graph, weights, data, ctx, dev, 1.0)
         if self.finetune > 0:
             s, acc = self._finetune(graph, data, ctx, dev)
             steps += s
@@ -344,20 +371,30 @@ class EDPTrain(Pass):
         module = _module(graph, dev)
         groups = _coef_tensors(module, pairs)
         per_epoch = math.ceil(len(data.y_train) / self.batch_size) if data.tensors else len(data.train_loader)
-        reached = None
+        measure = land = None
         if ratio is not None:
-            def reached() -> bool:
+            def measure() -> float:
                 probe = graph.clone()
                 module.write_back(probe)
-                return ratio(cost_after(probe)) <= 1
+                return ratio(cost_after(probe))
+
+            def land() -> None:
+                probe = graph.clone()
+                module.write_back(probe)
+                self._cut(probe, weights, ratio)
+                with torch.no_grad():
+                    for (a, b), p in zip(groups, find_pairs(probe)):
+                        a.copy_(torch.as_tensor(p.coef.input(1).param.data, dtype=a.dtype).view_as(a))
+                        if b is not None:
+                            b.copy_(torch.as_tensor(p.coef.input(2).param.data, dtype=b.dtype).view_as(b))
         prox = _Prox(groups, weights, [p.name for p in pairs], self.lambda_col * scale, self.lambda_row * scale,
-                     self.warmup * per_epoch, self.min_rank, self.min_channels, reached,
-                     check_every=math.ceil(per_epoch / CHECKS_PER_EPOCH))
+                     self.warmup * per_epoch, self.min_rank, self.min_channels, measure,
+                     check_every=math.ceil(per_epoch / CHECKS_PER_EPOCH), tolerance=self.tolerance, land=land)
         desc = self.name if scale == 1.0 else f"{self.name} λ x{scale:.3g}"
         res = self._train(module, data, ctx, [prox], epochs=epochs or self.epochs, lr=self.lr, seed=ctx.seed, desc=desc,
                           params=self._params(module, pairs, groups))
         module.write_back(graph)
-        return res.steps, {k: sorted(v) for k, v in prox.bounded.items()}, res.val_acc
+        return res.steps, {k: sorted(v) for k, v in prox.bounded.items()}, res.val_acc, prox.landed_from
 
     def _finetune(self, graph: Graph, data, ctx, dev):
         """Fine-tune with the zero groups held at zero: recovers the lasso's shrinkage bias on
@@ -391,11 +428,12 @@ class EDPTrain(Pass):
         s = 1.0
         for _ in range(self.search_evals):
             g = graph.clone()
-            steps, bounded, _acc = self._lasso(g, weights, data, ctx, dev, s, self.search_epochs or None, ratio)
+            steps, bounded, _acc, landed = self._lasso(g, weights, data, ctx, dev, s, self.search_epochs or None, ratio)
             r = ratio(cost_after(g))
             stats["evaluations"] += 1
             stats["steps"] += steps
-            stats["history"].append({"lambda_scale": round(s, 4), "cost_ratio": round(r, 4)})
+            stats["history"].append({"lambda_scale": round(s, 4), "cost_ratio": round(r, 4),
+                                     **({"landed_from": round(landed, 4)} if landed is not None else {})})
             if r <= 1:
                 if best_in is None or r > best_in[0]:
                     best_in = (r, s, g, bounded)
@@ -416,8 +454,10 @@ class EDPTrain(Pass):
         if self.search_epochs and self.search_epochs != self.epochs:
             # The search ran short; the kept scale trains for the full epochs, then lands.
             g = graph.clone()
-            steps, bounded, _acc = self._lasso(g, weights, data, ctx, dev, s, None, ratio)
+            steps, bounded, _acc, landed = self._lasso(g, weights, data, ctx, dev, s, None, ratio)
             stats["steps"] += steps
+            if landed is not None:
+                stats["landed_from"] = round(landed, 4)
             r = ratio(cost_after(g))
             stats["mode"] = "lambda" if 1 - self.tolerance <= r <= 1 else "lambda+cut" if r > 1 else "lambda (under)"
         if stats["mode"] == "lambda+cut":

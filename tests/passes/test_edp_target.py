@@ -76,3 +76,18 @@ def test_preset_takes_the_target_and_bad_values_are_refused():
     for bad in ("edp(target-macs=-1)", "edp-train(min-rank=-1)", "edp-train(weighting=l7)", "edp(ratio=2)"):
         with pytest.raises(ParseError):
             parse_pipeline(bad)
+
+
+def test_a_run_that_drops_far_under_the_target_lands_on_it(lenet_graph):
+    # A lambda strong enough to empty the layers between two checks: without landing the run
+    # would end near the collapse guard's floor; it goes back to the last check above the
+    # target and cuts from there instead.
+    g = decomposed_lenet(lenet_graph)
+    ref = cost_after(g)
+    res = all_passes()["edp-train"](target_macs=0.5, lambda_col=50.0, lambda_row=50.0, max_steps=12, finetune=0,
+                                    search_evals=1).run(g, PassContext(data="digits", quiet=True))
+    s = res.stats["search"]
+    assert s["history"][0]["landed_from"] < 0.95  # the check found it far under the target
+    all_passes()["prune-merge"]().run(g, PassContext())
+    reached = totals(g)["macs"] / ref["macs"]
+    assert 0.5 * 0.95 <= reached <= 0.5, (reached, s)
