@@ -37,9 +37,13 @@ MNIST = "mnist-idx:../shared/datasets/mnist-t10k"
 BENCHES: list[tuple[str, str, list[str], list[str]]] = [
     # EDP on a 2-CPU machine shared with other jobs: half an epoch of lasso, a quarter of fine-tune
     # (Torch-Pruning fine-tunes the same three quarters); three seeds on LeNet-5, one on the CNNs.
-    ("edp", "edp.py", ["--data", MNIST, "--models", "lenet5", "--budget", "3,0.5,0.25"], ["--data", MNIST, "--quick"]),
+    ("edp", "edp.py", ["--data", MNIST, "--models", "lenet5", "--targets", "macs=0.5", "--budget", "3,0.5,0.25"],
+     ["--data", MNIST, "--quick"]),
+    ("edp-25-params", "edp.py",
+     ["--data", MNIST, "--models", "lenet5", "--targets", "macs=0.25,params=0.1", "--budget", "3,0.5,0.25"],
+     ["--data", MNIST, "--models", "lenet5", "--targets", "params=0.1", "--seeds", "0", "--budget", "1,0.5,0.25"]),
     ("edp-small-resnet", "edp.py",
-     ["--data", MNIST, "--models", "small-resnet", "--targets", "macs=0.5,macs=0.25", "--budget", "1,0.5,0.25"],
+     ["--data", MNIST, "--models", "small-resnet", "--targets", "macs=0.5", "--budget", "1,0.5,0.25"],
      ["--data", MNIST, "--models", "small-resnet", "--targets", "macs=0.5", "--budget", "0.5,0.25,0.125"]),
     ("edp-small-vgg", "edp.py",
      ["--data", MNIST, "--models", "small-vgg", "--targets", "macs=0.5", "--budget", "1,0.5,0.25"],
