@@ -32,7 +32,7 @@ that finds the run more than ``tolerance`` under the target (a strength so large
 interval empties much of the network: a residual network's coupled channels fall together)
 lands it instead: the coefficients go back to the last check above the target and its weakest
 groups are cut to the target from there (``landed_from`` in the stats), so no run, search or
-final, ends far under the target. A run at most the target and within ``tolerance`` of it
+final, ends far under the target; the search still counts a landed run as too strong. A run at most the target and within ``tolerance`` of it
 is kept; otherwise the closest run above the target is cut to it: its weakest groups (norm per
 sqrt(size) and per weight w, the lasso's own yardstick) are set to zero, the count found by
 bisection on the measured cost. The fine-tune then holds every zero group at zero. The
@@ -429,11 +429,13 @@ class EDPTrain(Pass):
         for _ in range(self.search_evals):
             g = graph.clone()
             steps, bounded, _acc, landed = self._lasso(g, weights, data, ctx, dev, s, self.search_epochs or None, ratio)
-            r = ratio(cost_after(g))
             stats["evaluations"] += 1
             stats["steps"] += steps
-            stats["history"].append({"lambda_scale": round(s, 4), "cost_ratio": round(r, 4),
+            stats["history"].append({"lambda_scale": round(s, 4), "cost_ratio": round(ratio(cost_after(g)), 4),
                                      **({"landed_from": round(landed, 4)} if landed is not None else {})})
+            # A landed run meets the target, but its strength overshot: the search treats it as
+            # too strong (a gentler strength prunes more gradually) and keeps it as a fallback.
+            r = ratio(cost_after(g)) if landed is None else landed
             if r <= 1:
                 if best_in is None or r > best_in[0]:
                     best_in = (r, s, g, bounded)
@@ -451,6 +453,7 @@ class EDPTrain(Pass):
         else:
             r, s, g, bounded = best_out
             stats["mode"] = "lambda+cut"
+        r = ratio(cost_after(g))  # a landed run's r above was where it had fallen to, not where it is
         if self.search_epochs and self.search_epochs != self.epochs:
             # The search ran short; the kept scale trains for the full epochs, then lands.
             g = graph.clone()
