@@ -153,7 +153,14 @@ class _Prox(Hook):
             self.hold.after_step(model, step, lr)
             return
         self._shrink(step, lr)
-        if self.measure is None or step % self.check_every:
+        if self.measure is not None and step % self.check_every == 0:
+            self.check(step)
+
+    def check(self, step: int) -> None:
+        """Measure the zeros so far: above the target, remember them; at or under it, land if
+        far under, then hold. Also called once after the last step: a run must not end
+        unchecked between two checks."""
+        if self.hold is not None or self.measure is None:
             return
         r = self.measure()
         if r > 1:
@@ -393,6 +400,7 @@ class EDPTrain(Pass):
         desc = self.name if scale == 1.0 else f"{self.name} λ x{scale:.3g}"
         res = self._train(module, data, ctx, [prox], epochs=epochs or self.epochs, lr=self.lr, seed=ctx.seed, desc=desc,
                           params=self._params(module, pairs, groups))
+        prox.check(res.steps)
         module.write_back(graph)
         return res.steps, {k: sorted(v) for k, v in prox.bounded.items()}, res.val_acc, prox.landed_from
 

@@ -78,13 +78,14 @@ def test_preset_takes_the_target_and_bad_values_are_refused():
             parse_pipeline(bad)
 
 
-def test_a_run_that_drops_far_under_the_target_lands_on_it(lenet_graph):
+@pytest.mark.parametrize("steps", [12, 1])  # on digits a check every 2 steps; 1 step: only the run's end check
+def test_a_run_that_drops_far_under_the_target_lands_on_it(lenet_graph, steps):
     # A lambda strong enough to empty the layers between two checks: without landing the run
     # would end near the collapse guard's floor; it goes back to the last check above the
     # target and cuts from there instead.
     g = decomposed_lenet(lenet_graph)
     ref = cost_after(g)
-    res = all_passes()["edp-train"](target_macs=0.5, lambda_col=50.0, lambda_row=50.0, max_steps=12, finetune=0,
+    res = all_passes()["edp-train"](target_macs=0.5, lambda_col=50.0, lambda_row=50.0, max_steps=steps, finetune=0,
                                     search_evals=1).run(g, PassContext(data="digits", quiet=True))
     s = res.stats["search"]
     assert s["history"][0]["landed_from"] < 0.95  # the check found it far under the target
