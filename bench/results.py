@@ -39,8 +39,9 @@ BENCHES: list[tuple[str, str, list[str], list[str]]] = [
     # (Torch-Pruning fine-tunes the same three quarters); three seeds on LeNet-5, one on the CNNs.
     ("edp", "edp.py", ["--data", MNIST, "--models", "lenet5", "--targets", "macs=0.5", "--budget", "3,0.5,0.25"],
      ["--data", MNIST, "--quick"]),
-    ("edp-25-params", "edp.py",
-     ["--data", MNIST, "--models", "lenet5", "--targets", "macs=0.25,params=0.1", "--budget", "3,0.5,0.25"],
+    ("edp-25", "edp.py", ["--data", MNIST, "--models", "lenet5", "--targets", "macs=0.25", "--budget", "3,0.5,0.25"],
+     ["--data", MNIST, "--models", "lenet5", "--targets", "macs=0.25", "--seeds", "0", "--budget", "1,0.5,0.25"]),
+    ("edp-params", "edp.py", ["--data", MNIST, "--models", "lenet5", "--targets", "params=0.1", "--budget", "3,0.5,0.25"],
      ["--data", MNIST, "--models", "lenet5", "--targets", "params=0.1", "--seeds", "0", "--budget", "1,0.5,0.25"]),
     ("edp-small-resnet", "edp.py",
      ["--data", MNIST, "--models", "small-resnet", "--targets", "macs=0.5", "--budget", "1,0.5,0.25"],
