@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import torch
 
 from graphc.ir.graph import Graph, Node
 from graphc.ir.rewrite import RewritePattern, Rewriter
-from graphc.passes._rewrite import (CONV_OPS, PatternPass, cast_like, compose_convs, conv_attrs, conv_parts,
-                                    node_macs, replace_output, set_param, sole_user, t64)
+from graphc.passes._rewrite import (CONV_OPS, PatternPass, compose_convs, conv_attrs, conv_parts, f64, node_macs,
+                                    replace_output, set_param, sole_user)
 from graphc.registry import register_pass
 
 _POOL_RANK = {"avg_pool1d": 1, "avg_pool2d": 2, "adaptive_avg_pool1d": 1, "adaptive_avg_pool2d": 2}
@@ -60,9 +59,9 @@ def _absorb(graph: Graph, conv: Node, pool: Node, allow_equal: bool) -> str | No
     w1, b1 = conv_parts(conv)
     a1 = conv_attrs(conv)
     c = w1.shape[0]
-    w2 = torch.full((c, 1, *k), 1.0 / float(np.prod(k)), dtype=torch.float64)
+    w2 = np.full((c, 1, *k), 1.0 / float(np.prod(k)))
     a2 = {"stride": s, "padding": [0] * len(k), "dilation": [1] * len(k), "groups": c}
-    res = compose_convs(t64(w1), None if b1 is None else t64(b1), a1, w2, None, a2)
+    res = compose_convs(f64(w1), f64(b1), a1, w2, None, a2)
     if isinstance(res, str):
         return res
     w, bias, attrs = res
@@ -70,9 +69,9 @@ def _absorb(graph: Graph, conv: Node, pool: Node, allow_equal: bool) -> str | No
     after = int(np.prod(pool.output.shape)) * int(np.prod(w.shape[1:]))
     if after > before or (after == before and not allow_equal):
         return f"fused conv costs {after} MACs, not fewer than the conv's {before}"
-    set_param(graph, conv, 1, cast_like(w, w1))
+    set_param(graph, conv, 1, w)
     if bias is not None:
-        set_param(graph, conv, 2, cast_like(bias, w1))
+        set_param(graph, conv, 2, bias)
     conv.attrs.update(attrs)
     conv.retype()
     replace_output(graph, pool, conv.output)
