@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from graphc.errors import GraphcError, InputError, UnsupportedError
+from graphc.ir.gc_pause import gc_paused
 from graphc.ir.graph import Graph, Node
 from graphc.ir.types import onnx_dtype
 
@@ -107,6 +108,11 @@ def emit_onnx(graph: Graph, opset: int = DEFAULT_OPSET, *, check: bool = True, s
     """Lower ``graph`` to an ``onnx.ModelProto`` (checked with full_check unless told not to).
     Masked (pruned) params go to ``sparse_initializer`` where that is smaller (``sparse``:
     ``auto``, ``always``, ``never``; see :mod:`graphc.backends.onnx_sparse`)."""
+    with gc_paused():
+        return _emit_onnx(graph, opset, check, sparse)
+
+
+def _emit_onnx(graph: Graph, opset: int, check: bool, sparse: str):
     import onnx
     from onnx import helper
 

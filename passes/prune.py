@@ -26,13 +26,13 @@ all its units; the pass only removes units (never adds or reorders channels).
 from __future__ import annotations
 
 import dataclasses
-import gc
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
 
 from graphc.errors import PassError
+from graphc.ir.gc_pause import gc_paused
 from graphc.ir.graph import Graph
 
 from graphc.ir.ops import ops_with
@@ -162,15 +162,10 @@ def prune_graph(graph: Graph, *, ratio: float, importance: str = "l1", scope: st
         raise PassError("prune: per-group ratios need scope=local")
     if not any(rs):
         return 0
-    enabled = gc.isenabled()
-    gc.disable()  # see channel_groups: the collector's traversals would dominate on big graphs
-    try:
+    with gc_paused():
         groups = channel_groups(graph, protect=protect) if groups is None else groups
         steps = plan(groups, ratio, importance, scope, min_channels, round_to, np.random.default_rng(seed))
         return prune_groups(graph, steps)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _on_copy(group: ChannelGroup, vmap: dict) -> ChannelGroup:

@@ -25,7 +25,6 @@ their ``state_dict`` key.
 """
 from __future__ import annotations
 
-import gc
 import operator
 import re
 from collections import OrderedDict
@@ -36,6 +35,7 @@ import torch.fx as fx
 
 from graphc.errors import InputError, UnsupportedError
 from graphc.ir import Graph, TensorType, Value
+from graphc.ir.gc_pause import gc_paused
 from graphc.ir.ops.opaque import resolve_target
 from graphc.ir.types import dtype_from_torch
 from graphc.frontends import fx_inplace, fx_ops
@@ -192,15 +192,8 @@ def _normalise_inputs(example_inputs) -> tuple:
 
 def load_module(model: torch.nn.Module, example_inputs=None, input_shape=None, name: str | None = None) -> Graph:
     """Import ``model`` (traced in eval mode) at the shapes of ``example_inputs``."""
-    # The import allocates many small objects that never form cycles worth collecting; the
-    # collector's passes over a large model's heap would cost more than the import itself.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         return _load_module(model, example_inputs, input_shape, name)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _load_module(model: torch.nn.Module, example_inputs, input_shape, name: str | None) -> Graph:
