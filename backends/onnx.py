@@ -47,23 +47,25 @@ class Emitter:
         self.names: dict[int, str] = {}
         self._taken: set[str] = set()
         self._node_names: set[str] = set()
+        self._next: dict[tuple[str, str], int] = {}
         self._current: Node | None = None
 
     # -- naming ----------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
-        name, i = base, 1
-        while name in self._taken:
-            name = f"{base}_{i}"
-            i += 1
-        self._taken.add(name)
-        return name
+        return self._claim(base, self._taken, "value")
 
     def node_name(self, base: str) -> str:
-        name, i = base, 1
-        while name in self._node_names:
+        return self._claim(base, self._node_names, "node")
+
+    def _claim(self, base: str, taken: set[str], kind: str) -> str:
+        # names are never released: the search for a base resumes where its last one stopped,
+        # so many values of one base name cost linear time, not quadratic
+        name, i = base, self._next.get((kind, base), 1)
+        while name in taken:
             name = f"{base}_{i}"
             i += 1
-        self._node_names.add(name)
+        self._next[(kind, base)] = i
+        taken.add(name)
         return name
 
     def name_of(self, value) -> str:
