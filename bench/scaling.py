@@ -11,11 +11,15 @@ nodes a block) of about 1k, 2k, 4k, 8k, 10k and 16k nodes; times the torch.fx im
 emitters (a torch module and an ONNX model). Targets: at most 2.2x per doubling, under 5 CPU s
 at 10k nodes.
 
+With ``--flat`` the end-to-end chain is one loop in the top module's forward instead of a
+sequence of block modules: torch.fx then names its ops add, add_1, add_2... with no module
+scope, which once made naming (and so the import) quadratic.
+
 One run per size and part; prints the tables and writes them to the ``scaling`` and
-``scaling-e2e`` sections of docs/benchmarks.md.
+``scaling-e2e`` (``scaling-e2e-flat``) sections of docs/benchmarks.md.
 
     python bench/scaling.py [--sizes 1000,2000,5000,10000] [--e2e-sizes 1000,2000,4000,8000,10000,16000]
-                            [--only analysis|e2e] [--no-write]
+                            [--only analysis|e2e] [--flat] [--no-write]
 """
 from __future__ import annotations
 
@@ -121,8 +125,10 @@ def run(sizes) -> list[dict]:
     return rows
 
 
-def residual_chain(n_nodes: int, width: int = 8, side: int = 8):
-    """(module, example input): a chain of residual conv-BN-ReLU blocks, ``n_nodes`` IR nodes."""
+def residual_chain(n_nodes: int, width: int = 8, side: int = 8, flat: bool = False):
+    """(module, example input): a chain of residual conv-BN-ReLU blocks, ``n_nodes`` IR nodes.
+    ``flat``: the same chain as one loop in the top module's forward, so torch.fx names its
+    functional ops add, add_1, add_2... with no module scope (a naming stress case)."""
     import torch
     from torch import nn
 
@@ -136,17 +142,28 @@ def residual_chain(n_nodes: int, width: int = 8, side: int = 8):
         def forward(self, x):
             return x + self.relu(self.bn(self.conv(x)))
 
+    class Flat(nn.Module):
+        def __init__(self, blocks):
+            super().__init__()
+            self.blocks = nn.ModuleList(blocks)
+
+        def forward(self, x):
+            for b in self.blocks:
+                x = x + torch.relu(b.bn(b.conv(x)))
+            return x
+
     torch.manual_seed(0)
-    model = nn.Sequential(*[Block() for _ in range(max(1, n_nodes // 4))]).eval()
+    blocks = [Block() for _ in range(max(1, n_nodes // 4))]
+    model = (Flat(blocks) if flat else nn.Sequential(*blocks)).eval()
     return model, torch.randn(1, width, side, side)
 
 
-def run_end_to_end(sizes, repeat: int = 1) -> list[dict]:
+def run_end_to_end(sizes, repeat: int = 1, flat: bool = False) -> list[dict]:
     """Per size, the run (of ``repeat``) with the least CPU time: on a shared machine the
     others measure the neighbours as much as graphc."""
     rows = []
     for n in sizes:
-        runs = [_end_to_end_once(n) for _ in range(repeat)]
+        runs = [_end_to_end_once(n, flat) for _ in range(repeat)]
         best = min(runs, key=lambda r: r["total"])
         rows.append(best)
         print(f"{best['nodes']:>6} nodes: import {best['import']:.2f} s, optimize {best['optimize']:.2f} s, emit torch "
@@ -170,7 +187,7 @@ def per_doubling(rows) -> None:
 _WARM = []
 
 
-def _end_to_end_once(n: int) -> dict:
+def _end_to_end_once(n: int, flat: bool = False) -> dict:
     import torch
 
     import graphc
@@ -185,7 +202,7 @@ def _end_to_end_once(n: int) -> dict:
         graphc.run_pipeline(g, "fuse,prune(ratio=0.5)")
         emit_torch(g), emit_onnx(g)
         _WARM.append(True)
-    m, x = residual_chain(n)
+    m, x = residual_chain(n, flat=flat)
     w0 = time.perf_counter()
     t0 = time.process_time()
     g = graphc.load(m, example_inputs=x)
@@ -212,10 +229,13 @@ def table_e2e(rows) -> str:
     return "\n".join(lines)
 
 
-def e2e_section(rows, where: str, repeat: int) -> str:
-    return ("## End to end: scaling\n\n"
-            "A torch chain of residual conv-BN-ReLU blocks (`x + relu(bn(conv(x)))`, 8 channels, 8x8, four "
-            "IR nodes a block): torch.fx import, `fuse,prune(ratio=0.5)` through the pass manager (verified "
+def e2e_section(rows, where: str, repeat: int, flat: bool = False) -> str:
+    title = "## End to end: scaling" + (" (flat forward)" if flat else "")
+    model = ("The same chain written as one loop in the top module's forward, so torch.fx names its ops "
+             "`add`, `add_1`, ... with no module scope" if flat else
+             "A torch chain of residual conv-BN-ReLU blocks (`x + relu(bn(conv(x)))`, 8 channels, 8x8, four "
+             "IR nodes a block)")
+    return (f"{title}\n\n{model}: torch.fx import, `fuse,prune(ratio=0.5)` through the pass manager (verified "
             "and costed after every changing pass), then emit a torch module and an ONNX model; "
             f"{where} Each row is the best of {repeat} runs; a row's factor per doubling is taken against "
             f"the row with half its nodes where there is one. Targets: at most 2.2x per doubling, under 5 CPU s "
@@ -239,6 +259,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=("analysis", "e2e"), help="run one part only")
     ap.add_argument("--repeat", type=int, default=3, help="end-to-end runs per size; the least CPU time counts")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    ap.add_argument("--flat", action="store_true", help="end to end on the chain as one flat forward "
+                    "(section scaling-e2e-flat)")
     args = ap.parse_args(argv)
     where = (f"on {platform.processor() or platform.machine()}, {os.cpu_count()} cores. Times "
              f"are CPU seconds of the process (single-threaded; the machine is shared, and CPU time does not "
@@ -253,10 +275,11 @@ def main(argv=None) -> int:
         if not args.no_write:
             print(f"wrote {write_section('scaling', body)}")
     if args.only != "analysis":
-        rows = run_end_to_end([int(s) for s in args.e2e_sizes.split(",")], args.repeat)
+        rows = run_end_to_end([int(s) for s in args.e2e_sizes.split(",")], args.repeat, args.flat)
         print(table_e2e(rows))
         if not args.no_write:
-            print(f"wrote {write_section('scaling-e2e', e2e_section(rows, where, args.repeat))}")
+            key = "scaling-e2e-flat" if args.flat else "scaling-e2e"
+            print(f"wrote {write_section(key, e2e_section(rows, where, args.repeat, args.flat))}")
     return 0
 
 
