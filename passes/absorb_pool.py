@@ -152,11 +152,7 @@ class PoolIntoConv(RewritePattern):
             return rw.refuse(pool, f"{conv.name} weights are not constants")
         if sole_user(conv.output) is not pool:
             return rw.refuse(pool, f"{conv.name} output has other readers")
-        why = _absorb(rw.graph, conv, pool, self.allow_equal)
-        if why is not None:
-            return rw.refuse(pool, why)
-        rw.count("absorbed")
-        return True
+        return rw.outcome(pool, _absorb(rw.graph, conv, pool, self.allow_equal), "absorbed")
 
 
 class LinearBeforeGlobalPool(RewritePattern):
@@ -167,8 +163,4 @@ class LinearBeforeGlobalPool(RewritePattern):
     def match_and_rewrite(self, pool: Node, rw: Rewriter) -> bool:
         if pool.output.shape[2:] != (1, 1):
             return False
-        why = _swap_head(rw.graph, pool)
-        if why is not None:
-            return rw.refuse(pool, why)
-        rw.count("swapped")
-        return True
+        return rw.outcome(pool, _swap_head(rw.graph, pool), "swapped")

@@ -110,11 +110,7 @@ class BNAfterConv(RewritePattern):
     ops = ("batch_norm",)
 
     def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
-        why = fold_bn_after(rw.graph, node)
-        if why is not None:
-            return rw.refuse(node, why)
-        rw.count("bn_after")
-        return True
+        return rw.outcome(node, fold_bn_after(rw.graph, node), "bn_after")
 
 
 class BNBeforeConv(RewritePattern):
@@ -138,11 +134,7 @@ class AffineIntoConv(RewritePattern):
     def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
         if len(node.inputs) != 2:
             return False
-        why = fold_affine(rw.graph, node)
-        if why is not None:
-            return rw.refuse(node, why)
-        rw.count("affine")
-        return True
+        return rw.outcome(node, fold_affine(rw.graph, node), "affine")
 
 
 # conv/linear -> batch_norm
