@@ -219,14 +219,24 @@ def _end_to_end_once(n: int, flat: bool = False) -> dict:
             "onnx": t4 - t3, "total": t4 - t0, "wall": w4 - w0}
 
 
+def markdown_table(header: list[str], cells: list[list[str]]) -> str:
+    """A markdown table of numbers, every column right-aligned."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---:"] * len(header)) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
+
+
+def doubling(r, against: bool = False) -> str:
+    if "per_doubling" not in r:
+        return "-"
+    return f"{r['per_doubling']:.2f}" + (f" (vs {r['vs']})" if against else "")
+
+
 def table_e2e(rows) -> str:
-    lines = ["| nodes | after | import s | optimize s | emit torch s | emit onnx s | total s | wall s | time x per doubling (vs nodes) |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        d = f"{r['per_doubling']:.2f} (vs {r['vs']})" if "per_doubling" in r else "-"
-        lines.append(f"| {r['nodes']} | {r['after']} | {r['import']:.2f} | {r['optimize']:.2f} | {r['torch']:.2f} | "
-                     f"{r['onnx']:.2f} | {r['total']:.2f} | {r['wall']:.2f} | {d} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["nodes", "after", "import s", "optimize s", "emit torch s", "emit onnx s", "total s", "wall s",
+         "time x per doubling (vs nodes)"],
+        [[str(r["nodes"]), str(r["after"])] + [f"{r[k]:.2f}" for k in ("import", "optimize", "torch", "onnx", "total", "wall")]
+         + [doubling(r, against=True)] for r in rows])
 
 
 def e2e_section(rows, where: str, repeat: int, flat: bool = False) -> str:
@@ -243,13 +253,10 @@ def e2e_section(rows, where: str, repeat: int, flat: bool = False) -> str:
 
 
 def table(rows) -> str:
-    lines = ["| nodes | groups (prunable) | units removed | analyse s | prune s | total s | wall s | time x per doubling |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        d = f"{r['per_doubling']:.2f}" if "per_doubling" in r else "-"
-        lines.append(f"| {r['nodes']} | {r['groups']} ({r['prunable']}) | {r['removed']} | {r['analyse']:.2f} | "
-                     f"{r['prune']:.2f} | {r['total']:.2f} | {r['wall']:.2f} | {d} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["nodes", "groups (prunable)", "units removed", "analyse s", "prune s", "total s", "wall s", "time x per doubling"],
+        [[str(r["nodes"]), f"{r['groups']} ({r['prunable']})", str(r["removed"])]
+         + [f"{r[k]:.2f}" for k in ("analyse", "prune", "total", "wall")] + [doubling(r)] for r in rows])
 
 
 def main(argv=None) -> int:
