@@ -204,8 +204,11 @@ def _load_module(model: torch.nn.Module, example_inputs, input_shape, name: str 
         shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
         g = torch.Generator().manual_seed(0)
         inputs = tuple(torch.randn(tuple(s), generator=g) for s in shapes)
-    was_training = model.training
-    model.eval()
+    # Traced in eval mode; afterwards every module is back in its own mode (a frozen BN inside
+    # a training model stays frozen). Only modules that were training are walked again.
+    training = [m for m in model.modules() if m.training]
+    if training:
+        model.eval()
     source = model
     if fx_ops.is_layer(model):
         # A bare layer as the whole model: trace it as a leaf inside a container, so it maps
@@ -227,7 +230,8 @@ def _load_module(model: torch.nn.Module, example_inputs, input_shape, name: str 
             gm = _Traced(gm.module, pure, copy=False)
             graph = _Converter(model, gm, results, name or type(source).__name__.lower()).convert(inputs)
     finally:
-        source.train(was_training)
+        for m in training:
+            m.training = True
     if model is not source:
         for p in list(graph.params.values()):
             if p.source.startswith(prefix + "."):
