@@ -170,7 +170,16 @@ def run_end_to_end(sizes, repeat: int = 1, flat: bool = False) -> list[dict]:
               f"{best['torch']:.2f} s, emit onnx {best['onnx']:.2f} s, total {best['total']:.2f} s (CPU, best of "
               f"{repeat}), wall {best['wall']:.2f} s", flush=True)
     per_doubling(rows)
+    if len(rows) > 2:
+        print(f"power law fitted to all rows: {fitted_doubling(rows):.2f}x per doubling")
     return rows
+
+
+def fitted_doubling(rows) -> float:
+    """The time factor per doubling of a power law fitted to every row (least squares on the
+    logs): one noisy row moves it far less than it moves that row's own factor."""
+    k = np.polyfit(np.log2([r["nodes"] for r in rows]), np.log2([r["total"] for r in rows]), 1)[0]
+    return float(2 ** k)
 
 
 def per_doubling(rows) -> None:
@@ -249,7 +258,8 @@ def e2e_section(rows, where: str, repeat: int, flat: bool = False) -> str:
             "and costed after every changing pass), then emit a torch module and an ONNX model; "
             f"{where} Each row is the best of {repeat} runs; a row's factor per doubling is taken against "
             f"the row with half its nodes where there is one. Targets: at most 2.2x per doubling, under 5 CPU s "
-            f"at 10k nodes.\n\n" + table_e2e(rows))
+            f"at 10k nodes.\n\n" + table_e2e(rows)
+            + (f"\n\nA power law fitted to all rows grows {fitted_doubling(rows):.2f}x per doubling." if len(rows) > 2 else ""))
 
 
 def table(rows) -> str:
