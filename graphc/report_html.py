@@ -33,7 +33,7 @@ _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1000px;color:#1a202c;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #e2e8f0;padding-bottom:4px}
 table{border-collapse:collapse;margin:6px 0}td,th{padding:3px 10px;border-bottom:1px solid #edf2f7;text-align:right}
-td:first-child,th:first-child{text-align:left}th{background:#f7fafc}
+td:first-child,th:first-child,td.l,th.l{text-align:left}th{background:#f7fafc}
 .flow{display:flex;flex-wrap:wrap;gap:4px;align-items:center}.box{border:1px solid #cbd5e0;border-radius:6px;padding:4px 8px;background:#f7fafc}
 .box.changed{border-color:#2b6cb0;background:#ebf4ff}.arrow{color:#a0aec0}.muted{color:#718096}.ok{color:#2f855a}.bad{color:#c53030}
 svg{display:block;margin:6px 0}svg text{font:11px system-ui,sans-serif;fill:#2d3748}details{margin:10px 0}summary{cursor:pointer;font-weight:600}
@@ -256,12 +256,13 @@ def _sweep(runs: list[dict]) -> str:
         label = r.get("label") or f"run {i + 1}"
         acc_macs.append((r.get("after", {}).get("macs"), _accuracy(r, "after"), label))
         acc_lat.append((_latency(r, "after")[0], _accuracy(r, "after"), label))
-    rows = ["<tr><th>run</th><th>pipeline</th><th>MACs</th><th>latency (ms)</th><th>accuracy (%)</th></tr>"]
+    rows = ['<tr><th>run</th><th class="l">pipeline</th><th>MACs</th><th>latency (ms)</th><th>accuracy (%)</th></tr>']
     for (m, a, lab), (lt, _, _), r in zip(acc_macs, acc_lat, [None] + runs):
-        rows.append(f"<tr><td>{_e(lab)}</td><td>{_e(r['pipeline']) if r else '-'}</td><td>{_num(m)}</td>"
+        rows.append(f"<tr><td>{_e(lab)}</td><td class=\"l\"><code>{_e(r['pipeline']) if r else '-'}</code></td><td>{_num(m)}</td>"
                     f"<td>{_num(lt, 4)}</td><td>{_num(a, 4)}</td></tr>")
     return ("<h2>Target sweep</h2><table>" + "".join(rows) + "</table>"
-            + scatter_chart("accuracy vs MACs", acc_macs, "MACs", "accuracy (%)")
+            + "<h3>Accuracy vs MACs</h3>" + scatter_chart("accuracy vs MACs", acc_macs, "MACs", "accuracy (%)")
+            + f"<h3>Accuracy vs latency ({_e(which or 'no latency in these runs')})</h3>"
             + scatter_chart("accuracy vs latency", acc_lat, f"{which or 'latency'} (ms)", "accuracy (%)"))
 
 
