@@ -87,6 +87,12 @@ class Report:
             **({"layers": self.layers} if self.layers else {}),
         })
 
+    def to_html(self, title: str | None = None) -> str:
+        """This run as a self-contained HTML page (:mod:`graphc.report_html`)."""
+        from graphc.report_html import render_html
+
+        return render_html([self.to_dict()], title)
+
     def to_json(self, indent: int = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
