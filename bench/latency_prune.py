@@ -5,8 +5,8 @@ several targets and every pruned model is measured the same way:
 
 - ``uniform``: graphc ``prune(target-latency=F)`` -- one l1 ratio for every group, found by
   bisection on the predicted latency;
-- ``uniform-8``: the same with kept counts rounded to this CPU's SIMD block (``round-to=0``);
-- ``latency``: ``prune(target-latency=F,importance=latency,round-to=0)``;
+- ``uniform-8``: the same with kept counts rounded to this CPU's SIMD block (``round-to=simd``);
+- ``latency``: ``prune(target-latency=F,importance=latency,round-to=simd)``;
 - ``torch-pruning``: Torch-Pruning 1.6 ``MagnitudePruner`` (l1, one ratio per layer) at the
   ratios graphc's ``uniform`` found.
 
@@ -48,8 +48,8 @@ ZOO = "efficientnet_b0,mobilenet_v3_large,regnet_y_400mf"
 MNIST = "mnist-idx:../shared/datasets/mnist-t10k"
 METHODS = {
     "uniform": "prune(target-latency={f},latency-threads=1)",
-    "uniform-8": "prune(target-latency={f},round-to=0,latency-threads=1)",
-    "latency": "prune(target-latency={f},importance=latency,round-to=0,latency-threads=1)",
+    "uniform-8": "prune(target-latency={f},round-to=simd,latency-threads=1)",
+    "latency": "prune(target-latency={f},importance=latency,round-to=simd,latency-threads=1)",
 }
 
 

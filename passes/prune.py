@@ -20,7 +20,7 @@ ratio is found by bisection on the cost model. ``target_latency`` does the same 
 onnxruntime latency of the calibrated cost model (``3ms``, ``0.004s``, or a bare fraction of the
 graph's own predicted latency; ``latency_threads=1`` predicts single-thread CPU time).
 ``importance=latency`` ranks the units of all groups together by l1 magnitude per predicted
-second saved (:mod:`graphc.passes.prune_latency`); ``round_to=0`` rounds kept counts to this
+second saved (:mod:`graphc.passes.prune_latency`); ``round_to=simd`` rounds kept counts to this
 CPU's SIMD block (8, or 16 with AVX-512), the channel multiple onnxruntime's kernels run
 fastest on. ``search=ncs`` (or ``random``; needs data) finds
 one ratio per group instead (see :mod:`graphc.passes.prune_search`): with ``target_macs`` the
@@ -214,7 +214,7 @@ class Prune(Pass):
     importance: Literal["l1", "l2", "bn-scale", "random", "latency"] = "l1"
     scope: Literal["local", "global"] = "local"
     min_channels: int = 1
-    round_to: int = 1
+    round_to: int | Literal["simd"] = 1
     protect: tuple[str, ...] = ()
     target_macs: float | None = None
     target_latency: str | None = None
@@ -233,8 +233,8 @@ class Prune(Pass):
         # Checked on construction, so a pipeline string with them fails before a model loads.
         if self.min_channels < 1:
             raise ValueError(f"min-channels must be >= 1, got {self.min_channels}")
-        if self.round_to < 0:
-            raise ValueError(f"round-to must be >= 1 (or 0: this CPU's SIMD block), got {self.round_to}")
+        if self.round_to != "simd" and self.round_to < 1:
+            raise ValueError(f"round-to must be >= 1 (or simd: this CPU's SIMD block), got {self.round_to}")
         if self.target_latency is not None:
             from graphc.passes.prune_latency import parse_target_latency
 
@@ -248,7 +248,7 @@ class Prune(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         round_to = self.round_to
-        if round_to == 0:
+        if round_to == "simd":
             from graphc.passes.prune_latency import simd_block
 
             round_to = simd_block()

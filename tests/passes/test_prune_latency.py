@@ -49,7 +49,7 @@ def test_bad_options_fail_on_construction():
     from graphc.pipeline_parse import parse_pipeline
 
     for spec in ("prune(target-latency=2)", "prune(target-latency=0.5,target-macs=0.5)", "prune(latency-threads=0)",
-                 "prune(round-to=-1)"):
+                 "prune(round-to=-1)", "prune(round-to=0)", "prune(round-to=simd8)"):
         with pytest.raises(GraphcError):
             parse_pipeline(spec)
 
@@ -108,6 +108,6 @@ def test_absolute_target_and_out_of_reach(h):
 def test_round_to_simd_block(h, monkeypatch):
     monkeypatch.setattr(prune_latency, "simd_block", lambda: 8)
     g = two_resolutions(h)
-    Prune(ratio=0.3, importance="latency", round_to=0).run(g, PassContext())
+    Prune(ratio=0.3, importance="latency", round_to="simd").run(g, PassContext())
     kept = [out_channels(g, "hi"), out_channels(g, "lo")]
     assert all(k % 8 == 0 for k in kept) and sum(kept) < 32
