@@ -173,14 +173,30 @@ def zoo_tables(rows, budgets) -> str:
                 cells.append(f"{max(ok):,}" if ok else "none within")
             body.append(cells)
     out.append(_table(head, body))
+    out += ["", error_table(rows)]
     return "\n".join(out)
+
+
+def error_table(rows) -> str:
+    """Prediction error per method: the sources' error is the cost model's usual error on
+    these models in this run, the yardstick for the pruned ones."""
+    import statistics
+
+    head = ["method", "models", "median abs. pred. error", "worst pred. error"]
+    body = []
+    for m in dict.fromkeys(r["method"] for r in rows):
+        errs = [r["pred"] / r["ms"] - 1 for r in rows if r["method"] == m and "error" not in r]
+        if errs:
+            body.append([m, str(len(errs)), f"{statistics.median(abs(e) for e in errs):.0%}",
+                         f"{max(errs, key=abs):+.0%}"])
+    return _table(head, body)
 
 
 def mnist_table(rows) -> str:
     head = ["model", "method", "target", "acc %", "channels", "MACs", "predicted ms", "measured ms", "pred. error"]
     body = [[r["model"], r["method"], str(r["target"]), f"{r['acc']:.2f}", f"{r['channels']:,}", f"{r['macs'] / 1e6:.2f}M",
              f"{r['pred']:.3f}", f"{r['ms']:.3f}", _err(r)] for r in rows]
-    return _table(head, body)
+    return _table(head, body) + "\n\n" + error_table(rows)
 
 
 def main(argv=None) -> int:
