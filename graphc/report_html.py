@@ -150,7 +150,7 @@ def _passes(run: dict) -> str:
         d = p.get("delta") or {}
         secs = float(p.get("seconds") or 0.0)
         rows.append(f"<tr><td>{_e(p.get('label') or p.get('name'))}</td><td>{'yes' if p.get('changed') else 'no'}</td>"
-                    f"<td>{secs * 1e3:.1f} ms</td><td>{_e(_signed(d.get('nodes')))}</td><td>{_e(_signed(d.get('params')))}</td>"
+                    f"<td>{f'{secs * 1e3:.1f} ms' if secs < 1 else f'{secs:.2f} s'}</td><td>{_e(_signed(d.get('nodes')))}</td><td>{_e(_signed(d.get('params')))}</td>"
                     f"<td>{_e(_signed(d.get('macs')))}</td></tr>")
         if macs is not None and d.get("macs") is not None:
             macs += d["macs"]
