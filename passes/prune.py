@@ -142,6 +142,8 @@ def plan(groups: list[ChannelGroup], ratio: float, kind: str, scope: str, min_un
     scores = [importance(g, kind, rng, cache) for g in groups]
     out = []
     if kind == "latency":
+        if isinstance(ratio, (list, tuple, np.ndarray)):
+            raise PassError("prune: importance=latency ranks all groups together; per-group ratios need another importance")
         if "latency" not in cache:
             raise PassError("prune: importance=latency needs the seconds each group's units save (seconds_per_unit)")
         from graphc.passes.prune_latency import latency_scores
@@ -283,10 +285,12 @@ class Prune(Pass):
 
             value, absolute = parse_target_latency(self.target_latency)
             ratio, reached = self._search(graph, opts, groups, cache, seconds, value, "seconds", fraction=not absolute)
-            stats.update({"prune.ratio": round(ratio, 4), "prune.predicted_ms": round(reached * 1e3, 4)})
+            stats.update({"prune.ratio": round(ratio, 4), "prune.predicted_ms": round(reached * 1e3, 4),
+                          "prune.target_ms": round((value if absolute else value * seconds(graph)) * 1e3, 4)})
         if self.search != "none":
-            if self.target_latency is not None:
-                raise PassError("prune: search= looks for a MACs target; use target-macs with it, not target-latency")
+            if self.target_latency is not None or self.importance == "latency":
+                raise PassError("prune: search= finds per-group ratios for a MACs target; use it with target-macs "
+                                "and a per-group importance, not target-latency or importance=latency")
             if self.scope != "local":
                 raise PassError("prune: search= finds per-group ratios and needs scope=local")
             from graphc.passes.prune_search import search_ratios

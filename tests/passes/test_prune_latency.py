@@ -88,6 +88,7 @@ def test_target_latency_is_reached_by_the_least_pruning(h, importance):
     after = predict(g, CALIB).total_ms
     assert res.changed and after <= 0.6 * full
     assert res.stats["prune.predicted_ms"] == pytest.approx(after, rel=1e-3)
+    assert res.stats["prune.target_ms"] == pytest.approx(0.6 * full, rel=1e-3)
     # one bisection step less pruning misses the target
     g2 = two_resolutions(h)
     Prune(ratio=max(0.0, res.stats["prune.ratio"] - 1 / 128), importance=importance).run(g2, PassContext())
@@ -101,8 +102,9 @@ def test_absolute_target_and_out_of_reach(h):
     assert predict(g, CALIB).total_ms / 1e3 <= full_s * 0.7 and res.changed
     with pytest.raises(PassError, match="out of reach"):
         Prune(target_latency="0.0000001s").run(two_resolutions(h), PassContext())
-    with pytest.raises(PassError, match="target-latency"):
-        Prune(target_latency="0.5", search="ncs").run(two_resolutions(h), PassContext())
+    for bad in (dict(target_latency="0.5", search="ncs"), dict(importance="latency", search="ncs")):
+        with pytest.raises(PassError, match="search="):
+            Prune(**bad).run(two_resolutions(h), PassContext())
 
 
 def test_round_to_simd_block(h, monkeypatch):
