@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 
 from graphc.errors import InputError
@@ -92,7 +93,8 @@ def hbar_chart(title: str, labels: list[str], series: list[tuple[str, list, str]
 
 def scatter_chart(title: str, points: list[tuple[float, float, str]], xlabel: str, ylabel: str) -> str:
     """Points joined in x order, each labelled; the first point is the source."""
-    pts = [(float(x), float(y), lab) for x, y, lab in points if x is not None and y is not None]
+    pts = [(float(x), float(y), lab) for x, y, lab in points
+           if x is not None and y is not None and math.isfinite(float(x)) and math.isfinite(float(y))]
     w, h, pad = 640, 320, 56
     out = [f'<svg role="img" aria-label="{_e(title)}" width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg">'
            f'<title>{_e(title)}</title>']
@@ -300,9 +302,38 @@ def render_html(runs: list[dict], title: str | None = None) -> str:
             f'<script type="application/json" id="graphc-runs">{data}</script></body></html>\n')
 
 
+def _number(v) -> bool:
+    # a report writes a non-finite float as its name (JSON has no inf or nan)
+    return v is None or v in ("inf", "-inf", "nan") or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
 def _check_run(run, where: str) -> dict:
+    """The shape the page reads, checked up front: a hand-edited or foreign file is one clear
+    line, never a traceback from deep inside a chart."""
     if not isinstance(run, dict) or "pipeline" not in run or not isinstance(run.get("passes"), list):
         raise InputError(f"{where} is not a saved graphc run (expected what `graphc optimize --report FILE` writes)")
+
+    def bad(what):
+        return InputError(f"{where}: {what} is malformed (expected what `graphc optimize --report FILE` writes)")
+
+    for p in run["passes"]:
+        if not isinstance(p, dict) or not isinstance(p.get("delta", {}), dict) \
+                or not all(_number(v) for v in (p.get("delta") or {}).values()) or not _number(p.get("seconds")):
+            raise bad("a pass record")
+    for key in ("before", "after"):
+        if not isinstance(run.get(key, {}), dict) or not all(_number(run.get(key, {}).get(k)) for k in ("macs", "params", "nodes", "flops")):
+            raise bad(f"'{key}'")
+    metrics = run.get("metrics") or {}
+    if not isinstance(metrics, dict) or not all(isinstance(m, dict) and _number(m.get("before")) and _number(m.get("after"))
+                                                for m in metrics.values()):
+        raise bad("'metrics'")
+    layers = run.get("layers") or []
+    if not isinstance(layers, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("op"), str)
+            and all(_number(v) for k, v in r.items() if k not in ("name", "op")) for r in layers):
+        raise bad("'layers'")
+    if not isinstance(run.get("notes") or [], list) or not isinstance(run.get("check") or {}, dict):
+        raise bad("'notes' or 'check'")
     return run
 
 

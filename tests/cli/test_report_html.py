@@ -150,6 +150,12 @@ def test_names_from_the_model_are_escaped():
     ("[1, 2]", ["report", "{d}/in.json", "-o", "{d}/x.html"], "not a saved graphc run"),
     ("{{", ["report", "{d}/in.json", "-o", "{d}/x.html"], "not JSON"),
     ('{"pipeline": "fuse", "passes": []}', ["report", "{d}/in.json", "-o", "{d}/x.txt"], "should end in .html"),
+    ('{"pipeline": "fuse", "passes": [], "layers": [{"name": "c", "op": "conv2d", "macs_after": "many"}]}',
+     ["report", "{d}/in.json", "-o", "{d}/x.html"], "'layers' is malformed"),
+    ('{"pipeline": "fuse", "passes": [{"name": "x", "delta": {"macs": [1]}}]}',
+     ["report", "{d}/in.json", "-o", "{d}/x.html"], "a pass record is malformed"),
+    ('{"pipeline": "fuse", "passes": [], "metrics": {"accuracy": {"before": "high"}}}',
+     ["report", "{d}/in.json", "-o", "{d}/x.html"], "'metrics' is malformed"),
 ])
 def test_bad_report_input_is_one_line_exit_2(tmp_path, capsys, setup, args, msg):
     if setup is not None:
