@@ -55,9 +55,15 @@ def _num(v, digits: int = 3) -> str:
     return f"{v:.{digits}g}"
 
 
+def _finite(v):
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
 # -- charts -----------------------------------------------------------------------------------------
 def hbar_chart(title: str, labels: list[str], series: list[tuple[str, list, str]], unit: str = "") -> str:
-    """Grouped horizontal bars: one row per label, one bar per series (None: no bar)."""
+    """Grouped horizontal bars: one row per label, one bar per series (None or a non-finite
+    figure: no bar)."""
+    series = [(name, [_finite(v) for v in vs], colour) for name, vs, colour in series]
     vals = [v for _, vs, _ in series for v in vs if v is not None]
     top = max(vals) if vals and max(vals) > 0 else 1.0
     left, width, bar = 230, 560, 7
