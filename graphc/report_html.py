@@ -208,7 +208,7 @@ def _layers(run: dict) -> str:
     shown = layers
     note = ""
     if len(layers) > MAX_LAYERS:
-        top = sorted(layers, key=lambda r: -max(r.get("macs_before") or 0, r.get("macs_after") or 0))[:MAX_LAYERS]
+        top = sorted(layers, key=lambda r: -max(_finite(r.get("macs_before")) or 0, _finite(r.get("macs_after")) or 0))[:MAX_LAYERS]
         keep = {id(r) for r in top}
         shown = [r for r in layers if id(r) in keep]
         note = f'<p class="muted">{len(layers) - MAX_LAYERS} layers with the fewest MACs not shown.</p>'
