@@ -18,13 +18,17 @@ cpu``). The summary gives, per measured-latency budget (a fraction of the source
 time), the most channels a method keeps among its models within the budget.
 
 Part 2, trained reference models (``--data``, default MNIST-10k: first 8,000 train / last 2,000
-held out): the source is trained, then ``uniform`` and ``latency`` prune it at each target and
+held out): the source is trained, then ``uniform``, ``uniform-8`` and ``latency`` prune it at each target and
 every pruned model is fine-tuned with the same budget (epochs, SGD, learning rate, seed);
 accuracy is top-1 on the held-out split.
 
     OMP_NUM_THREADS=1 nice -n 10 python bench/latency_prune.py
     python bench/latency_prune.py --zoo mobilenet_v3_large --targets 0.6 --no-mnist --no-write
     python bench/latency_prune.py --no-zoo --data digits --no-write
+    python bench/latency_prune.py --from-rows rows.jsonl     # tables again from a run's saved rows
+
+Every measured row is printed as one JSON line as it is measured (and appended to ``--rows
+FILE``), so a long run's figures survive an interruption and can be tabled again.
 
 Writes the ``latency-prune`` section of docs/results.md.
 """
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import platform
 import sys
 import time
@@ -51,6 +56,18 @@ METHODS = {
     "uniform-8": "prune(target-latency={f},round-to=simd,latency-threads=1)",
     "latency": "prune(target-latency={f},importance=latency,round-to=simd,latency-threads=1)",
 }
+
+
+ROWS_FILE = None
+
+
+def log(row: dict) -> dict:
+    line = json.dumps(row)
+    print(line, flush=True)
+    if ROWS_FILE:
+        with open(ROWS_FILE, "a") as f:
+            f.write(line + "\n")
+    return row
 
 
 def channels(graph) -> int:
@@ -93,7 +110,7 @@ def zoo_rows(name: str, targets, calib, args) -> list[dict]:
     src = graphc.load(model, example_inputs=x)
     graphc.run_pipeline(src, "fuse")
     rows = [dict(model=name, method="source", target="-", **measure(src, calib, args.repeats))]
-    print(rows[-1], flush=True)
+    log(rows[-1])
     for f in targets:
         ratio = None
         for method, pipe in METHODS.items():
@@ -104,7 +121,7 @@ def zoo_rows(name: str, targets, calib, args) -> list[dict]:
             if method == "uniform":
                 ratio = rep.passes[0].stats.get("prune.ratio", 0.0)
             rows.append(dict(model=name, method=method, target=f, cpu_s=secs, **measure(g, calib, args.repeats)))
-            print(rows[-1], flush=True)
+            log(rows[-1])
         if not args.no_tp and ratio is not None:
             try:
                 pruned = tp_prune(model, x, ratio)
@@ -113,7 +130,7 @@ def zoo_rows(name: str, targets, calib, args) -> list[dict]:
                 rows.append(dict(model=name, method="torch-pruning", target=f"r={ratio:.3f}", **measure(g, calib, args.repeats)))
             except Exception as e:  # a baseline that fails is reported, not fatal
                 rows.append(dict(model=name, method="torch-pruning", target=f"r={ratio:.3f}", error=str(e)[:80]))
-            print(rows[-1], flush=True)
+            log(rows[-1])
     return rows
 
 
@@ -127,16 +144,18 @@ def mnist_rows(name: str, data, targets, calib, args) -> list[dict]:
     model, _ = train_example(name, data, epochs=args.source_epochs, seed=0)
     x = data.sample(1)
     src = graphc.load(model, example_inputs=x)
-    rows = [dict(model=name, method="source", target="-", acc=100 * evaluate(model, data), **measure(src, calib, args.repeats))]
-    print(rows[-1], flush=True)
+    rows = [dict(model=name, method="source", target="-", acc=100 * evaluate(model, data), data=data.split,
+                 **measure(src, calib, args.repeats))]
+    log(rows[-1])
     for f in targets:
-        for method in ("uniform", "latency"):
+        for method in args.mnist_methods.split(","):
             g = src.clone()
             graphc.run_pipeline(g, METHODS[method].format(f=f), PassContext(seed=0, quiet=True))
             m = emit_torch(g)
             train(m, data, epochs=args.finetune, lr=LR, momentum=0.9, batch_size=64, seed=0, quiet=True, desc="fine-tune")
-            rows.append(dict(model=name, method=method, target=f, acc=100 * evaluate(m, data), **measure(g, calib, args.repeats)))
-            print(rows[-1], flush=True)
+            rows.append(dict(model=name, method=method, target=f, acc=100 * evaluate(m, data), data=data.split,
+                             **measure(g, calib, args.repeats)))
+            log(rows[-1])
     return rows
 
 
@@ -196,7 +215,24 @@ def mnist_table(rows) -> str:
     head = ["model", "method", "target", "acc %", "channels", "MACs", "predicted ms", "measured ms", "pred. error"]
     body = [[r["model"], r["method"], str(r["target"]), f"{r['acc']:.2f}", f"{r['channels']:,}", f"{r['macs'] / 1e6:.2f}M",
              f"{r['pred']:.3f}", f"{r['ms']:.3f}", _err(r)] for r in rows]
-    return _table(head, body) + "\n\n" + error_table(rows)
+    return _table(head, body)
+
+
+def mnist_summary(rows, budgets) -> str:
+    """Per measured-latency budget, the best held-out accuracy each method reaches within it."""
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    head = ["model", "measured-latency budget"] + [f"{m} acc % (its ms)" for m in methods]
+    body = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        src = next(r for r in rows if r["model"] == model and r["method"] == "source")
+        for b in budgets:
+            cells = [model, f"<= {b:.0%} of {src['ms']:.3f} ms"]
+            for m in methods:
+                ok = [r for r in rows if r["model"] == model and r["method"] == m and r["ms"] <= b * src["ms"]]
+                best = max(ok, key=lambda r: r["acc"]) if ok else None
+                cells.append(f"{best['acc']:.2f} ({best['ms']:.3f})" if best else "none within")
+            body.append(cells)
+    return _table(head, body)
 
 
 def main(argv=None) -> int:
@@ -209,37 +245,59 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=MNIST)
     ap.add_argument("--mnist-models", default="small-vgg,small-resnet")
     ap.add_argument("--no-mnist", action="store_true")
+    ap.add_argument("--mnist-methods", default="uniform,uniform-8,latency",
+                    help=f"methods fine-tuned on the data (of {', '.join(METHODS)})")
     ap.add_argument("--source-epochs", type=float, default=2)
     ap.add_argument("--finetune", type=float, default=1)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--no-tp", action="store_true", help="leave Torch-Pruning out")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--rows", metavar="FILE", help="append every measured row to FILE (JSON lines)")
+    ap.add_argument("--from-rows", metavar="FILE", help="table the rows a run saved instead of measuring")
     args = ap.parse_args(argv)
+    global ROWS_FILE
+    ROWS_FILE = args.rows
     from graphc.passes.prune_latency import calibration_for, simd_block
 
+    budgets = [float(b) for b in args.budgets.split(",")]
+    if not set(args.mnist_methods.split(",")) <= set(METHODS):
+        ap.error(f"--mnist-methods: choose among {', '.join(METHODS)}")
+    if args.from_rows:
+        rows = [json.loads(line) for line in open(args.from_rows) if line.strip()]
+        zoo = [r for r in rows if "acc" not in r]
+        mnist = [r for r in rows if "acc" in r]
+        return finish(args, argv, zoo, mnist, budgets, None)
     calib = calibration_for(1)
     targets = [float(t) for t in args.targets.split(",")]
-    budgets = [float(b) for b in args.budgets.split(",")]
     t0 = time.time()
-    parts = [f"Run: `{' '.join(['python bench/latency_prune.py'] + (argv if argv is not None else sys.argv[1:]))}` on "
-             f"{platform.machine()}, {platform.processor() or 'CPU'} ({simd_block()}-float SIMD block); onnxruntime on "
-             f"1 thread, CPU-time clock, median of {args.repeats} runs; predicted with the single-thread calibration."]
+    zoo, mnist = [], []
     if not args.no_zoo:
-        rows = []
         for name in args.zoo.split(","):
-            rows += zoo_rows(name, targets, calib, args)
-        parts += ["", f"torchvision, random weights, batch 1, {args.size}x{args.size}, after `fuse`:", "", zoo_tables(rows, budgets)]
+            zoo += zoo_rows(name, targets, calib, args)
     if not args.no_mnist:
         from graphc.data import load_data
 
         data = load_data(args.data)
-        rows = []
         for name in args.mnist_models.split(","):
-            rows += mnist_rows(name, data, targets, calib, args)
-        parts += ["", f"Trained on {data.split}; source {args.source_epochs:g} epochs, every pruned model fine-tuned "
+            mnist += mnist_rows(name, data, targets, calib, args)
+    return finish(args, argv, zoo, mnist, budgets, time.time() - t0)
+
+
+def finish(args, argv, zoo, mnist, budgets, seconds) -> int:
+    from graphc.passes.prune_latency import simd_block
+
+    parts = [f"Run: `{' '.join(['python bench/latency_prune.py'] + (argv if argv is not None else sys.argv[1:]))}` on "
+             f"{platform.machine()}, {platform.processor() or 'CPU'} ({simd_block()}-float SIMD block); onnxruntime on "
+             f"1 thread, CPU-time clock, median of {args.repeats} runs; predicted with the single-thread calibration."]
+    if zoo:
+        parts += ["", f"torchvision, random weights, batch 1, {args.size}x{args.size}, after `fuse`:", "", zoo_tables(zoo, budgets)]
+    if mnist:
+        split = mnist[0].get("data", args.data)
+        parts += ["", f"Trained on {split}; source {args.source_epochs:g} epochs, every pruned model fine-tuned "
                       f"{args.finetune:g} epoch (SGD, lr {LR}, momentum 0.9, batch 64, seed 0); accuracy on the held-out split:",
-                  "", mnist_table(rows)]
-    parts.append(f"\nTotal {time.time() - t0:.0f} s.")
+                  "", mnist_table(mnist), "", mnist_summary(mnist, budgets), "", error_table(mnist)]
+    if seconds is not None:
+        parts.append(f"\nTotal {seconds:.0f} s.")
     text = "\n".join(parts)
     print(text)
     if not args.no_write:
