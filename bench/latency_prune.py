@@ -180,18 +180,7 @@ def zoo_tables(rows, budgets) -> str:
                      f"{r['pred']:.2f}", f"{r['ms']:.2f}", _err(r)])
     out = [_table(head, body), ""]
     methods = [m for m in ("uniform", "uniform-8", "latency", "torch-pruning") if any(r["method"] == m for r in rows)]
-    head = ["model", "measured-latency budget"] + [f"{m} channels" for m in methods]
-    body = []
-    for model in dict.fromkeys(r["model"] for r in rows):
-        src = next(r for r in rows if r["model"] == model and r["method"] == "source")
-        for b in budgets:
-            cells = [model, f"<= {b:.0%} of {src['ms']:.2f} ms"]
-            for m in methods:
-                ok = [r["channels"] for r in rows if r["model"] == model and r["method"] == m and "error" not in r
-                      and r["ms"] <= b * src["ms"]]
-                cells.append(f"{max(ok):,}" if ok else "none within")
-            body.append(cells)
-    out.append(_table(head, body))
+    out.append(budget_table(rows, budgets, methods, "channels", lambda ok: f"{max(r['channels'] for r in ok):,}"))
     out += ["", error_table(rows)]
     return "\n".join(out)
 
@@ -218,21 +207,32 @@ def mnist_table(rows) -> str:
     return _table(head, body)
 
 
-def mnist_summary(rows, budgets) -> str:
-    """Per measured-latency budget, the best held-out accuracy each method reaches within it."""
-    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
-    head = ["model", "measured-latency budget"] + [f"{m} acc % (its ms)" for m in methods]
+def budget_table(rows, budgets, methods, what: str, cell) -> str:
+    """Per model and measured-latency budget (a fraction of the source's measured time), what
+    each method reaches among its rows within the budget (``cell`` of those rows)."""
+    head = ["model", "measured-latency budget"] + [f"{m} {what}" for m in methods]
     body = []
     for model in dict.fromkeys(r["model"] for r in rows):
         src = next(r for r in rows if r["model"] == model and r["method"] == "source")
         for b in budgets:
             cells = [model, f"<= {b:.0%} of {src['ms']:.3f} ms"]
             for m in methods:
-                ok = [r for r in rows if r["model"] == model and r["method"] == m and r["ms"] <= b * src["ms"]]
-                best = max(ok, key=lambda r: r["acc"]) if ok else None
-                cells.append(f"{best['acc']:.2f} ({best['ms']:.3f})" if best else "none within")
+                ok = [r for r in rows if r["model"] == model and r["method"] == m and "error" not in r
+                      and r["ms"] <= b * src["ms"]]
+                cells.append(cell(ok) if ok else "none within")
             body.append(cells)
     return _table(head, body)
+
+
+def mnist_summary(rows, budgets) -> str:
+    """Per measured-latency budget, the best held-out accuracy each method reaches within it."""
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+
+    def best(ok):
+        r = max(ok, key=lambda r: r["acc"])
+        return f"{r['acc']:.2f} ({r['ms']:.3f} ms)"
+
+    return budget_table(rows, budgets, methods, "acc %", best)
 
 
 def main(argv=None) -> int:

@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 
 from graphc.errors import InputError
+from graphc.report import _count
 
 __all__ = ["render_html", "runs_from_file", "MAX_LAYERS"]
 
@@ -49,10 +50,7 @@ def _num(v, digits: int = 3) -> str:
     if v is None:
         return "-"
     v = float(v)
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(v) >= scale:
-            return f"{v / scale:.2f}{unit}"
-    return f"{v:.{digits}g}"
+    return _count(v) if abs(v) >= 1e3 else f"{v:.{digits}g}"
 
 
 def _finite(v):
