@@ -286,9 +286,12 @@ def main(argv=None) -> int:
 def finish(args, argv, zoo, mnist, budgets, seconds) -> int:
     from graphc.passes.prune_latency import simd_block
 
-    parts = [f"Run: `{' '.join(['python bench/latency_prune.py'] + (argv if argv is not None else sys.argv[1:]))}` on "
-             f"{platform.machine()}, {platform.processor() or 'CPU'} ({simd_block()}-float SIMD block); onnxruntime on "
-             f"1 thread, CPU-time clock, median of {args.repeats} runs; predicted with the single-thread calibration."]
+    from graphc.backends.calibration import _cpu_model
+
+    how = ("Rows measured by runs of `python bench/latency_prune.py` (saved with `--rows`), tabled with `--from-rows`"
+           if args.from_rows else f"Run: `{' '.join(['python bench/latency_prune.py'] + (argv if argv is not None else sys.argv[1:]))}`")
+    parts = [f"{how}; {platform.machine()}, {_cpu_model()} ({simd_block()}-float SIMD block); onnxruntime on 1 thread, "
+             f"CPU-time clock, median of {args.repeats} runs; predicted with the single-thread calibration."]
     if zoo:
         parts += ["", f"torchvision, random weights, batch 1, {args.size}x{args.size}, after `fuse`:", "", zoo_tables(zoo, budgets)]
     if mnist:
