@@ -18,7 +18,8 @@ cpu``). The summary gives, per measured-latency budget (a fraction of the source
 time), the most channels a method keeps among its models within the budget.
 
 Part 2, trained reference models (``--data``, default MNIST-10k: first 8,000 train / last 2,000
-held out): the source is trained, then ``uniform``, ``uniform-8`` and ``latency`` prune it at each target and
+held out): the source is trained, then ``uniform``, ``uniform-8``, ``latency`` and
+``torch-pruning`` (at ``uniform``'s ratio) prune it at each target and
 every pruned model is fine-tuned with the same budget (epochs, SGD, learning rate, seed);
 accuracy is top-1 on the held-out split.
 
@@ -150,10 +151,18 @@ def mnist_rows(name: str, data, targets, calib, args) -> list[dict]:
     for f in targets:
         for method in args.mnist_methods.split(","):
             g = src.clone()
-            graphc.run_pipeline(g, METHODS[method].format(f=f), PassContext(seed=0, quiet=True))
-            m = emit_torch(g)
+            rep = graphc.run_pipeline(g, METHODS["uniform" if method == "torch-pruning" else method].format(f=f),
+                                      PassContext(seed=0, quiet=True))
+            target = f
+            if method == "torch-pruning":  # at the ratio graphc's uniform found for this target
+                ratio = rep.passes[0].stats.get("prune.ratio", 0.0)
+                m, target = tp_prune(model, x, ratio).train(), f"r={ratio:.3f}"
+            else:
+                m = emit_torch(g)
             train(m, data, epochs=args.finetune, lr=LR, momentum=0.9, batch_size=64, seed=0, quiet=True, desc="fine-tune")
-            rows.append(dict(model=name, method=method, target=f, acc=100 * evaluate(m, data), data=data.split,
+            if method == "torch-pruning":
+                g = graphc.load(m.eval(), example_inputs=x)
+            rows.append(dict(model=name, method=method, target=target, acc=100 * evaluate(m, data), data=data.split,
                              **measure(g, calib, args.repeats)))
             log(rows[-1])
     return rows
@@ -226,7 +235,7 @@ def budget_table(rows, budgets, methods, what: str, cell) -> str:
 
 def mnist_summary(rows, budgets) -> str:
     """Per measured-latency budget, the best held-out accuracy each method reaches within it."""
-    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    methods = [m for m in list(METHODS) + ["torch-pruning"] if any(r["method"] == m for r in rows)]
 
     def best(ok):
         r = max(ok, key=lambda r: r["acc"])
@@ -245,8 +254,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=MNIST)
     ap.add_argument("--mnist-models", default="small-vgg,small-resnet")
     ap.add_argument("--no-mnist", action="store_true")
-    ap.add_argument("--mnist-methods", default="uniform,uniform-8,latency",
-                    help=f"methods fine-tuned on the data (of {', '.join(METHODS)})")
+    ap.add_argument("--mnist-methods", default="uniform,uniform-8,latency,torch-pruning",
+                    help=f"methods fine-tuned on the data (of {', '.join(METHODS)}, torch-pruning)")
     ap.add_argument("--source-epochs", type=float, default=2)
     ap.add_argument("--finetune", type=float, default=1)
     ap.add_argument("--repeats", type=int, default=15)
@@ -260,8 +269,8 @@ def main(argv=None) -> int:
     from graphc.passes.prune_latency import calibration_for, simd_block
 
     budgets = [float(b) for b in args.budgets.split(",")]
-    if not set(args.mnist_methods.split(",")) <= set(METHODS):
-        ap.error(f"--mnist-methods: choose among {', '.join(METHODS)}")
+    if not set(args.mnist_methods.split(",")) <= set(METHODS) | {"torch-pruning"}:
+        ap.error(f"--mnist-methods: choose among {', '.join(METHODS)}, torch-pruning")
     if args.from_rows:
         rows = [json.loads(line) for line in open(args.from_rows) if line.strip()]
         zoo = [r for r in rows if "acc" not in r]
