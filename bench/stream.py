@@ -1,0 +1,182 @@
+"""Stream merging (stream-merge + rebirth) and the prune + stream-merge hybrid (Xie et al. 2020,
+after DeepRebirth) against pruning alone and Torch-Pruning at equal MACs.
+
+For each model (LeNet-5 in Caffe form, the small VGG, the inception-style net of
+graphc.models), trained by ``train_example`` (seeded):
+
+- ``prune``: ``prune(ratio=R),rebirth(stage1-epochs=0,epochs=F,lr=LR)`` (rebirth without merged
+  layers is a plain fine-tune of F epochs);
+- ``stream``: ``stream-merge(KINDS),rebirth(stage1-epochs=F1,epochs=F,lr=LR)``;
+- ``prune+stream``: ``prune(ratio=R),stream-merge(KINDS),rebirth(...)`` (the seed's hybrid);
+- ``TP``: Torch-Pruning's MagnitudePruner at the ratio reaching at most the hybrid's MACs
+  (``bench/edp.py: tp_at_macs``), fine-tuned F epochs with the same SGD settings.
+
+Every row gets the same F epochs of whole-network fine-tune; the stream rows also spend F1
+epochs in rebirth's stage 1 (per-layer regression, the method's own step). Accuracy: top-1 of
+the exported ONNX model under onnxruntime on the validation split; params and MACs: graphc's
+cost model; latency: median onnxruntime time (1 thread) at batch 1 and batch 64, the model
+re-imported at each batch size.
+
+    python bench/stream.py --data mnist-idx:../shared/datasets/mnist-t10k
+    python bench/stream.py --data digits --models lenet5 --no-write
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from edp import LR, tp_at_macs  # noqa: E402
+from scaling import write_section  # noqa: E402
+
+DOC = HERE.parent / "docs" / "results.md"
+# model -> (source epochs, fine-tune epochs F, stage-1 epochs F1, prune ratio R, stream-merge options)
+PLAN = {
+    "lenet5": (4, 2, 1, 0.8, "kinds=[chain,pool],pool-kernel=keep"),
+    "small-vgg": (2, 1, 0.5, 0.5, "kinds=[chain,pool],pool-kernel=keep"),
+    "inception-small": (4, 1, 0.5, 0.5, "kinds=[chain,pool,branch],pool-kernel=keep,max-growth=8"),
+}
+PAPER = ("Xie et al. 2020 (the paper's figure, not measured here): LeNet-5 on MNIST, prune + stream merging: "
+         "1/20 of the parameters, 8x faster, no accuracy loss")
+
+
+def at_batch(graph, n: int):
+    """The graph re-imported for batch ``n`` (shapes are static in the IR)."""
+    import graphc
+
+    module = graphc.emit_torch(graph).eval()
+    x = torch.randn(n, *graph.inputs[0].shape[1:])
+    return graphc.load(module, example_inputs=x)
+
+
+def measure(graph, data, repeats: int) -> dict:
+    from graphc.backends.cost import totals
+    from graphc.backends.latency import measure_onnx
+    from graphc.backends.onnx import emit_onnx
+    from graphc.check import accuracy, result_runner
+
+    t = totals(graph)
+    run, _ = result_runner(graph, "onnx")
+    acc = accuracy(run, data, graph.inputs[0].shape[0])
+    ms = {}
+    for n in (1, 64):
+        g = graph if graph.inputs[0].shape[0] == n else at_batch(graph, n)
+        x = torch.randn(n, *graph.inputs[0].shape[1:]).numpy()
+        ms[n] = measure_onnx(emit_onnx(g), [x], warmup=5, repeats=repeats, threads=1).median
+    return {"acc": acc, "params": int(t["params"]), "macs": int(t["macs"]), "ms1": ms[1], "ms64": ms[64]}
+
+
+def run_pipe(graph, pipe: str, data, seed: int):
+    import graphc
+    from graphc.registry import PassContext
+
+    g = graph.clone()
+    rep = graphc.run_pipeline(g, pipe, PassContext(data=data, seed=seed, quiet=True))
+    return g, rep
+
+
+def model_rows(name: str, data, args) -> list[list[str]]:
+    import graphc
+    from graphc.models.examples import train_example
+
+    src_ep, ft, s1, ratio, opts = PLAN[name]
+    t0 = time.time()
+    model, _ = train_example(name, data, epochs=src_ep, seed=args.seed)
+    g0 = graphc.load(model, example_inputs=data.sample(1))
+    src = measure(g0, data, args.repeats)
+    rows = [(name, "original", src, "")]
+    tune = f"rebirth(stage1-epochs=0,epochs={ft},lr={LR})"
+    reborn = f"rebirth(stage1-epochs={s1},epochs={ft},lr={LR})"
+    pipes = {
+        "prune": f"prune(ratio={ratio}),{tune}",
+        "stream": f"stream-merge({opts}),{reborn}",
+        "prune+stream": f"prune(ratio={ratio}),stream-merge({opts}),{reborn}",
+    }
+    hybrid = None
+    for method, pipe in pipes.items():
+        g, rep = run_pipe(g0, pipe, data, args.seed)
+        m = measure(g, data, args.repeats)
+        rb = next(p for p in rep.passes if p.name == "rebirth").stats
+        note = ""
+        if "recon_before" in rb:
+            note = "stage-1 rel. MSE " + ", ".join(f"{k} {rb['recon_before'][k]:.2f}->{rb['recon_after'][k]:.2f}"
+                                                   for k in rb["recon_before"])
+        rows.append((name, method, m, note))
+        print(f"{name} {method}: {m}  {note}", flush=True)
+        if method == "prune+stream":
+            hybrid = m
+    tp, r = tp_at_macs(model, data, hybrid["macs"], ft, args.seed)
+    m = measure(graphc.load(tp, example_inputs=data.sample(1)), data, args.repeats)
+    rows.append((name, f"TP (ratio {r:.2f})", m, "at <= the hybrid's MACs"))
+    print(f"{name} TP: {m}  ({time.time() - t0:.0f}s)", flush=True)
+    return [fmt(row, src) for row in rows]
+
+
+def fmt(row, src) -> list[str]:
+    name, method, m, note = row
+    return [name, method, f"{m['acc']:.2f}", f"{m['acc'] - src['acc']:+.2f}", f"{m['params']:,}",
+            f"{src['params'] / m['params']:.1f}x", f"{m['macs']:,}", f"{src['macs'] / m['macs']:.1f}x",
+            f"{m['ms1']:.3f}", f"{src['ms1'] / m['ms1']:.1f}x", f"{m['ms64']:.3f}", f"{src['ms64'] / m['ms64']:.1f}x",
+            note]
+
+
+HEAD = ["model", "method", "acc %", "Δacc pt", "params", "fewer", "MACs", "fewer", "ms b1", "speedup b1",
+        "ms b64", "speedup b64", "note"]
+
+
+def render(rows) -> str:
+    lines = ["| " + " | ".join(HEAD) + " |", "|" + "|".join("---" for _ in HEAD) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default="mnist-idx:../shared/datasets/mnist-t10k")
+    ap.add_argument("--models", default=",".join(PLAN))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args(argv)
+    from graphc.data import load_data
+
+    data = load_data(args.data)
+    t0 = time.time()
+    rows = []
+    for name in args.models.split(","):
+        if name not in PLAN:
+            print(f"stream.py: unknown model {name!r}: expected some of {', '.join(PLAN)}", file=sys.stderr)
+            return 2
+        rows += model_rows(name, data, args)
+    table = render(rows)
+    print(table)
+    total = time.time() - t0
+    plans = "; ".join(f"{n}: source {p[0]:g} epochs, R={p[3]}, F={p[1]:g}, F1={p[2]:g}, `stream-merge({p[4]})`"
+                      for n, p in PLAN.items() if n in args.models.split(","))
+    body = (f"## Stream merging and the prune + stream hybrid (bench/stream.py)\n\n"
+            f"Data: `{args.data}`, {data.split}. {plans}. Methods as in the script's docstring: every row "
+            f"fine-tunes F epochs (SGD lr {LR}, momentum 0.9, cosine, batch 64); the stream rows add F1 epochs "
+            f"of rebirth's stage 1; TP is Torch-Pruning's MagnitudePruner at the ratio reaching at most the "
+            f"hybrid's MACs. Accuracy: top-1 of the exported ONNX model under onnxruntime on the validation "
+            f"split; 'fewer' and 'speedup' are against the original; ms: median of {args.repeats} onnxruntime "
+            f"runs, 1 thread, on {platform.machine()} ({os.cpu_count()} CPUs shared with other jobs: "
+            f"sub-millisecond figures are noisy). One seed; {total / 60:.1f} min in all.\n\n"
+            f"Goal for LeNet-5 (the seed's): >= 20x fewer params, >= 8x speedup at batch 64, <= 0.5 pt "
+            f"accuracy loss. {PAPER}.\n\n" + table + "\n")
+    if not args.no_write:
+        key = "stream" + ("" if args.models == ",".join(PLAN) else "-" + "-".join(args.models.split(",")))
+        write_section(key, body, DOC)
+        print(f"wrote {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
