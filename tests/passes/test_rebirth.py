@@ -1,0 +1,70 @@
+"""rebirth on digits: stage 1 lowers each merged layer's block-reconstruction error on real data,
+the prune-stream preset keeps accuracy within 1 point of the source (from an ONNX file, through
+the CLI), and the pass says clearly what it lacks."""
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+import graphc
+from graphc.cli.main import main
+from graphc.data import load_data
+from graphc.errors import DataError, PassError
+from graphc.models.examples import train_example
+from graphc.registry import PassContext
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data("digits")
+
+
+@pytest.fixture(scope="module")
+def lenet(digits):
+    model, res = train_example("lenet5", digits)
+    return model, res.val_acc
+
+
+def test_stage1_lowers_block_reconstruction_error(digits, lenet):
+    model, _ = lenet
+    g = graphc.load(model, example_inputs=digits.sample(1))
+    rep = graphc.run_pipeline(g, "stream-merge(kinds=[pool]),rebirth(stage1-epochs=2,epochs=0)",
+                              PassContext(data=digits, quiet=True))
+    st = rep.passes[-1].stats
+    assert st["layers"] == 2 and not st["skipped"]
+    for layer in ("conv1", "conv2"):
+        assert st["recon_after"][layer] < 0.7 * st["recon_before"][layer], st
+    assert st["steps_stage2"] == 0 and st["acc_stage1"] > st["acc_merged"]
+    assert st["split"].startswith("sklearn digits")
+
+
+def ort_accuracy(path, data):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    x, y = data.x_val.numpy(), data.y_val.numpy()
+    pred = [int(np.argmax(sess.run(None, {name: x[i:i + 1]})[0])) for i in range(len(y))]
+    return float(np.mean(np.array(pred) == y))
+
+
+def test_prune_stream_preset_from_onnx_keeps_accuracy_within_one_point(digits, lenet, tmp_path):
+    model, acc0 = lenet
+    src = tmp_path / "lenet5.onnx"
+    graphc.save(graphc.load(model, example_inputs=digits.sample(1)), str(src))
+    out = tmp_path / "slim.onnx"
+    assert main(["optimize", str(src), "--passes", "prune-stream", "--data", "digits", "-o", str(out), "-q"]) == 0
+    slim = graphc.load(str(out))
+    assert len(slim.find("max_pool2d")) == 0 and len(slim.find("conv2d")) == 2
+    assert slim.num_params() < 0.3 * graphc.load(str(src)).num_params()
+    assert ort_accuracy(out, digits) >= acc0 - 0.01
+
+
+def test_rebirth_needs_the_merge_in_the_same_run_and_data(digits, lenet):
+    model, _ = lenet
+    g = graphc.load(model, example_inputs=digits.sample(1))
+    graphc.run_pipeline(g, "stream-merge(kinds=[pool])")
+    with pytest.raises(PassError, match="run stream-merge before rebirth"):
+        graphc.run_pipeline(g, "rebirth", PassContext(data=digits, quiet=True))
+    with pytest.raises(DataError, match="rebirth"):
+        graphc.run_pipeline(g, "rebirth")
+    with pytest.raises(PassError, match="lr"):
+        graphc.run_pipeline(g, "rebirth(lr=0)", PassContext(data=digits, quiet=True))
