@@ -114,9 +114,10 @@ class Rebirth(Pass):
     original block's output (teacher: the graph before the merge), stage 2 fine-tunes the whole
     network. Lossy; needs data.
 
-        %c = conv2d(%x, %w', %b') [stream=["conv1","pool1"], stream_init="approx"]
-          ==>  %c = conv2d(%x, %w'', %b'') [stream=["conv1","pool1"], stream_init="approx"]
-               (same graph; stage 1 fits %w'', %b'' to conv1 -> pool1, stage 2 trains all weights)
+        %conv1: f32[1,20,12,12] = conv2d(%x, %w, %b) {stride=[2,2], ...} [stream=["conv1","pool1"], stream_init="approx"]
+      ==>
+        %conv1: f32[1,20,12,12] = conv2d(%x, %w', %b') {stride=[2,2], ...} [stream=["conv1","pool1"], stream_init="approx"]
+        (stage 1 fits %w', %b' to conv1 -> pool1 of the graph before the merge; stage 2 trains every weight)
 
     Defaults: stage 1 ``stage1_epochs=2`` with Adam ``stage1_lr=0.001``; stage 2 ``epochs=2``,
     SGD ``lr=0.01``, ``momentum=0.9``, cosine decay; ``batch_size=64``; ``epochs=0`` skips stage 2.

@@ -504,12 +504,17 @@ class StreamMerge(Pass):
     linear layers along the data stream (DeepRebirth's streamline and branch merging). Exact
     where possible, approximate otherwise (retrain with ``rebirth``).
 
-        %c = conv2d(%x, %w, %b) {5x5}                        %c = conv2d(%x, %w', %b') {6x6, stride=[2,2]}
-        %p = max_pool2d(%c) {kernel_size=[2,2], stride=[2,2]}  ==>       [stream=["conv1","pool1"], stream_init="approx"]
+        %conv1: f32[1,20,24,24] = conv2d(%x, %w, %b) {stride=[1,1], padding=[0,0], ...}  # conv1
+        %pool1: f32[1,20,12,12] = max_pool2d(%conv1) {kernel_size=[2,2], stride=[2,2], ...}  # pool1
+      ==> (pool-kernel=keep)
+        %conv1: f32[1,20,12,12] = conv2d(%x, %w, %b) {stride=[2,2], padding=[0,0], ...}
+                                  [stream=["conv1","pool1"], stream_init="approx"]  # conv1
 
-        %f = linear(%x, %w1, %b1)  # fc1                   %g = linear(%x, %w2.%w1, %w2.%b1 + %b2)  # fc2
-        %r = relu(%f)                                ==>         [stream=["fc1","relu","fc2"], stream_init="approx"]
-        %g = linear(%r, %w2, %b2)  # fc2
+        %fc1: f32[1,500] = linear(%h, %w1, %b1)  # fc1
+        %relu: f32[1,500] = relu(%fc1)  # relu
+        %fc2: f32[1,10] = linear(%relu, %w2, %b2)  # fc2
+      ==>
+        %fc2: f32[1,10] = linear(%h, %w2.%w1, %w2.%b1 + %b2) [stream=["fc1","relu","fc2"], stream_init="approx"]  # fc2
 
     ``kinds``: which merges (``chain``, ``pool``, ``relu``, ``branch``; default all).
     ``pool_kernel``: ``grow`` (compose the window; exact for avg pools) or ``keep`` (same kernel,
