@@ -9,8 +9,8 @@ is fed the block's input and trained on the mean squared error to the block's ou
 other weight untouched. Layers are independent here, so all of them train in one pass over the
 data, each on its own loss and Adam optimiser.
 
-Stage 2: the whole network is fine-tuned on the labels (SGD, momentum, cosine decay), as the
-shared loop does for every training pass.
+Stage 2: the whole network is fine-tuned on the labels: the ``finetune`` pass (SGD, momentum,
+cosine decay, optionally distilling from the pipeline's input graph).
 
 Which merged layers stage 1 trains: those whose initial weights only approximate their block
 (``stream_init="approx"``), or all of them with ``all_layers=true``; a layer whose block cannot be
@@ -119,8 +119,10 @@ class Rebirth(Pass):
         %conv1: f32[1,20,12,12] = conv2d(%x, %w', %b') {stride=[2,2], ...} [stream=["conv1","pool1"], stream_init="approx"]
         (stage 1 fits %w', %b' to conv1 -> pool1 of the graph before the merge; stage 2 trains every weight)
 
-    Defaults: stage 1 ``stage1_epochs=2`` with Adam ``stage1_lr=0.001``; stage 2 ``epochs=2``,
-    SGD ``lr=0.01``, ``momentum=0.9``, cosine decay; ``batch_size=64``; ``epochs=0`` skips stage 2.
+    Defaults: stage 1 ``stage1_epochs=2`` with Adam ``stage1_lr=0.001``; stage 2 is ``finetune``
+    with ``epochs=2``, SGD ``lr=0.01``, ``momentum=0.9``, cosine decay (``distill=source``: with
+    distillation from the pipeline's input graph at ``temperature``); ``batch_size=64``;
+    ``epochs=0`` skips stage 2.
     """
 
     name: ClassVar[str] = "rebirth"
@@ -136,7 +138,13 @@ class Rebirth(Pass):
     batch_size: int = 64
     max_steps: int = 0
     all_layers: bool = False
+    distill: Literal["none", "source"] = "none"
+    temperature: float = 4.0
     device: str = "auto"
+
+    @property
+    def wants_source(self) -> bool:
+        return self.distill == "source"
 
     def _check(self) -> None:
         bad = [f"{k.replace('_', '-')} must be > 0, got {v}" for k, v in (
@@ -151,7 +159,7 @@ class Rebirth(Pass):
         self._check()
         data = resolve_data(ctx, self.name)
         from graphc.passes.dns import device_for
-        from graphc.training import CosineLR, evaluate, train
+        from graphc.training import evaluate
         from graphc.training.graph_module import GraphModule
 
         device = device_for(self.device)
@@ -187,13 +195,14 @@ class Rebirth(Pass):
         steps2 = 0
         acc = stats.get("acc_stage1", acc_merged)
         if self.epochs > 0:
-            module = GraphModule(graph).to(device)
-            module._fixed = {k: t.to(device) for k, t in module._fixed.items()}
-            res = train(module, data, epochs=self.epochs, lr=self.lr, momentum=self.momentum,
-                        weight_decay=self.weight_decay, batch_size=self.batch_size, hooks=[CosineLR()],
-                        seed=ctx.seed, quiet=ctx.quiet, max_steps=self.max_steps or None, desc=f"{self.name} stage 2")
-            module.write_back(graph)
-            steps2, acc = res.steps, res.val_acc
+            from graphc.passes.finetune import Finetune
+
+            # Stage 2 is the shared fine-tune; zeros are not held: a merged kernel's zero taps
+            # (a branch's kernel padded to the widest) are free weights now.
+            res = Finetune(epochs=self.epochs, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
+                           batch_size=self.batch_size, max_steps=self.max_steps, distill=self.distill,
+                           temperature=self.temperature, hold_zeros=False, device=self.device).run(graph, ctx)
+            steps2, acc = res.stats["steps"], res.stats["acc_after"]
         stats.update(steps_stage1=steps1, steps_stage2=steps2, acc_after=round(acc, 4))
         ctx.info(f"{self.name}: {len(blocks)} layers reborn on {data}; val acc {acc_merged:.4f} -> {acc:.4f}")
         return PassResult(changed=steps1 + steps2 > 0, stats=stats)

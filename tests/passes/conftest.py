@@ -139,3 +139,34 @@ def lenet_graph():
 @pytest.fixture
 def ir_execute():
     return execute
+
+
+@pytest.fixture
+def blobs_npz(tmp_path):
+    """A tiny separable 3-class image set (96 images, 1x8x8) as an .npz data spec."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 96)
+    x = rng.normal(0, 0.3, (96, 1, 8, 8)).astype(np.float32)
+    for c in range(3):
+        x[y == c, 0, c * 2:(c * 2) + 2, :] += 2.0
+    path = tmp_path / "blobs.npz"
+    np.savez(path, x=x, y=y)
+    return path
+
+
+@pytest.fixture
+def torchrun():
+    """Run a worker script on two gloo processes; returns the finished process (asserted ok)."""
+    import os
+    import subprocess
+    import sys
+
+    def launch(worker, *args):
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker),
+               *map(str, args)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc
+
+    return launch

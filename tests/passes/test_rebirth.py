@@ -1,12 +1,13 @@
 """rebirth on digits: stage 1 lowers each merged layer's block-reconstruction error on real data,
 the prune-stream preset keeps accuracy within 1 point of the source (from an ONNX file, through
 the CLI), and the pass says clearly what it lacks."""
+from pathlib import Path
+
 import numpy as np
-import onnxruntime as ort
 import pytest
-import torch
 
 import graphc
+from graphc.check import accuracy, result_runner
 from graphc.cli.main import main
 from graphc.data import load_data
 from graphc.errors import DataError, PassError
@@ -38,14 +39,6 @@ def test_stage1_lowers_block_reconstruction_error(digits, lenet):
     assert st["split"].startswith("sklearn digits")
 
 
-def ort_accuracy(path, data):
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    x, y = data.x_val.numpy(), data.y_val.numpy()
-    pred = [int(np.argmax(sess.run(None, {name: x[i:i + 1]})[0])) for i in range(len(y))]
-    return float(np.mean(np.array(pred) == y))
-
-
 def test_prune_stream_preset_from_onnx_keeps_accuracy_within_one_point(digits, lenet, tmp_path):
     model, acc0 = lenet
     src = tmp_path / "lenet5.onnx"
@@ -55,7 +48,8 @@ def test_prune_stream_preset_from_onnx_keeps_accuracy_within_one_point(digits, l
     slim = graphc.load(str(out))
     assert len(slim.find("max_pool2d")) == 0 and len(slim.find("conv2d")) == 2
     assert slim.num_params() < 0.3 * graphc.load(str(src)).num_params()
-    assert ort_accuracy(out, digits) >= acc0 - 0.01
+    run, _ = result_runner(slim, "onnx")
+    assert accuracy(run, digits, 1) >= 100 * acc0 - 1.0
 
 
 def test_rebirth_needs_the_merge_in_the_same_run_and_data(digits, lenet):
@@ -70,25 +64,8 @@ def test_rebirth_needs_the_merge_in_the_same_run_and_data(digits, lenet):
         graphc.run_pipeline(g, "rebirth(lr=0)", PassContext(data=digits, quiet=True))
 
 
-def test_rebirth_under_torchrun_keeps_replicas_equal(tmp_path):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 3, 96)
-    x = rng.normal(0, 0.3, (96, 1, 8, 8)).astype(np.float32)
-    for c in range(3):
-        x[y == c, 0, c * 2:(c * 2) + 2, :] += 2.0
-    data = tmp_path / "blobs.npz"
-    np.savez(data, x=x, y=y)
-    worker = Path(__file__).with_name("rebirth_ddp_worker.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker),
-           str(data), str(tmp_path / "rank")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+def test_rebirth_under_torchrun_keeps_replicas_equal(tmp_path, blobs_npz, torchrun):
+    torchrun(Path(__file__).with_name("rebirth_ddp_worker.py"), blobs_npz, tmp_path / "rank")
     r0, r1 = np.load(tmp_path / "rank0.npz"), np.load(tmp_path / "rank1.npz")
     assert int(r0["world"]) == 2 and int(r0["layers"]) == 2 and int(r0["steps1"]) > 0
     for k in r0.files:
