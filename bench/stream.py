@@ -4,15 +4,17 @@ after DeepRebirth) against pruning alone and Torch-Pruning at equal MACs.
 For each model (LeNet-5 in Caffe form, the small VGG, the inception-style net of
 graphc.models), trained by ``train_example`` (seeded):
 
-- ``prune``: ``prune(ratio=R),rebirth(stage1-epochs=0,epochs=F,lr=LR)`` (rebirth without merged
-  layers is a plain fine-tune of F epochs);
-- ``stream``: ``stream-merge(KINDS),rebirth(stage1-epochs=F1,epochs=F,lr=LR)``;
-- ``prune+stream``: ``prune(ratio=R),stream-merge(KINDS),rebirth(...)`` (the seed's hybrid);
+- ``prune``: ``fold-bn,prune(ratio=R),finetune(epochs=F,lr=LR)``;
+- ``stream``: ``fold-bn,stream-merge(KINDS),rebirth(stage1-epochs=F1,epochs=F,lr=LR)``;
+- ``prune+stream``: ``fold-bn,prune(ratio=R),stream-merge(KINDS),rebirth(...)`` (the seed's hybrid);
 - ``TP``: Torch-Pruning's MagnitudePruner at the ratio reaching at most the hybrid's MACs
-  (``bench/edp.py: tp_at_macs``), fine-tuned F epochs with the same SGD settings.
+  (``bench/edp.py: tp_at_macs``), imported and fine-tuned by the same ``fold-bn,finetune(...)``.
 
-Every row gets the same F epochs of whole-network fine-tune; the stream rows also spend F1
-epochs in rebirth's stage 1 (per-layer regression, the method's own step). Accuracy: top-1 of
+BN is folded first everywhere: graphc's training passes compute BN with its running statistics
+(inference semantics), which a fine-tune of the weights beneath would leave stale.
+
+Every row gets the same F epochs of whole-network fine-tune (rebirth's stage 2 is the
+``finetune`` pass); the stream rows also spend F1 epochs in rebirth's stage 1 (per-layer regression, the method's own step). Accuracy: top-1 of
 the exported ONNX model under onnxruntime on the validation split; params and MACs: graphc's
 cost model; latency: median onnxruntime time (1 thread) at batch 1 and batch 64, the model
 re-imported at each batch size.
@@ -40,7 +42,7 @@ from scaling import write_section  # noqa: E402
 DOC = HERE.parent / "docs" / "results.md"
 # model -> (source epochs, fine-tune epochs F, stage-1 epochs F1, prune ratio R, stream-merge options)
 PLAN = {
-    "lenet5": (4, 2, 1, 0.8, "kinds=[chain,pool],pool-kernel=keep"),
+    "lenet5": (4, 4, 1, 0.8, "kinds=[chain,pool],pool-kernel=keep"),
     "small-vgg": (2, 1, 0.5, 0.5, "kinds=[chain,pool],pool-kernel=keep"),
     "inception-small": (4, 1, 0.5, 0.5, "kinds=[chain,pool,branch],pool-kernel=keep,max-growth=8"),
 }
@@ -93,18 +95,18 @@ def model_rows(name: str, data, args) -> list[list[str]]:
     g0 = graphc.load(model, example_inputs=data.sample(1))
     src = measure(g0, data, args.repeats)
     rows = [(name, "original", src, "")]
-    tune = f"rebirth(stage1-epochs=0,epochs={ft},lr={LR})"
+    tune = f"finetune(epochs={ft},lr={LR})"
     reborn = f"rebirth(stage1-epochs={s1},epochs={ft},lr={LR})"
     pipes = {
-        "prune": f"prune(ratio={ratio}),{tune}",
-        "stream": f"stream-merge({opts}),{reborn}",
-        "prune+stream": f"prune(ratio={ratio}),stream-merge({opts}),{reborn}",
+        "prune": f"fold-bn,prune(ratio={ratio}),{tune}",
+        "stream": f"fold-bn,stream-merge({opts}),{reborn}",
+        "prune+stream": f"fold-bn,prune(ratio={ratio}),stream-merge({opts}),{reborn}",
     }
     hybrid = None
     for method, pipe in pipes.items():
         g, rep = run_pipe(g0, pipe, data, args.seed)
         m = measure(g, data, args.repeats)
-        rb = next(p for p in rep.passes if p.name == "rebirth").stats
+        rb = rep.passes[-1].stats
         note = ""
         if "recon_before" in rb:
             note = "stage-1 rel. MSE " + ", ".join(f"{k} {rb['recon_before'][k]:.2f}->{rb['recon_after'][k]:.2f}"
@@ -113,8 +115,9 @@ def model_rows(name: str, data, args) -> list[list[str]]:
         print(f"{name} {method}: {m}  {note}", flush=True)
         if method == "prune+stream":
             hybrid = m
-    tp, r = tp_at_macs(model, data, hybrid["macs"], ft, args.seed)
-    m = measure(graphc.load(tp, example_inputs=data.sample(1)), data, args.repeats)
+    tp, r = tp_at_macs(model, data, hybrid["macs"], 0, args.seed)
+    g, _ = run_pipe(graphc.load(tp, example_inputs=data.sample(1)), f"fold-bn,{tune}", data, args.seed)
+    m = measure(g, data, args.repeats)
     rows.append((name, f"TP (ratio {r:.2f})", m, "at <= the hybrid's MACs"))
     print(f"{name} TP: {m}  ({time.time() - t0:.0f}s)", flush=True)
     return [fmt(row, src) for row in rows]
@@ -163,7 +166,7 @@ def main(argv=None) -> int:
                       for n, p in PLAN.items() if n in args.models.split(","))
     body = (f"## Stream merging and the prune + stream hybrid (bench/stream.py)\n\n"
             f"Data: `{args.data}`, {data.split}. {plans}. Methods as in the script's docstring: every row "
-            f"fine-tunes F epochs (SGD lr {LR}, momentum 0.9, cosine, batch 64); the stream rows add F1 epochs "
+            f"fine-tunes F epochs with `finetune` (SGD lr {LR}, momentum 0.9, cosine, batch 64); the stream rows add F1 epochs "
             f"of rebirth's stage 1; TP is Torch-Pruning's MagnitudePruner at the ratio reaching at most the "
             f"hybrid's MACs. Accuracy: top-1 of the exported ONNX model under onnxruntime on the validation "
             f"split; 'fewer' and 'speedup' are against the original; ms: median of {args.repeats} onnxruntime "

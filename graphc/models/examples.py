@@ -28,7 +28,7 @@ DEFAULTS = {
     "lenet300": (10, 0.02),
     "vgg": (8, 0.05),
     "resnet": (8, 0.05),
-    "inception": (10, 0.05),
+    "inception": (10, 0.1),
 }
 
 
