@@ -30,8 +30,9 @@ the same run (the teacher of its stage 1).
 
 Invariants: a merge happens only when the merged layer costs at most ``max_growth`` x the MACs of
 what it replaces (``relu`` and ``chain`` merges: never more); graph inputs and outputs keep their
-names; with ``target_macs``/``target_params`` the exact merges run first, then the approximate
-ones one at a time, the largest predicted MAC saving first, until the target is met (this
+names; with ``target_macs``/``target_params`` the exact merges run first, then the others one
+at a time, exact ones (an average pool) before approximate ones, the largest predicted MAC
+saving first, until the target is met (this
 re-plans after every merge: O(merges x nodes), for the targets only).
 """
 from __future__ import annotations
@@ -111,7 +112,8 @@ class Plan:
 
 class _Planned(RewritePattern):
     """A pattern made of ``plan(node, graph)`` (None: not a candidate; a string: why refused)
-    and the plan's ``apply``; it applies when the merged layer costs at most ``growth`` x."""
+    and the plan's ``apply``; it applies when the merged layer costs at most ``max_growth`` x the
+    MACs it replaces (pool and branch merges; 1 x for the others)."""
 
     kind: ClassVar[str] = ""
 
@@ -595,7 +597,7 @@ class StreamMerge(Pass):
             drive(self._patterns(exact=True))
             lossy = [p for p in self._patterns(exact=False) if isinstance(p, _Planned)]
             while not all(fn(graph) <= goal for goal, fn in goals):
-                done = next((pl for pl in sorted(self._plans(graph, lossy), key=lambda q: -q.saving)
+                done = next((pl for pl in sorted(self._plans(graph, lossy), key=lambda q: (not q.exact, -q.saving))
                              if pl.apply() is None), None)
                 if done is None:
                     break
