@@ -33,7 +33,7 @@ from graphc.errors import PassError
 from graphc.ir.graph import Graph, Node, Value
 from graphc.ir.meta import STREAM, STREAM_INIT
 from graphc.passes._rewrite import sole_user
-from graphc.passes.stream_merge import ACTIVATIONS, LAYER_OPS, origin, teacher_for
+from graphc.passes._stream import ACTIVATIONS, LAYER_OPS, origin, teacher_for
 from graphc.registry import Pass, PassContext, PassResult, register_pass, register_preset
 
 __all__ = ["Rebirth", "Block", "find_block", "PRUNE_STREAM_PIPELINE"]

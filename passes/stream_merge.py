@@ -37,106 +37,27 @@ re-plans after every merge: O(merges x nodes), for the targets only).
 """
 from __future__ import annotations
 
-import weakref
-from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Literal
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 
 from graphc.errors import PassError
-from graphc.ir.graph import Graph, Node, Value
-from graphc.ir.meta import STREAM, STREAM_INIT
-from graphc.ir.rewrite import RewritePattern, Rewriter, apply_patterns, erase_if_dead, replace_output
-from graphc.passes._rewrite import (CONV_OPS, cast_like, compose_convs, conv_attrs, conv_parts, dense_kernel,
-                                    dilate_kernel, node_macs, set_param, sole_user, t64)
+from graphc.ir.graph import Graph, Node
+from graphc.ir.meta import STREAM
+from graphc.ir.rewrite import RewritePattern, Rewriter, apply_patterns, replace_output
+from graphc.passes._rewrite import (CONV_OPS, compose_convs, conv_attrs, conv_parts, cast_like, node_macs, set_param,
+                                    sole_user, t64)
+from graphc.passes._stream import (ACTIVATIONS, KINDS, LAYER_OPS, MONOTONE, POOLS, Plan, _is_exact, _mark, _Planned,
+                                   origin, out_size, remember_teacher, teacher_for)
+from graphc.passes._stream_branch import BranchMerge
 from graphc.passes.absorb_pool import _ints
 from graphc.passes.fold_bn import FoldBN
 from graphc.passes.merge_linear import MergePair, _merge_convs, _merge_linears
 from graphc.registry import Pass, PassContext, PassResult, register_pass
 
 __all__ = ["StreamMerge", "KINDS", "origin", "teacher_for"]
-
-KINDS = ("chain", "pool", "relu", "branch")
-LAYER_OPS = CONV_OPS + ("linear",)
-# Activations that are the identity on their positive side: dropping one is the merge's
-# approximation; monotone ones also commute with a max pool.
-ACTIVATIONS = ("relu", "relu6", "leaky_relu", "elu", "gelu", "silu", "hardswish")
-MONOTONE = ("relu", "relu6", "leaky_relu")
-_POOLS = {"max_pool1d": 1, "max_pool2d": 2, "avg_pool1d": 1, "avg_pool2d": 2}
-
-# The graph each context's stream-merge received, for rebirth's teachers (a context is one run).
-_TEACHERS: "weakref.WeakKeyDictionary[PassContext, Graph]" = weakref.WeakKeyDictionary()
-
-
-def teacher_for(ctx: PassContext) -> Graph | None:
-    """The graph the last stream-merge of this context received, if any."""
-    return _TEACHERS.get(ctx)
-
-
-def origin(node: Node) -> list[str]:
-    """The original nodes a layer stands for: its ``stream`` metadata, or itself."""
-    return list(node.meta.get(STREAM.name) or [node.name])
-
-
-def _is_exact(node: Node) -> bool:
-    return node.meta.get(STREAM_INIT.name, "exact") == "exact"
-
-
-def _mark(node: Node, parts: list[Node | str], exact: bool) -> None:
-    names: list[str] = []
-    for p in parts:
-        for n in ([p] if isinstance(p, str) else origin(p)):
-            if n not in names:
-                names.append(n)
-    if len(names) < 2:
-        return
-    node.meta[STREAM.name] = names
-    node.meta[STREAM_INIT.name] = "exact" if exact else "approx"
-
-
-@dataclass
-class Plan:
-    """A merge found and costed but not yet made: ``apply()`` makes it (None) or says why not."""
-
-    kind: str
-    before: int
-    after: int
-    exact: bool
-    apply: Callable[[], str | None]
-
-    @property
-    def saving(self) -> int:
-        return self.before - self.after
-
-
-class _Planned(RewritePattern):
-    """A pattern made of ``plan(node, graph)`` (None: not a candidate; a string: why refused)
-    and the plan's ``apply``; it applies when the merged layer costs at most ``max_growth`` x the
-    MACs it replaces (pool and branch merges; 1 x for the others)."""
-
-    kind: ClassVar[str] = ""
-
-    def __init__(self, opts: "StreamMerge"):
-        self.opts = opts
-
-    def plan(self, node: Node, graph: Graph) -> Plan | str | None:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
-        p = self.plan(node, rw.graph)
-        if p is None:
-            return False
-        if isinstance(p, str):
-            return rw.refuse(node, p)
-        limit = self.opts.max_growth if self.kind in ("pool", "branch") else 1.0
-        if p.after > limit * p.before:
-            return rw.refuse(node, f"merged layer costs {p.after} MACs > {limit:g} x {p.before}")
-        why = p.apply()
-        if why is not None:
-            return rw.refuse(node, why)
-        rw.count(self.kind)
-        return True
 
 
 # -- chain: the exact passes' patterns, with the merge recorded --------------------------------
@@ -174,10 +95,13 @@ class Tracked(RewritePattern):
         return True
 
 
+
+
+# -- pool ---------------------------------------------------------------------------------------
 # -- pool ---------------------------------------------------------------------------------------
 def _window(pool: Node) -> tuple[list[int], list[int]] | str:
     """(kernel, stride) of a pool that reads every input once per window, or why not."""
-    nd = _POOLS[pool.op]
+    nd = POOLS[pool.op]
     a = pool.attrs
     if any(_ints(a.get("padding", 0), nd)):
         return "the pool pads its input"
@@ -192,15 +116,11 @@ def _window(pool: Node) -> tuple[list[int], list[int]] | str:
     return k, s
 
 
-def _out_size(shape, k, s, p, d) -> list[int]:
-    return [(h + 2 * pp - dd * (kk - 1) - 1) // ss + 1 for h, kk, ss, pp, dd in zip(shape, k, s, p, d)]
-
-
 class PoolMerge(_Planned):
     """conv [-> activation] -> pool  ==>  strided conv [-> activation]."""
 
     kind = "pool"
-    ops = tuple(_POOLS)
+    ops = tuple(POOLS)
 
     def plan(self, pool: Node, graph: Graph):
         act = None
@@ -209,7 +129,7 @@ class PoolMerge(_Planned):
             act, src = src, src.input(0).producer
             if sole_user(act.output) is not pool:
                 return f"{act.name} output has other readers"
-        if src is None or src.op not in CONV_OPS or len(src.input(1).shape) - 2 != _POOLS[pool.op]:
+        if src is None or src.op not in CONV_OPS or len(src.input(1).shape) - 2 != POOLS[pool.op]:
             return None
         conv = src
         if conv_parts(conv) is None:
@@ -229,7 +149,7 @@ class PoolMerge(_Planned):
         kern = list(w1[2:]) if keep else [(kk - 1) * d + 1 + s1 * (kp - 1)
                                           for kk, kp, s1, d in zip(w1[2:], k, a1["stride"], a1["dilation"])]
         stride = [s1 * sp for s1, sp in zip(a1["stride"], s)]
-        if keep and _out_size(conv.input(0).shape[2:], w1[2:], stride, a1["padding"], a1["dilation"]) != list(
+        if keep and out_size(conv.input(0).shape[2:], w1[2:], stride, a1["padding"], a1["dilation"]) != list(
                 pool.output.shape[2:]):
             return "a kept kernel at the pooled stride gives another output size"
         before = node_macs(conv)
@@ -329,166 +249,6 @@ def _merged_copy(first: Node, second: Node):
         return why
     return (s.input(1).param.data, s.input(2).param.data if len(s.inputs) > 2 else None,
             {k: s.attrs[k] for k in s.attrs})
-
-
-# -- branch: parallel branches of one input into one wider conv ---------------------------------
-@dataclass
-class _Lin:
-    """One branch composed into a conv from the shared input (float64, dense, dilation 1)."""
-
-    w: torch.Tensor | None = None
-    b: torch.Tensor | None = None
-    stride: list[int] = field(default_factory=list)
-    padding: list[int] = field(default_factory=list)
-    exact: bool = True
-
-
-def _then(state: _Lin, w: torch.Tensor, b, stride, padding, exact: bool) -> _Lin | str:
-    """``state`` followed by a dense conv (w, b, stride, padding)."""
-    if state.w is None:
-        return _Lin(w, b, list(stride), list(padding), exact and state.exact)
-    a1 = {"stride": state.stride, "padding": state.padding, "dilation": [1] * len(stride), "groups": 1}
-    a2 = {"stride": list(stride), "padding": [0] * len(stride), "dilation": [1] * len(stride), "groups": 1}
-    res = compose_convs(state.w, state.b, a1, w, b, a2)
-    if isinstance(res, str):
-        return res
-    nw, nb, attrs = res
-    # Interior padding moves to the input: exact only where the inner conv pads nothing.
-    pad = [p1 + s1 * p2 for p1, s1, p2 in zip(state.padding, state.stride, padding)]
-    return _Lin(nw, nb, attrs["stride"], pad, state.exact and exact and not any(padding))
-
-
-def _compose_branch(nodes: list[Node], channels: int) -> _Lin | str:
-    state = _Lin()
-    for n in nodes:
-        if n.op in CONV_OPS:
-            a = conv_attrs(n)
-            w, b = conv_parts(n)
-            wt = dense_kernel(dilate_kernel(t64(w), a["dilation"]), a["groups"])
-            res = _then(state, wt, None if b is None else t64(b), a["stride"], a["padding"], True)
-        elif n.op in _POOLS:
-            nd = _POOLS[n.op]
-            k = _ints(n.attrs["kernel_size"], nd)
-            s = _ints(n.attrs.get("stride") or k, nd)
-            p = _ints(n.attrs.get("padding", 0), nd)
-            if any(d != 1 for d in _ints(n.attrs.get("dilation", 1), nd)) or n.attrs.get("ceil_mode"):
-                return f"{n.name}: dilated or ceil-mode pool"
-            c = n.input(0).shape[1]
-            w = torch.zeros(c, c, *k, dtype=torch.float64)
-            w[range(c), range(c)] = 1.0 / float(np.prod(k))
-            exact = n.op.startswith("avg") and (not any(p) or n.attrs.get("count_include_pad", True)) \
-                and n.attrs.get("divisor_override") is None
-            res = _then(state, w, None, s, p, exact)
-        else:  # an interior activation, dropped
-            res = _Lin(state.w, state.b, state.stride, state.padding, False)
-        if isinstance(res, str):
-            return res
-        state = res
-    if state.w is None:
-        return "a branch without a conv"
-    return state
-
-
-class BranchMerge(_Planned):
-    """concat(branch_1(x), ..., branch_n(x)) on channels  ==>  [act](conv(x))."""
-
-    kind = "branch"
-    ops = ("concat",)
-
-    def _branch(self, v: Value) -> tuple[Value, list[Node]] | str:
-        nodes: list[Node] = []
-        while True:
-            n = v.producer
-            if n is None or sole_user(v) is None:
-                break
-            if n.op in CONV_OPS:
-                if conv_parts(n) is None:
-                    return f"{n.name} weights are not constants"
-            elif n.op not in _POOLS and n.op not in ACTIVATIONS:
-                break
-            nodes.insert(0, n)
-            v = n.input(0)
-            if len(v.uses()) != 1 or v.is_output:
-                break
-        if not nodes:
-            return "an operand is not a conv branch"
-        return v, nodes
-
-    def plan(self, cat: Node, graph: Graph):
-        if len(cat.inputs) < 2 or cat.attrs["dim"] % len(cat.output.shape) != 1 or len(cat.output.shape) != 4:
-            return None
-        branches = []
-        for v in cat.inputs:
-            if sum(1 for u in cat.inputs if u is v) > 1:
-                return "an operand appears twice"
-            br = self._branch(v)
-            if isinstance(br, str):
-                return br
-            branches.append(br)
-        x = branches[0][0]
-        if any(b[0] is not x for b in branches):
-            return "the branches do not start from one input"
-        tails = [b[1][-1] for b in branches]
-        act = tails[0] if tails[0].op in ACTIVATIONS else None
-        if any((t.op in ACTIVATIONS) != (act is not None) or (act is not None and (t.op, t.attrs) != (act.op, act.attrs))
-               for t in tails):
-            return "the branches end in different activations"
-        if not any(n.op in CONV_OPS for _, ns in branches for n in ns):
-            return None
-        before = sum(node_macs(n) for _, ns in branches for n in ns)
-        k_out = x.shape[1]
-
-        def compose() -> tuple[list[_Lin], list[int], list[int]] | str:
-            lins = []
-            for _, ns in branches:
-                lin = _compose_branch(ns[:-1] if act is not None else ns, k_out)
-                if isinstance(lin, str):
-                    return lin
-                lins.append(lin)
-            if any(lin.stride != lins[0].stride for lin in lins):
-                return "the branches have different strides"
-            pad = [max(lin.padding[i] for lin in lins) for i in range(2)]
-            kern = [max(pad[i] - lin.padding[i] + lin.w.shape[2 + i] for lin in lins) for i in range(2)]
-            return lins, pad, kern
-
-        # The kernel size decides the cost: compose once here, build the weight in apply.
-        res = compose()
-        if isinstance(res, str):
-            return res
-        lins, pad, kern = res
-        if _out_size(x.shape[2:], kern, lins[0].stride, pad, [1, 1]) != list(cat.output.shape[2:]):
-            return "the branches' outputs do not align"
-        after = int(np.prod(cat.output.shape)) * k_out * int(np.prod(kern))
-        exact = all(lin.exact for lin in lins) and all(_is_exact(n) for _, ns in branches for n in ns)
-
-        def apply() -> str | None:
-            ref = conv_parts(next(n for _, ns in branches for n in ns if n.op in CONV_OPS))[0]
-            cout = sum(lin.w.shape[0] for lin in lins)
-            w = torch.zeros(cout, k_out, *kern, dtype=torch.float64)
-            b = torch.zeros(cout, dtype=torch.float64)
-            o = 0
-            for lin in lins:
-                n_out, _, kh, kw = lin.w.shape
-                dh, dw = pad[0] - lin.padding[0], pad[1] - lin.padding[1]
-                w[o:o + n_out, :, dh:dh + kh, dw:dw + kw] = lin.w
-                if lin.b is not None:
-                    b[o:o + n_out] = lin.b
-                o += n_out
-            name = f"{cat.name}.merged"
-            wv = graph.add_param(cast_like(w, ref), source=f"{name}.weight", name=f"{name}.weight")
-            bv = graph.add_param(cast_like(b, ref), source=f"{name}.bias", name=f"{name}.bias")
-            conv = graph.add_node("conv2d", [x, wv, bv], {"stride": lins[0].stride, "padding": pad,
-                                                          "dilation": [1, 1], "groups": 1}, name, before=cat)
-            out = conv.output
-            if act is not None:
-                out = graph.add_node(act.op, [out], dict(act.attrs), f"{name}.{act.op}", before=cat).output
-            _mark(conv, [n for _, ns in branches for n in ns] + [cat.name], exact)
-            replace_output(graph, cat, out)
-            for t in tails:
-                erase_if_dead(graph, t)
-            return None
-
-        return Plan(self.kind, before, after, exact, apply)
 
 
 def _macs(graph: Graph) -> int:
@@ -606,7 +366,7 @@ class StreamMerge(Pass):
         changed = bool(counts)
         if changed:
             graph.prune_unused_params()
-            _TEACHERS[ctx] = teacher
+            remember_teacher(ctx, teacher)
         merged = [n for n in graph.nodes if STREAM.name in n.meta]
         stats = {**{k: counts.get(k, 0) for k in KINDS}, "layers": {n.name: "+".join(origin(n)) for n in merged},
                  "approx": sum(1 for n in merged if not _is_exact(n)), "macs_before": macs0, "macs_after": _macs(graph),
