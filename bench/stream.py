@@ -7,6 +7,8 @@ graphc.models), trained by ``train_example`` (seeded):
 - ``prune``: ``fold-bn,prune(ratio=R),finetune(epochs=F,lr=LR)``;
 - ``stream``: ``fold-bn,stream-merge(KINDS),rebirth(stage1-epochs=F1,epochs=F,lr=LR)``;
 - ``prune+stream``: ``fold-bn,prune(ratio=R),stream-merge(KINDS),rebirth(...)`` (the seed's hybrid);
+- ``EXTRA``: more hybrids with other stream-merge options (LeNet-5: every pool merged, where
+  the plan's ``target-macs`` stops after the largest saving);
 - ``TP``: Torch-Pruning's MagnitudePruner at the ratio reaching at most the hybrid's MACs
   (``bench/edp.py: tp_at_macs``), imported and fine-tuned by the same ``fold-bn,finetune(...)``.
 
@@ -42,10 +44,12 @@ from scaling import write_section  # noqa: E402
 DOC = HERE.parent / "docs" / "results.md"
 # model -> (source epochs, fine-tune epochs F, stage-1 epochs F1, prune ratio R, stream-merge options)
 PLAN = {
-    "lenet5": (4, 4, 1, 0.8, "kinds=[chain,pool],pool-kernel=keep"),
+    "lenet5": (4, 4, 1, 0.8, "kinds=[chain,pool],pool-kernel=keep,target-macs=0.7"),
     "small-vgg": (2, 1, 0.5, 0.5, "kinds=[chain,pool],pool-kernel=keep"),
     "inception-small": (4, 1, 0.5, 0.5, "kinds=[chain,pool,branch],pool-kernel=keep,max-growth=8"),
 }
+# More hybrids measured beside the plan's: model -> [(label, stream-merge options)].
+EXTRA = {"lenet5": [("prune+stream, every pool", "kinds=[chain,pool],pool-kernel=keep")]}
 PAPER = ("Xie et al. 2020 (the paper's figure, not measured here): LeNet-5 on MNIST, prune + stream merging: "
          "1/20 of the parameters, 8x faster, no accuracy loss")
 
@@ -102,6 +106,8 @@ def model_rows(name: str, data, args) -> list[list[str]]:
         "stream": f"fold-bn,stream-merge({opts}),{reborn}",
         "prune+stream": f"fold-bn,prune(ratio={ratio}),stream-merge({opts}),{reborn}",
     }
+    for label, extra in EXTRA.get(name, []):
+        pipes[label] = f"fold-bn,prune(ratio={ratio}),stream-merge({extra}),{reborn}"
     hybrid = None
     for method, pipe in pipes.items():
         g, rep = run_pipe(g0, pipe, data, args.seed)
@@ -163,6 +169,7 @@ def main(argv=None) -> int:
     print(table)
     total = time.time() - t0
     plans = "; ".join(f"{n}: source {p[0]:g} epochs, R={p[3]}, F={p[1]:g}, F1={p[2]:g}, `stream-merge({p[4]})`"
+                      + "".join(f" ('{label}': `stream-merge({o})`)" for label, o in EXTRA.get(n, []))
                       for n, p in PLAN.items() if n in args.models.split(","))
     body = (f"## Stream merging and the prune + stream hybrid (bench/stream.py)\n\n"
             f"Data: `{args.data}`, {data.split}. {plans}. Methods as in the script's docstring: every row "
