@@ -62,8 +62,11 @@ def _compose_branch(nodes: list[Node], channels: int) -> _Lin | str:
             k = _ints(n.attrs["kernel_size"], nd)
             s = _ints(n.attrs.get("stride") or k, nd)
             p = _ints(n.attrs.get("padding", 0), nd)
-            if any(d != 1 for d in _ints(n.attrs.get("dilation", 1), nd)) or n.attrs.get("ceil_mode"):
-                return f"{n.name}: dilated or ceil-mode pool"
+            if any(d != 1 for d in _ints(n.attrs.get("dilation", 1), nd)):
+                return f"{n.name}: dilated pool"
+            # ceil_mode matters only where it adds a partial window.
+            if out_size(n.input(0).shape[2:], k, s, p, [1] * nd) != list(n.output.shape[2:]):
+                return f"{n.name}: the pool has a partial (ceil-mode) window"
             c = n.input(0).shape[1]
             w = torch.zeros(c, c, *k, dtype=torch.float64)
             w[range(c), range(c)] = 1.0 / float(np.prod(k))

@@ -110,7 +110,8 @@ def inception_block(h, pool_branch: bool):
             b.op("relu", b.conv(b.x, 5, k=3, padding=1, name="b3"), name="r3"),
             b.op("relu", b.conv(b.x, 3, k=5, padding=2, name="b5"), name="r5")]
     if pool_branch:
-        p = b.op("max_pool2d", b.x, kernel_size=[3, 3], stride=[1, 1], padding=[1, 1], name="bp")
+        # ceil_mode adds no window at stride 1 (as in torchvision's GoogLeNet)
+        p = b.op("max_pool2d", b.x, kernel_size=[3, 3], stride=[1, 1], padding=[1, 1], ceil_mode=True, name="bp")
         outs.append(b.op("relu", b.conv(p, 2, k=1, padding=0, name="bpc"), name="rp"))
     return b.out(b.op("concat", *outs, dim=1, name="cat"))
 
