@@ -41,18 +41,16 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
-import torch
 
 from graphc.errors import PassError
 from graphc.ir.graph import Graph, Node
 from graphc.ir.meta import STREAM
 from graphc.ir.rewrite import RewritePattern, Rewriter, apply_patterns, replace_output
-from graphc.passes._rewrite import (CONV_OPS, compose_convs, conv_attrs, conv_parts, cast_like, node_macs, set_param,
-                                    sole_user, t64)
+from graphc.passes._rewrite import CONV_OPS, cast_like, conv_attrs, conv_parts, node_macs, set_param, sole_user
 from graphc.passes._stream import (ACTIVATIONS, KINDS, LAYER_OPS, MONOTONE, POOLS, Plan, _is_exact, _mark, _Planned,
                                    origin, out_size, remember_teacher, teacher_for)
 from graphc.passes._stream_branch import BranchMerge
-from graphc.passes.absorb_pool import _ints
+from graphc.passes.absorb_pool import _ints, compose_avg_pool
 from graphc.passes.fold_bn import FoldBN
 from graphc.passes.merge_linear import MergePair, _merge_convs, _merge_linears
 from graphc.registry import Pass, PassContext, PassResult, register_pass
@@ -161,10 +159,7 @@ class PoolMerge(_Planned):
             if keep:
                 conv.attrs["stride"] = stride
             else:
-                c = w.shape[0]
-                wp = torch.full((c, 1, *k), 1.0 / float(np.prod(k)), dtype=torch.float64)
-                a2 = {"stride": s, "padding": [0] * len(k), "dilation": [1] * len(k), "groups": c}
-                res = compose_convs(t64(w), None if b is None else t64(b), a1, wp, None, a2)
+                res = compose_avg_pool(w, b, a1, k, s)
                 if isinstance(res, str):
                     return res
                 nw, nb, attrs = res

@@ -142,19 +142,6 @@ def ir_execute():
 
 
 @pytest.fixture
-def blobs_npz(tmp_path):
-    """A tiny separable 3-class image set (96 images, 1x8x8) as an .npz data spec."""
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 3, 96)
-    x = rng.normal(0, 0.3, (96, 1, 8, 8)).astype(np.float32)
-    for c in range(3):
-        x[y == c, 0, c * 2:(c * 2) + 2, :] += 2.0
-    path = tmp_path / "blobs.npz"
-    np.savez(path, x=x, y=y)
-    return path
-
-
-@pytest.fixture
 def torchrun():
     """Run a worker script on two gloo processes; returns the finished process (asserted ok)."""
     import os

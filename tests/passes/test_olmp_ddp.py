@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 
 
-def test_olmp_under_torchrun_keeps_replicas_equal(tmp_path, blobs_npz, torchrun):
-    torchrun(Path(__file__).with_name("olmp_ddp_worker.py"), blobs_npz, tmp_path / "rank")
+def test_olmp_under_torchrun_keeps_replicas_equal(tmp_path, blobs, torchrun):
+    torchrun(Path(__file__).with_name("olmp_ddp_worker.py"), blobs, tmp_path / "rank")
     r0, r1 = np.load(tmp_path / "rank0.npz"), np.load(tmp_path / "rank1.npz")
     assert int(r0["world"]) == 2 and int(r0["steps"]) == 12
     assert set(r0.files) == set(r1.files) and any(k.endswith(".mask") for k in r0.files)

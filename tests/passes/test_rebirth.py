@@ -64,8 +64,8 @@ def test_rebirth_needs_the_merge_in_the_same_run_and_data(digits, lenet):
         graphc.run_pipeline(g, "rebirth(lr=0)", PassContext(data=digits, quiet=True))
 
 
-def test_rebirth_under_torchrun_keeps_replicas_equal(tmp_path, blobs_npz, torchrun):
-    torchrun(Path(__file__).with_name("rebirth_ddp_worker.py"), blobs_npz, tmp_path / "rank")
+def test_rebirth_under_torchrun_keeps_replicas_equal(tmp_path, blobs, torchrun):
+    torchrun(Path(__file__).with_name("rebirth_ddp_worker.py"), blobs, tmp_path / "rank")
     r0, r1 = np.load(tmp_path / "rank0.npz"), np.load(tmp_path / "rank1.npz")
     assert int(r0["world"]) == 2 and int(r0["layers"]) == 2 and int(r0["steps1"]) > 0
     for k in r0.files:
