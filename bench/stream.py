@@ -23,6 +23,7 @@ re-imported at each batch size.
 
     python bench/stream.py --data mnist-idx:../shared/datasets/mnist-t10k
     python bench/stream.py --data digits --models lenet5 --no-write
+    python bench/stream.py --scale 0.5     # every epoch count halved (a shorter run)
 """
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ def model_rows(name: str, data, args) -> list[list[str]]:
     import graphc
     from graphc.models.examples import train_example
 
-    src_ep, ft, s1, ratio, opts = PLAN[name]
+    src_ep, ft, s1, ratio, opts = scaled(PLAN[name], args.scale)
     t0 = time.time()
     model, _ = train_example(name, data, epochs=src_ep, seed=args.seed)
     g0 = graphc.load(model, example_inputs=data.sample(1))
@@ -144,6 +145,12 @@ def model_rows(name: str, data, args) -> list[list[str]]:
     return [fmt(row, src) for row in rows]
 
 
+def scaled(plan: tuple, scale: float) -> tuple:
+    """``plan`` with its epoch counts (source, F, F1) multiplied by ``scale``."""
+    src_ep, ft, s1, ratio, opts = plan
+    return src_ep * scale, ft * scale, s1 * scale, ratio, opts
+
+
 def fmt(row, src) -> list[str]:
     name, method, m, note = row
     return [name, method, f"{m['acc']:.2f}", f"{m['acc'] - src['acc']:+.2f}", f"{m['params']:,}",
@@ -168,24 +175,39 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default=",".join(PLAN))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiply every epoch count of the plan (source, F, F1) by this; the doc says so")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
+    if not args.scale > 0:
+        print(f"stream.py: --scale must be > 0, got {args.scale}", file=sys.stderr)
+        return 2
+    bad = [n for n in args.models.split(",") if n not in PLAN]
+    if bad:
+        print(f"stream.py: unknown model {bad[0]!r}: expected some of {', '.join(PLAN)}", file=sys.stderr)
+        return 2
     from graphc.data import load_data
+    from graphc.errors import DataError
 
-    data = load_data(args.data)
+    try:
+        data = load_data(args.data)
+    except DataError as e:
+        print(f"stream.py: {e}", file=sys.stderr)
+        return 2
     t0 = time.time()
     rows = []
     for name in args.models.split(","):
-        if name not in PLAN:
-            print(f"stream.py: unknown model {name!r}: expected some of {', '.join(PLAN)}", file=sys.stderr)
-            return 2
         rows += model_rows(name, data, args)
     table = render(rows)
     print(table)
     total = time.time() - t0
     plans = "; ".join(f"{n}: source {p[0]:g} epochs, R={p[3]}, F={p[1]:g}, F1={p[2]:g}, `stream-merge({p[4]})`"
                       + "".join(f" ('{label}': `stream-merge({o})`)" for label, o in EXTRA.get(n, []))
-                      for n, p in PLAN.items() if n in args.models.split(","))
+                      for n, p in ((n, scaled(p, args.scale)) for n, p in PLAN.items())
+                      if n in args.models.split(","))
+    if args.scale != 1:
+        plans += (f" (`--scale {args.scale:g}`: every epoch count is {args.scale:g}x the script's plan, "
+                  f"to keep the run short)")
     body = (f"## Stream merging and the prune + stream hybrid (bench/stream.py)\n\n"
             f"Data: `{args.data}`, {data.split}. {plans}. Methods as in the script's docstring: every row "
             f"fine-tunes F epochs with `finetune` (SGD lr {LR}, momentum 0.9, cosine, batch 64); the stream rows add F1 epochs "
