@@ -283,4 +283,26 @@ class Rebirth(Pass):
 # convs) it would leave one linear map; add it with stream-merge(kinds=[...]) where it pays.
 PRUNE_STREAM_PIPELINE = ("prune(ratio=0.5),stream-merge(kinds=[chain,pool],pool-kernel=keep),"
                          "rebirth(epochs=8,lr=0.02,stage1-epochs=4)")
-register_preset("prune-stream", PRUNE_STREAM_PIPELINE)
+PRUNE_STREAM_DOC = """
+The seed's hybrid (Xie et al. 2020): prune the channels inside each layer, merge the pools (and
+the exact chains they expose) into the layers along the stream, then rebirth: each merged layer
+regresses its original block, then the whole network fine-tunes. Lossy; needs data. On a Caffe
+LeNet-5 (28x28), the pruned convs lose their pools, and with nothing non-linear left between
+them they become one conv:
+
+    %conv1: f32[1,20,24,24] = conv2d(%x, %conv1.weight, %conv1.bias) {stride=[1,1], ...}  # conv1
+    %pool1: f32[1,20,12,12] = max_pool2d(%conv1) {kernel_size=[2,2], stride=[2,2], ...}  # pool1
+    %conv2: f32[1,50,8,8] = conv2d(%pool1, %conv2.weight, %conv2.bias) {stride=[1,1], ...}  # conv2
+    %pool2: f32[1,50,4,4] = max_pool2d(%conv2) {kernel_size=[2,2], stride=[2,2], ...}  # pool2
+    %flatten: f32[1,800] = flatten(%pool2) {start_dim=1, end_dim=3}  # flatten
+    %fc1: f32[1,500] = linear(%flatten, %fc1.weight, %fc1.bias)  # fc1
+  ==>
+    %conv2: f32[1,25,4,4] = conv2d(%x, %conv2.weight, %conv2.bias) {stride=[4,4], ...}
+            [stream=["conv1","pool1","conv2","pool2"], stream_init="approx"]  # conv2 (13x13 kernel)
+    %flatten: f32[1,400] = flatten(%conv2) {start_dim=1, end_dim=3}  # flatten
+    %fc1: f32[1,250] = linear(%flatten, %fc1.weight, %fc1.bias)  # fc1
+
+Rebirth changes weights, not the IR. Stronger settings: spell the pipeline out, e.g.
+``prune(ratio=0.8),stream-merge(kinds=[chain,pool],pool-kernel=keep),rebirth(epochs=8,lr=0.02)``.
+"""
+register_preset("prune-stream", PRUNE_STREAM_PIPELINE, PRUNE_STREAM_DOC)

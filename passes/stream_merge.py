@@ -273,6 +273,16 @@ class StreamMerge(Pass):
       ==>
         %fc2: f32[1,10] = linear(%h, %w2.%w1, %w2.%b1 + %b2) [stream=["fc1","relu","fc2"], stream_init="approx"]  # fc2
 
+        %b1: f32[1,8,14,14] = relu(conv2d(%x, ...) 1x1)                       # inc1.b1.*
+        %b3: f32[1,16,14,14] = relu(conv2d(relu(conv2d(%x, ...) 1x1), ...) 3x3)  # inc1.b3.*
+        %b5: f32[1,8,14,14] = relu(conv2d(relu(conv2d(%x, ...) 1x1), ...) 5x5)   # inc1.b5.*
+        %bp: f32[1,8,14,14] = relu(conv2d(max_pool2d(%x) 3x3, ...) 1x1)        # inc1.bp.*
+        %inc1.cat: f32[1,40,14,14] = concat(%b1, %b3, %b5, %bp) {dim=1}  # inc1.cat
+      ==> (kinds=[branch], max-growth=8)
+        %inc1.cat.merged: f32[1,40,14,14] = conv2d(%x, %w, %b) {stride=[1,1], padding=[2,2], ...}
+            [stream=["inc1.b1.0","inc1.b1.1",...,"inc1.cat"], stream_init="approx"]  # inc1.cat.merged (5x5)
+        %inc1.cat.merged.relu: f32[1,40,14,14] = relu(%inc1.cat.merged)  # inc1.cat.merged.relu
+
     ``kinds``: which merges (``chain``, ``pool``, ``relu``, ``branch``; default all).
     ``pool_kernel``: ``grow`` (compose the window; exact for avg pools) or ``keep`` (same kernel,
     pooled stride). ``max_growth``: a pool or branch merge may cost up to this many times the MACs

@@ -70,3 +70,12 @@ def test_rebirth_under_torchrun_keeps_replicas_equal(tmp_path, blobs, torchrun):
     assert int(r0["world"]) == 2 and int(r0["layers"]) == 2 and int(r0["steps1"]) > 0
     for k in r0.files:
         np.testing.assert_array_equal(r0[k], r1[k])
+
+
+@pytest.mark.parametrize("name", ["stream-merge", "rebirth", "finetune", "prune-stream"])
+def test_graphc_passes_shows_a_before_after_ir_example(name, capsys):
+    assert main(["passes", name]) == 0
+    doc = capsys.readouterr().out
+    before, _, after = doc.partition("==>")
+    assert after, f"{name}: no before/after example"
+    assert " = conv2d(%x" in before and " = conv2d(%x" in after  # IR lines on both sides
