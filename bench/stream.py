@@ -140,7 +140,7 @@ def model_rows(name: str, data, args) -> list[list[str]]:
     tp, r = tp_at_macs(model, data, hybrid["macs"], 0, args.seed)
     g, _ = run_pipe(graphc.load(tp, example_inputs=data.sample(1)), f"fold-bn,{tune}", data, args.seed)
     m = measure(g, data, args.repeats)
-    rows.append((name, f"TP (ratio {r:.2f})", m, "at <= the hybrid's MACs"))
+    rows.append((name, f"TP (ratio {r:.3f})", m, "at <= the hybrid's MACs"))
     print(f"{name} TP: {m}  ({time.time() - t0:.0f}s)", flush=True)
     return [fmt(row, src) for row in rows]
 
