@@ -194,7 +194,7 @@ def main(argv=None) -> int:
     except DataError as e:
         print(f"stream.py: {e}", file=sys.stderr)
         return 2
-    t0 = time.time()
+    t0, load0 = time.time(), os.getloadavg()[0]
     rows = []
     for name in args.models.split(","):
         rows += model_rows(name, data, args)
@@ -215,8 +215,9 @@ def main(argv=None) -> int:
             f"hybrid's MACs. Accuracy: top-1 of the exported ONNX model under onnxruntime on the validation "
             f"split; 'fewer' and 'speedup' are against the original, the source as trained (every other row "
             f"trained F epochs more, so a row can beat it); ms: median of {args.repeats} onnxruntime "
-            f"runs, 1 thread, on {platform.machine()} ({os.cpu_count()} CPUs shared with other jobs: "
-            f"sub-millisecond figures are noisy). One seed; {total / 60:.1f} min in all.\n\n"
+            f"runs, 1 thread, on {platform.machine()} ({os.cpu_count()} CPUs shared with other jobs, load "
+            f"average {load0:.1f} at the start and {os.getloadavg()[0]:.1f} at the end: the machine was loaded, "
+            f"so latencies are noisy, sub-millisecond ones most). One seed; {total / 60:.1f} min in all.\n\n"
             f"Goal for LeNet-5 (the seed's): >= 20x fewer params, >= 8x speedup at batch 64, <= 0.5 pt "
             f"accuracy loss. {PAPER}.\n\n" + table + "\n"
             + ("\nLeNet-5 goal, as measured here:\n\n" + "\n".join(GOALS) + "\n" if GOALS else ""))
