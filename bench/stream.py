@@ -131,6 +131,9 @@ def model_rows(name: str, data, args) -> list[list[str]]:
         if "recon_before" in rb:
             note = "stage-1 rel. MSE " + ", ".join(f"{k} {rb['recon_before'][k]:.2f}->{rb['recon_after'][k]:.2f}"
                                                    for k in rb["recon_before"])
+            # rebirth's validation accuracy after each stage shows where a row lost its accuracy
+            note += (f"; val acc merged {100 * rb['acc_merged']:.1f}, stage 1 {100 * rb['acc_stage1']:.1f}, "
+                     f"stage 2 {100 * rb['acc_after']:.1f}")
         rows.append((name, method, m, note))
         print(f"{name} {method}: {m}  {note}", flush=True)
         if method == "prune+stream":
