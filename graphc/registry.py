@@ -13,6 +13,7 @@ the options, a property where they do (``prune-merge(threshold=0.1)`` is lossy).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
@@ -31,10 +32,13 @@ class PassResult:
 class PassContext:
     """What a pass may need beyond the graph: data for training passes, a cache of analyses
     (invalidated by the manager after a change, except those the pass preserves), an RNG seed,
-    and a progress flag."""
+    and a progress flag. ``source``: the graph as the pipeline received it (a copy), kept only
+    when a pass of the pipeline declares ``wants_source`` (distillation from the source)."""
 
-    def __init__(self, *, data=None, seed: int = 0, quiet: bool = False, example_inputs=None):
+    def __init__(self, *, data=None, seed: int = 0, quiet: bool = False, example_inputs=None,
+                 source: Graph | None = None):
         self.data = data
+        self.source = source
         self.seed = seed
         self.quiet = quiet
         self.example_inputs = example_inputs
@@ -70,6 +74,8 @@ class Pass:
     exact: ClassVar[bool] = True
     needs_data: ClassVar[bool] = False
     preserves: ClassVar[frozenset] = frozenset()
+    # True when the pass reads ``ctx.source`` (the manager then keeps a copy of the input graph).
+    wants_source: ClassVar[bool] = False
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -112,6 +118,7 @@ class PatternPass(Pass):
 
 _PASSES: dict[str, type[Pass]] = {}
 _PRESETS: dict[str, str] = {}
+_PRESET_DOCS: dict[str, str] = {}
 
 
 def default_contract(cls: type[Pass]) -> tuple[bool, bool]:
@@ -163,8 +170,17 @@ def unregister_pass(name: str) -> None:
     _PASSES.pop(name, None)
 
 
-def register_preset(name: str, pipeline: str) -> None:
+def register_preset(name: str, pipeline: str, doc: str = "") -> None:
+    """A named pipeline; ``doc`` (shown by ``graphc passes NAME``) says what it is for and shows
+    a before/after IR fragment, as a pass's docstring does."""
     _PRESETS[name] = pipeline
+    _PRESET_DOCS[name] = inspect.cleandoc(doc) if doc else ""
+
+
+def preset_doc(name: str) -> str:
+    """The documentation a preset was registered with ("" when none)."""
+    load_builtin_passes()
+    return _PRESET_DOCS.get(name, "")
 
 
 def get_pass(name: str) -> type[Pass]:
