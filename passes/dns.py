@@ -114,6 +114,14 @@ class MaskedGraphModule(GraphModule):
         super().__init__(graph)
         self.masks: dict[str, torch.Tensor] = {}
 
+    def _apply(self, fn, recurse=True):
+        # Masks follow .to(device) / .double() like the weights; the dict is updated in place
+        # because MaskedModel holds the same one.
+        super()._apply(fn, recurse)
+        for name, m in self.masks.items():
+            self.masks[name] = fn(m)
+        return self
+
     def feeds(self) -> dict[str, torch.Tensor]:
         params = super().feeds()
         for name, m in self.masks.items():
@@ -147,7 +155,6 @@ class MaskedModel:
         self.graph = graph
         self.layers = layers
         self.module = MaskedGraphModule(graph).to(device)
-        self.module._fixed = {k: v.to(device) for k, v in self.module._fixed.items()}
         self.device = device
         self.masks = self.module.masks
         for layer in layers:

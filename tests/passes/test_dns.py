@@ -95,3 +95,13 @@ def test_dns_rule_in_place_matches_the_rule_and_keeps_the_mask_where_w_is_nan():
         out = dns_rule_(w, mask, t)
         assert out.data_ptr() == mask.data_ptr() and out.dtype == dtype
         assert torch.equal(out, want) and torch.equal(dns_rule(w, want, t), want)
+
+
+def test_masks_follow_the_module_to_another_dtype(lenet300):
+    mm = MaskedModel(lenet300, prunable_layers(lenet300), torch.device("cpu"))
+    mm.surgery(0, 1.0)
+    x = torch.randn(3, 1, 8, 8)
+    ref = mm.module(x).double()
+    mm.module.double()
+    assert all(m.dtype == torch.float64 for m in mm.masks.values()) and mm.masks is mm.module.masks
+    torch.testing.assert_close(mm.module(x.double()), ref, rtol=1e-4, atol=1e-5 * max(1.0, float(ref.abs().max())))
