@@ -303,6 +303,10 @@ def main(argv=None) -> int:
     changed = [f"{b[k]:,} {what} (paper budget: {FULL[k]:,})" for k, what in
                (("iterations", "steps"), ("evaluations", "evaluations per search"), ("src_epochs", "source epochs"))
                if b[k] != FULL[k]]
+    skipped = [m for m in ap.get_default("models").split(",") if m not in models]
+    skipped += [f"part 2 on {m}" for m in ap.get_default("prune_models").split(",")
+                if m not in args.prune_models.split(",")]
+    not_run = f" Not run in this budget: {', '.join(skipped)}." if skipped else ""
     mode = "quick" if args.quick else ("reduced from the paper's: " + ", ".join(changed) if changed else "paper budget")
     body = (f"## OLMP and NCS-searched pruning on {data.name} (bench/olmp.py{' --quick' if args.quick else ''})\n\n"
             f"Data: `{args.data}`, {data.split}. Budget ({mode}): sources trained {b['src_epochs']} epochs by "
@@ -315,7 +319,8 @@ def main(argv=None) -> int:
             f"(`sparse_initializer`) under onnxruntime on the {len(data.y_val):,} validation images; "
             f"max |ORT - torch| compares its outputs with the dense masked torch module. Device: "
             f"{device_for(args.device)} ({platform.machine()}, {os.cpu_count()} CPUs). One seed, one run each; "
-            f"{total / 60:.1f} min in all{f' ({args.jobs} processes side by side)' if args.jobs > 1 else ''}.\n\n" + t1 + "\n")
+            f"{total / 60:.1f} min in all{f' ({args.jobs} processes side by side)' if args.jobs > 1 else ''}."
+            f"{not_run}\n\n" + t1 + "\n")
     if t2:
         body += (f"\nprune at {args.macs:.0%} of the MACs: uniform ratio (bisection) vs per-group ratios by "
                  f"NCS ({b['prune_evals']} evaluations on {b['search_batch']:,} training images, no fine-tune "
