@@ -141,7 +141,7 @@ class MaskedGraphModule(GraphModule):
         super().write_back(graph)
         for name, m in self.masks.items():
             p = graph.params[name]
-            p.set_data(p.data * (m.detach().cpu().numpy() > 0.5).astype(p.data.dtype))
+            p.set_data(np.where(m.detach().cpu().numpy() > 0.5, p.data, np.zeros((), p.data.dtype)))
 
 
 class MaskedModel:
