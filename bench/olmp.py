@@ -23,8 +23,9 @@ LeNet-5, its ablations, and prune(search=ncs) against uniform-ratio prune.
 The default is the released code's budget (30,000 steps of batch 64, NCS every 1,000 steps with
 10 searchers and 1,600 evaluations, surgery until step 15,000) and uses CUDA when present;
 ``--quick`` shrinks steps, evaluations and search batch for a shared CPU; ``--iterations``,
-``--evaluations`` and ``--src-epochs`` cut single parts of the paper budget (the section then
-names each cut beside the paper's figure). The run writes the ``olmp-<data>`` section of
+``--evaluations``, ``--src-epochs``, ``--search-every``, ``--search-batch``, ``--prune-evals`` and
+``--prune-epochs`` cut single parts of the full budget (the section then names each cut beside
+the full figure). The run writes the ``olmp-<data>`` section of
 docs/results.md (``olmp-<data>-quick`` for --quick).
 """
 from __future__ import annotations
@@ -227,6 +228,11 @@ def prune_rows(name, data, b, args, budget: float):
     return rows
 
 
+# The parts of the budget a flag can cut, as the section names them.
+CUTS = (("iterations", "steps"), ("evaluations", "evaluations per search"), ("src_epochs", "source epochs"),
+        ("search_every", "steps between searches"), ("search_batch", "images per candidate"),
+        ("prune_evals", "NCS evaluations in part 2"), ("prune_epochs", "fine-tune epochs in part 2"))
+
 PRUNE_HEAD = ["model", "method", "acc % (after fine-tune)", "MACs", "MACs %", "ratios"]
 
 
@@ -243,6 +249,12 @@ def main(argv=None) -> int:
     ap.add_argument("--evaluations", type=int, help="NCS evaluations per search instead of the budget's "
                                                      "(paper: 1,600)")
     ap.add_argument("--src-epochs", type=int, help="epochs of the sources instead of the budget's")
+    ap.add_argument("--search-every", type=int, help="steps between OLMP searches instead of the budget's "
+                                                      "(paper: 1,000)")
+    ap.add_argument("--search-batch", type=int, help="training images a candidate is scored on instead of "
+                                                      "the budget's (released code: 1,000)")
+    ap.add_argument("--prune-evals", type=int, help="NCS evaluations of part 2 instead of the budget's")
+    ap.add_argument("--prune-epochs", type=int, help="fine-tune epochs of part 2 instead of the budget's")
     ap.add_argument("--models", default="lenet300,lenet5")
     ap.add_argument("--prune-models", default="small-vgg,small-resnet", help="'' skips part 2")
     ap.add_argument("--macs", type=float, default=0.5, help="MACs budget of part 2 (fraction)")
@@ -259,7 +271,7 @@ def main(argv=None) -> int:
     from graphc.passes.dns import device_for
 
     b = dict(QUICK if args.quick else FULL)
-    for key in ("iterations", "evaluations", "src_epochs"):
+    for key, _ in CUTS:
         if getattr(args, key) is not None:
             if getattr(args, key) < 1:
                 ap.error(f"--{key.replace('_', '-')} must be >= 1")
@@ -300,14 +312,12 @@ def main(argv=None) -> int:
     print(t2)
     if args.no_write:
         return 0
-    changed = [f"{b[k]:,} {what} (paper budget: {FULL[k]:,})" for k, what in
-               (("iterations", "steps"), ("evaluations", "evaluations per search"), ("src_epochs", "source epochs"))
-               if b[k] != FULL[k]]
+    changed = [f"{b[k]:,} {what} (full: {FULL[k]:,})" for k, what in CUTS if b[k] != FULL[k]]
     skipped = [m for m in ap.get_default("models").split(",") if m not in models]
     skipped += [f"part 2 on {m}" for m in ap.get_default("prune_models").split(",")
                 if m not in args.prune_models.split(",")]
     not_run = f" Not run in this budget: {', '.join(skipped)}." if skipped else ""
-    mode = "quick" if args.quick else ("reduced from the paper's: " + ", ".join(changed) if changed else "paper budget")
+    mode = "quick" if args.quick else ("cut from the full budget: " + ", ".join(changed) if changed else "paper budget")
     body = (f"## OLMP and NCS-searched pruning on {data.name} (bench/olmp.py{' --quick' if args.quick else ''})\n\n"
             f"Data: `{args.data}`, {data.split}. Budget ({mode}): sources trained {b['src_epochs']} epochs by "
             f"`train_example` (seed {args.seed}); DNS/OLMP {b['iterations']:,} SGD steps of batch 64 (lr 0.01 "
