@@ -277,6 +277,7 @@ def main(argv=None) -> int:
                 ap.error(f"--{key.replace('_', '-')} must be >= 1")
             b[key] = getattr(args, key)
     t_all = time.perf_counter()
+    load0 = os.getloadavg()[0]
     data = load_data(args.data)
     tmp = Path(tempfile.mkdtemp(prefix="graphc-olmp-"))
     models = [m for m in args.models.split(",") if m]
@@ -307,6 +308,7 @@ def main(argv=None) -> int:
         if j[0] == "prune":
             prune += rows
     total = time.perf_counter() - t_all
+    load = (load0, os.getloadavg()[0])
     t1, t2 = table(LENET_HEAD, lenet), table(PRUNE_HEAD, prune) if prune else ""
     print(t1)
     print(t2)
@@ -328,7 +330,9 @@ def main(argv=None) -> int:
             f"all weights / non-zero weights (the paper's measure). Accuracy: top-1 of the sparse ONNX file "
             f"(`sparse_initializer`) under onnxruntime on the {len(data.y_val):,} validation images; "
             f"max |ORT - torch| compares its outputs with the dense masked torch module. Device: "
-            f"{device_for(args.device)} ({platform.machine()}, {os.cpu_count()} CPUs). One seed, one run each; "
+            f"{device_for(args.device)} ({platform.machine()}, {os.cpu_count()} CPUs; 1-minute load average "
+            f"{load[0]:.1f} at the start and {load[1]:.1f} at the end: when it exceeds the CPUs, other jobs "
+            f"shared them and the s column, wall time, is that much longer). One seed, one run each; "
             f"{total / 60:.1f} min in all{f' ({args.jobs} processes side by side)' if args.jobs > 1 else ''}."
             f"{not_run}\n\n" + t1 + "\n")
     if t2:
