@@ -20,7 +20,7 @@ from graphc.models import build
 
 __all__ = ["train_example", "DEFAULTS", "EXAMPLES"]
 
-EXAMPLES = ("lenet5", "lenet300", "small-vgg", "small-resnet")
+EXAMPLES = ("lenet5", "lenet300", "small-vgg", "small-resnet", "plain20", "plain20-resconv", "resnet20", "resnet56")
 
 # (epochs, lr) per model; BN models take a larger step.
 DEFAULTS = {
@@ -28,6 +28,10 @@ DEFAULTS = {
     "lenet300": (10, 0.02),
     "vgg": (8, 0.05),
     "resnet": (8, 0.05),
+    "plain20": (8, 0.05),
+    "plain20resconv": (8, 0.05),
+    "resnet20": (8, 0.05),
+    "resnet56": (8, 0.05),
 }
 
 
