@@ -34,7 +34,7 @@ from graphc.ir.meta import RESCONV
 from graphc.ir.rewrite import erase_if_dead, replace_output
 from graphc.passes._rewrite import CONV_OPS, node_macs, sole_user
 from graphc.passes.resconv_wrap import Block, find_blocks
-from graphc.registry import Pass, PassContext, PassResult, register_pass
+from graphc.registry import Pass, PassContext, PassResult, register_pass, register_preset
 
 __all__ = ["LayerPrune", "branch_nodes", "block_cost", "remove_block"]
 
@@ -170,34 +170,43 @@ def remove_block(graph: Graph, block: Block) -> str | None:
     if block.shortcut is not None:
         beta = float(block.beta.param.data.reshape(-1)[0])
         x = block.shortcut.input(0)
-        others = [u for u in x.uses() if u.node not in set(branch_nodes(graph, block)) and u.node is not block.shortcut]
-        if beta == 1.0:
+        readers = add.output.uses()
+        # relu(beta * x) with x a ReLU output (x >= 0) is max(beta, 0) * x: the block's ReLU
+        # goes and a negative factor is a zero one.
+        clamp = (x.producer is not None and x.producer.op == "relu" and bool(readers)
+                 and all(u.node.op == "relu" for u in readers))
+        s = max(beta, 0.0) if clamp else beta
+        inside = set(branch_nodes(graph, block))
+        others = [u for u in x.uses() if u.node not in inside and u.node is not block.shortcut]
+        why = None
+        if s == 1.0:
             mode = "identity"
         elif not others:
-            why = _scale_up(x, beta, edits)
+            why = _scale_up(x, s, edits)
             mode = "up" if why is None else None
         else:
             why = f"%{x.name} has other readers"
         if mode is None:
-            readers = add.output.uses()
-            ok = (x.producer is not None and x.producer.op == "relu" and beta >= 0 and readers
-                  and all(u.node.op == "relu" for u in readers))
-            if not ok:
+            if not clamp:
                 return f"the shortcut factor cannot be folded: {why}"
-            edits2: list = []
+            edits = []
             for u in readers:
-                why2 = _scale_down(u.node.output, edits2)
+                why2 = _scale_down(u.node.output, edits)
                 if why2 is not None:
                     return f"the shortcut factor cannot be folded: {why}; nor into the readers: {why2}"
-            edits, mode = edits2, "down"
+            mode = "down"
     dead = block.scale
     replace_output(graph, add, sc)
     erase_if_dead(graph, dead)
     if block.shortcut is not None:
         x = block.shortcut.input(0)
-        _apply(edits, beta)
+        _apply(edits, s)
         if mode in ("identity", "up"):
             replace_output(graph, block.shortcut, x)
+            if clamp:
+                for u in x.uses():
+                    if u.node.op == "relu" and not (u.node.output.is_output and x.is_output):
+                        replace_output(graph, u.node, x)
         else:
             relus = [u.node for u in block.shortcut.output.uses()]
             for r in relus:
@@ -328,3 +337,7 @@ class LayerPrune(Pass):
         return {"finetune_steps": res.steps, "acc_before_finetune": round(before, 4),
                 "acc_after_finetune": round(res.val_acc, 4), "data": str(data)}
 
+
+# ResConv layer pruning end to end: blocks in, L1 on their scales, zero-scale blocks out, the
+# rest fused back into single convs (the output holds standard convs only).
+register_preset("resconv", "resconv-wrap,resconv-train,layer-prune,fuse")

@@ -7,9 +7,15 @@ lambda, 0): the exact proximal operator of ``lambda * |alpha|`` for the step jus
 scale that reaches zero is exactly zero (plain subgradients of L1 only oscillate around it).
 Every weight of the graph trains, shortcut factors and layer scales included.
 
+The shortcut factor of a layer block is read as beta = (1 - alpha) + beta', with beta' the
+trainable information-control term (0 at insertion, so the wrapped graph is exact): the
+proximal step is taken in (alpha, beta') coordinates, so whatever a scale loses to the L1
+shrinkage its shortcut gains, and a layer whose scale reaches zero leaves an open shortcut
+(beta near 1) instead of a closed one. Residual blocks have an identity shortcut already.
+
 ``target_macs`` (a fraction of the graph's MACs when <= 1) replaces hand-tuning lambda: every
-``adapt_every`` steps lambda grows by 1.5x while the blocks with a zero scale would, removed,
-leave more MACs than the target, and shrinks by 1.5x once they leave fewer, so training ends
+``adapt_every`` steps lambda doubles while the blocks with a zero scale would, removed,
+leave more MACs than the target, and halves once they leave fewer, so training ends
 near the target; ``layer-prune(target-macs=...)`` then makes it exact by scale ranking.
 
 Invariants: the graph's structure is untouched (only weight values change); the training is
@@ -45,28 +51,37 @@ def graph_module_on(graph: Graph, device: str = "auto"):
 
 
 @torch.no_grad()
-def l1_prox(scales: list[torch.Tensor], t: float) -> None:
-    """In place: soft-thresholding by ``t`` (the proximal operator of t * |a|)."""
-    for a in scales:
-        a.copy_(torch.sign(a) * torch.clamp(a.abs() - t, min=0))
+def l1_prox(scales: list[torch.Tensor], t: float, shortcuts: list[torch.Tensor | None] | None = None) -> None:
+    """In place: soft-thresholding of each scale by ``t`` (the proximal operator of t * |a|);
+    what a scale loses its block's shortcut factor gains (see the module docstring)."""
+    for i, a in enumerate(scales):
+        new = torch.sign(a) * torch.clamp(a.abs() - t, min=0)
+        b = shortcuts[i] if shortcuts is not None else None
+        if b is not None:
+            b.add_(a - new)
+        a.copy_(new)
 
 
 class _L1Prox(Hook):
     """The proximal step on the layer scales, with lambda adapted towards a MACs target."""
 
-    def __init__(self, scales, lam: float, costs: list[int], goal: int | None, total: int, every: int):
-        self.scales, self.lam, self.costs, self.goal, self.total, self.every = scales, lam, costs, goal, total, every
+    def __init__(self, scales, shortcuts, lam: float, costs: list[int], goal: int | None, total: int, every: int):
+        self.scales, self.shortcuts, self.lam, self.costs, self.goal, self.total, self.every = (
+            scales, shortcuts, lam, costs, goal, total, every)
+
+    def _zeros(self) -> list[bool]:
+        return [float(a.detach().reshape(-1)[0]) == 0.0 for a in self.scales]
 
     def zero(self) -> int:
-        return sum(int(float(a.reshape(-1)[0]) == 0.0) for a in self.scales)
+        return sum(self._zeros())
 
     def left(self) -> int:
-        return self.total - sum(c for a, c in zip(self.scales, self.costs) if float(a.reshape(-1)[0]) == 0.0)
+        return self.total - sum(c for z, c in zip(self._zeros(), self.costs) if z)
 
     def after_step(self, model, step, lr):
-        l1_prox(self.scales, lr * self.lam)
+        l1_prox(self.scales, lr * self.lam, self.shortcuts)
         if self.goal is not None and step % self.every == 0:
-            self.lam = self.lam * 1.5 if self.left() > self.goal else self.lam / 1.5
+            self.lam = self.lam * 2 if self.left() > self.goal else self.lam / 2
 
     def status(self):
         out = {"zero": f"{self.zero()}/{len(self.scales)}"}
@@ -84,7 +99,7 @@ class ResConvTrain(Pass):
                                                          (alpha' = 0 for the layers to remove)
 
     Defaults (the paper's schedule is not published in full; these suit the reference nets on
-    MNIST-sized data in an epoch or two): ``lambda=0.05``, ``epochs=2``, SGD ``lr=0.02`` with
+    MNIST-sized data in an epoch or two): ``lambda=0.05``, ``epochs=2``, SGD ``lr=0.01`` with
     ``momentum=0.9``, cosine decay, ``batch_size=64``, ``weight_decay=0`` (decay would shrink
     the scales on top of the L1). ``target_macs``: adapt lambda towards that many MACs left
     (fraction when <= 1) every ``adapt_every`` steps. ``device``: ``auto`` (CUDA when present),
@@ -97,13 +112,13 @@ class ResConvTrain(Pass):
 
     lambda_: float = 0.05
     epochs: float = 2.0
-    lr: float = 0.02
+    lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
     batch_size: int = 64
     max_steps: int = 0
     target_macs: float | None = None
-    adapt_every: int = 10
+    adapt_every: int = 5
     device: str = "auto"
 
     def __post_init__(self):
@@ -128,13 +143,14 @@ class ResConvTrain(Pass):
 
         module = graph_module_on(graph, self.device)
         scales = [module.param(b.alpha.name) for b in blocks]
+        shortcuts = [module.param(b.beta.name) if b.beta is not None else None for b in blocks]
         order = {n: i for i, n in enumerate(graph.nodes)}
         costs = [block_cost(graph, b, order)[0] for b in blocks]
         total = totals(graph)["macs"]
         goal = None
         if self.target_macs is not None:
             goal = int(self.target_macs * total) if self.target_macs <= 1 else int(self.target_macs)
-        prox = _L1Prox(scales, self.lambda_, costs, goal, total, self.adapt_every)
+        prox = _L1Prox(scales, shortcuts, self.lambda_, costs, goal, total, self.adapt_every)
         before = evaluate(module, data)
         res = train(module, data, epochs=self.epochs, lr=self.lr, momentum=self.momentum,
                     weight_decay=self.weight_decay, batch_size=self.batch_size, hooks=[prox, CosineLR()],
