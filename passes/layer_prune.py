@@ -28,7 +28,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from graphc.data import resolve_data
 from graphc.ir.graph import Graph, Node, Value
 from graphc.ir.meta import RESCONV
 from graphc.ir.rewrite import erase_if_dead, replace_output
@@ -234,7 +233,7 @@ class LayerPrune(Pass):
     blocks with the smallest |alpha| until that many are gone (a fraction of the blocks when
     < 1). ``target_macs``: the same until the graph has at most that many MACs (a fraction of
     its MACs when <= 1). A target overrides the threshold. ``finetune`` epochs of training after
-    the removal (``finetune_lr``, SGD momentum 0.9; needs data), with the validation accuracy
+    the removal (the ``finetune`` pass at ``finetune_lr``; needs data), with the validation accuracy
     before and after in the stats. Refused blocks are in ``stats["refused"]`` (name -> why).
     """
 
@@ -324,18 +323,12 @@ class LayerPrune(Pass):
         return PassResult(changed=bool(removed), stats=stats)
 
     def _finetune(self, graph: Graph, ctx: PassContext) -> dict:
-        data = resolve_data(ctx, self.name)
-        from graphc.passes.resconv_train import graph_module_on
-        from graphc.training import CosineLR, evaluate, train
+        from graphc.passes.finetune import Finetune
 
-        module = graph_module_on(graph, self.device)
-        before = evaluate(module, data)
-        res = train(module, data, epochs=self.finetune, lr=self.finetune_lr, momentum=0.9,
-                    batch_size=self.batch_size, hooks=[CosineLR()], seed=ctx.seed + 1, quiet=ctx.quiet,
-                    desc=f"{self.name} fine-tune")
-        module.write_back(graph)
-        return {"finetune_steps": res.steps, "acc_before_finetune": round(before, 4),
-                "acc_after_finetune": round(res.val_acc, 4), "data": str(data)}
+        st = Finetune(epochs=self.finetune, lr=self.finetune_lr, batch_size=self.batch_size,
+                      device=self.device).run(graph, ctx).stats
+        return {"finetune_steps": st["steps"], "acc_before_finetune": st["acc_before"],
+                "acc_after_finetune": st["acc_after"], "data": st["data"]}
 
 
 # ResConv layer pruning end to end: blocks in, L1 on their scales, zero-scale blocks out, the
