@@ -297,6 +297,8 @@ class LayerPrune(Pass):
         for b in candidates:
             if len(removed) >= count or (goal is not None and macs <= goal):
                 break
+            if not (b.scale.alive and b.add.alive):
+                continue  # went with an enclosing block already removed (a conv inside a residual branch)
             order = {n: i for i, n in enumerate(graph.nodes)}
             cost = block_cost(graph, b, order)
             alpha = float(b.alpha.param.data.reshape(-1)[0])
