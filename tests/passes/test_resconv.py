@@ -103,7 +103,7 @@ def test_zeroed_layer_scale_leaves_exactly_the_shortcut(x):
     assert "mul" not in _ops(g) and "add" not in _ops(g) and not any(n.meta for n in g.nodes)
     assert len(g.find("conv2d")) == 19 - 2
     with torch.no_grad():
-        _close(run_graph(g, [x])[0] if False else run_graph(g, [x[:1]])[0], expected(x[:1]))
+        _close(run_graph(g, [x[:1]])[0], expected(x[:1]))
 
 
 def test_zeroed_residual_scale_leaves_the_shortcut(x):
@@ -165,9 +165,9 @@ def test_train_zeroes_scales_and_prune_of_zeros_is_exact():
     x = torch.randn(1, 1, 8, 8)
     g = graphc.load(model, example_inputs=x)
     # lambda this large zeroes every scale within the steps; the shortcuts gain what they lose.
-    rep = run_pipeline(g, "resconv-wrap,resconv-train(lambda=30,max-steps=12,lr=0.01)", PassContext(data="digits", quiet=True))
+    rep = run_pipeline(g, "resconv-wrap,resconv-train(lambda=60,max-steps=6,lr=0.01)", PassContext(data="digits", quiet=True))
     st = rep.passes[1].stats
-    assert st["steps"] == 12 and st["zero_scales"] == st["blocks"] == 16
+    assert st["steps"] == 6 and st["zero_scales"] == st["blocks"] == 16
     assert 0 <= st["acc_before"] <= 1 and 0 <= st["acc_after"] <= 1 and "digits" in st["split"]
     betas = [float(b.beta.param.data.reshape(-1)[0]) for b in find_blocks(g)[0]]
     assert min(betas) > 0.5  # open shortcuts, not closed ones
@@ -185,7 +185,7 @@ def test_resconv_preset_from_onnx(tmp_path):
     torch.onnx.export(model, torch.randn(1, 1, 8, 8), str(path), dynamo=False)
     out = tmp_path / "slim.onnx"
     assert main(["optimize", str(path), "--passes",
-                 "resconv-wrap,resconv-train(lambda=5,max-steps=10),layer-prune(target-macs=0.6),fuse",
+                 "resconv-wrap,resconv-train(lambda=5,max-steps=4),layer-prune(target-macs=0.6),fuse",
                  "--data", "digits", "-q", "-o", str(out)]) == 0
     g = graphc.load(str(out))
     assert "mul" not in _ops(g)
