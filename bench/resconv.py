@@ -123,6 +123,39 @@ def table(head, rows) -> str:
                      + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+CLAIM1 = ["model", "training", "epochs", "val acc %", "MACs (fused)", "ops (fused)"]
+
+
+def body(args, data, claim1, main_table, nr_table, seconds, done) -> str:
+    import torch_pruning
+
+    T, F = args.train_epochs, args.finetune_epochs
+    return (
+        "## ResConv layer pruning (bench/resconv.py)\n\n"
+        + ("" if done else "**Partial: the run had not finished when this was written; only the rows "
+                           "shown were measured.**\n\n")
+        + f"Data: `{args.data}`, {data.split} (accuracy: top-1 on that validation part, the exported "
+        f"ONNX model under onnxruntime). One run, seed {args.seed}, {seconds / 60:.1f} min on "
+        f"{platform.machine()} ({os.cpu_count()} CPUs shared with other jobs, 1 thread). Budgets, in "
+        f"epochs of the 8,000 training images (SGD, momentum 0.9, batch 64): plain20 and "
+        f"plain20-resconv trained {args.src_epochs:g} epoch(s) at lr {LR * 5:g}; other sources "
+        f"{args.resnet_epochs:g} epoch(s) at lr {LR * 5:g} (one resnet56 epoch takes about 7 minutes "
+        f"of one core, so the sources are far from converged); `resconv-train(epochs={T:g}, lr={LR:g}, "
+        f"target-macs={min(LEVELS)})` once per model; `layer-prune(target-macs=L)` then "
+        f"`finetune(epochs={F:g})`; the channel-pruning baselines get the same {T + F:g} epochs "
+        f"of fine-tune at lr {LR:g} (Torch-Pruning {torch_pruning.__version__} `MagnitudePruner`, "
+        "L1, classifier kept, at the least ratio reaching at most the layer-pruned MACs). Everything "
+        "is fused (`fuse`) before measuring, so only standard convs are left. ms: median onnxruntime "
+        f"latency at batch 1 ({args.repeats} runs) and 32; mem b32: resident memory onnxruntime adds "
+        "while running batch 32 (VmHWM after minus VmRSS before, fresh process); act b32: the cost "
+        "model's peak of live activations at batch 32.\n\n"
+        "**1. ResConv training vs plain training (plain20, same epochs, seed and lr):**\n\n"
+        + table(CLAIM1, claim1)
+        + "\n\n**2, 3, 5. Layer pruning at two MACs levels, channel pruning at the MACs of the 50% level, "
+        "the paper's figure:**\n\n" + main_table
+        + "\n\n**4. No retraining (blocks removed straight after resconv-train):**\n\n" + nr_table + "\n")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="mnist-idx:../shared/datasets/mnist-t10k")
@@ -149,6 +182,22 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="resconv-bench-"))
     T, F = args.train_epochs, args.finetune_epochs
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    claim1: list = []
+    rows: list = []
+    norows: list = []
+
+    def flush(done: bool = False) -> None:
+        """Print and write what is measured so far: a run stopped early still leaves its rows,
+        marked as partial."""
+        main_table = table(HEAD, rows + [[PAPER[0], PAPER[1], "", "", PAPER[2], "", PAPER[3], "", PAPER[4]]
+                                         + [""] * 4])
+        nr_table = table(HEAD, norows)
+        if done:
+            print(main_table)
+            print(nr_table)
+        if args.no_write:
+            return
+        write_section("resconv", body(args, data, claim1, main_table, nr_table, time.perf_counter() - t0, done), DOC)
 
     # 1. ResConv training vs plain training, same epochs and seed.
     say("1. plain20 vs plain20-resconv")
@@ -163,13 +212,12 @@ def main(argv=None) -> int:
     g_plain_fused, _ = pipeline(g_plain, "fuse", data, args.seed, True)
     m1 = {"plain": measure(g_plain_fused, data, tmp, "plain", args.repeats),
           "resconv": measure(fused, data, tmp, "rc", args.repeats)}
-    claim1 = [["plain20", "plain (conv-BN-ReLU)", f"{args.src_epochs:g}", f"{m1['plain']['acc']:.2f}",
+    claim1 += [["plain20", "plain (conv-BN-ReLU)", f"{args.src_epochs:g}", f"{m1['plain']['acc']:.2f}",
                f"{m1['plain']['macs']:,}", ", ".join(m1["plain"]["ops"])],
               ["plain20", "ResConv layers, fused after training", f"{args.src_epochs:g}",
                f"{m1['resconv']['acc']:.2f}", f"{m1['resconv']['macs']:,}", ", ".join(m1["resconv"]["ops"])]]
-    print(table(["model", "training", "epochs", "val acc %", "MACs (fused)", "ops (fused)"], claim1))
-
-    rows, norows = [], []
+    print(table(CLAIM1, claim1))
+    flush()
     sources = {"plain20": (m_plain, g_plain)}
     for name in args.models.split(","):
         if name not in sources:
@@ -179,6 +227,7 @@ def main(argv=None) -> int:
         module, g0 = sources[name]
         src = measure(pipeline(g0, "fuse", data, args.seed, True)[0], data, tmp, f"{name}-src", args.repeats)
         rows.append(row(name, "source", "0", src, src))
+        flush()
         say(f"2. resconv on {name}")
         gt, st = pipeline(g0, f"resconv-wrap,resconv-train(epochs={T:g},lr={LR},target-macs={min(LEVELS)})",
                           data, args.seed, args.quiet)
@@ -190,12 +239,14 @@ def main(argv=None) -> int:
             g, s = pipeline(gt, spec, data, args.seed, True)
             m = measure(g, data, tmp, f"{name}-nr", args.repeats)
             norows.append(row(name, label, f"{s['layer-prune']['removed']}/{blocks}", m, src))
+            flush()
         at_half = None
         for lv in LEVELS:
             g, s = pipeline(gt, f"layer-prune(target-macs={lv}),finetune(epochs={F:g},lr={LR}),fuse", data,
                             args.seed, args.quiet)
             m = measure(g, data, tmp, f"{name}-{lv}", args.repeats)
             rows.append(row(name, f"resconv, target-macs={lv}", f"{s['layer-prune']['removed']}/{blocks}", m, src))
+            flush()
             if lv == min(LEVELS):
                 at_half = (g, m)
         # 3. channel pruning at the same MACs and the same training budget (T + F epochs).
@@ -205,48 +256,15 @@ def main(argv=None) -> int:
                         args.seed, args.quiet)
         rows.append(row(name, f"graphc prune(target-macs) + finetune {T + F:g} ep", "0",
                         measure(g, data, tmp, f"{name}-prune", args.repeats), src))
+        flush()
         edp.LR = LR
         tp_model, ratio = edp.tp_at_macs(module, data, target, T + F, args.seed)
         g = pipeline(graphc.load(tp_model, example_inputs=x1), "fuse", data, args.seed, True)[0]
         rows.append(row(name, f"Torch-Pruning MagnitudePruner (r={ratio:.3f}) + fine-tune {T + F:g} ep", "0",
                         measure(g, data, tmp, f"{name}-tp", args.repeats), src))
+        flush()
         say(f"{name}: resconv-train left {zero}/{blocks} scales exactly zero")
-    rows.append([PAPER[0], PAPER[1], "", "", PAPER[2], "", PAPER[3], "", PAPER[4], "", "", "", ""])
-    main_table = table(HEAD, rows)
-    nr_table = table(HEAD, norows)
-    total = time.perf_counter() - t0
-    print(main_table)
-    print(nr_table)
-    if args.no_write:
-        return 0
-    import torch_pruning
-
-    body = (
-        "## ResConv layer pruning (bench/resconv.py)\n\n"
-        f"Data: `{args.data}`, {data.split} (accuracy: top-1 on that validation part, the exported "
-        f"ONNX model under onnxruntime). One run, seed {args.seed}, {total / 60:.1f} min on "
-        f"{platform.machine()} ({os.cpu_count()} CPUs shared with other jobs, 1 thread). Budgets, in "
-        f"epochs of the 8,000 training images (SGD, momentum 0.9, batch 64): plain20 and "
-        f"plain20-resconv trained {args.src_epochs:g} epoch(s) at lr {LR * 5:g}; resnet56 "
-        f"{args.resnet_epochs:g} epoch(s) at lr {LR * 5:g} (one resnet56 epoch takes about 7 minutes "
-        f"on one core, so the sources are far from converged); `resconv-train(epochs={T:g}, lr={LR:g}, "
-        f"target-macs={min(LEVELS)})` once per model; `layer-prune(target-macs=L)` then "
-        f"`finetune(epochs={F:g})`; the channel-pruning baselines get the same {T + F:g} epochs "
-        f"of fine-tune at lr {LR:g} (Torch-Pruning {torch_pruning.__version__} `MagnitudePruner`, "
-        "L1, classifier kept, at the least ratio reaching at most the layer-pruned MACs). Everything "
-        "is fused (`fuse`) before measuring, so only standard convs are left. ms: median onnxruntime "
-        f"latency at batch 1 ({args.repeats} runs) and 32; mem b32: resident memory onnxruntime adds "
-        "while running batch 32 (VmHWM after minus VmRSS before, fresh process); act b32: the cost "
-        "model's peak of live activations at batch 32.\n\n"
-        "**1. ResConv training vs plain training (plain20, same epochs, seed and lr):**\n\n"
-        + table(["model", "training", "epochs", "val acc %", "MACs (fused)", "ops (fused)"], claim1)
-        + "\n\n**2, 3, 5. Layer pruning at two MACs levels, channel pruning at the MACs of the 50% level, "
-        "the paper's figure:**\n\n" + main_table
-        + "\n\n**4. No retraining (blocks removed straight after resconv-train):**\n\n" + nr_table + "\n")
-    if not DOC.exists():
-        DOC.write_text("# Results\n\nMeasured figures; each section is written by the bench script it names.\n")
-    write_section("resconv", body, DOC)
-    print(f"wrote {DOC}")
+    flush(done=True)
     return 0
 
 

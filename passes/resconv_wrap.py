@@ -97,9 +97,9 @@ def find_blocks(graph: Graph) -> tuple[list[Block], dict[str, str]]:
     return blocks, broken
 
 
-def _scalar(graph: Graph, like: np.ndarray, rank: int, value: float, source: str) -> Value:
+def _scalar(graph: Graph, like: np.ndarray, rank: int, value: float, source: str, name: str) -> Value:
     arr = np.full((1,) * rank, value, dtype=like.dtype)
-    return graph.add_param(arr, source=source, name=source, kind="weight")
+    return graph.add_param(arr, source=source, name=name, kind="weight")
 
 
 def _source_base(node: Node) -> str:
@@ -161,8 +161,8 @@ def wrap_layer(graph: Graph, conv: Node) -> Node:
     base = _source_base(conv)
     w = conv.input(1).param.data
     rank = len(t.shape)
-    alpha = _scalar(graph, w, rank, 1.0, f"{base}.resconv_scale")
-    beta = _scalar(graph, w, rank, 0.0, f"{base}.resconv_shortcut")
+    alpha = _scalar(graph, w, rank, 1.0, f"{base}.resconv_scale", f"{conv.name}.alpha")
+    beta = _scalar(graph, w, rank, 0.0, f"{base}.resconv_shortcut", f"{conv.name}.beta")
     scale = graph.add_node("mul", [t, alpha], name=f"{conv.name}.resconv_scale", after=t.producer)
     short = graph.add_node("mul", [x, beta], name=f"{conv.name}.resconv_shortcut", after=scale)
     add = graph.add_node("add", [scale.output, short.output], name=f"{conv.name}.resconv", after=short)
@@ -198,7 +198,7 @@ def wrap_residual(graph: Graph, add: Node, i: int, chain: list[Node]) -> Node:
     conv = next(n for n in chain if n.op in CONV_OPS)
     like = conv.input(1).param.data if conv.input(1).param is not None else np.zeros(1, np.float32)
     base = f"{add.name}.branch"
-    alpha = _scalar(graph, like, len(b.shape), 1.0, f"{base}.resconv_scale")
+    alpha = _scalar(graph, like, len(b.shape), 1.0, f"{base}.resconv_scale", f"{add.name}.alpha")
     scale = graph.add_node("mul", [b, alpha], name=f"{add.name}.resconv_scale", after=b.producer)
     scale.meta[RESCONV.name] = "scale"
     add.set_input(i, scale.output)
