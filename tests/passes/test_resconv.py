@@ -111,18 +111,27 @@ def test_zeroed_residual_scale_leaves_the_shortcut(x):
     model = _randomise_bn(build("resnet20", size=8))
     g = graphc.load(model, example_inputs=x[:1])
     run_pipeline(g, "resconv-wrap")
-    residual = [b for b in find_blocks(g)[0] if b.kind == "residual"]
+    blocks = find_blocks(g)[0]
+    residual = [b for b in blocks if b.kind == "residual"]
     for b in (residual[1], residual[3]):  # layers.1 (identity shortcut), layers.3 (projection)
         b.alpha.param.set_data(np.zeros((1, 1, 1, 1), np.float32))
-    run_pipeline(g, "layer-prune,fuse")
+    # layers.0.conv1 as a layer block: its input also feeds the block's shortcut, so its factor
+    # folds downstream, into layers.0.conv2.
+    (inner,) = [b for b in blocks if b.name == "layers.0.conv1"]
+    inner.alpha.param.set_data(np.zeros((1, 1, 1, 1), np.float32))
+    inner.beta.param.set_data(np.full((1, 1, 1, 1), 0.5, np.float32))
+    st = run_pipeline(g, "layer-prune,fuse").passes[0].stats
+    assert st["removed"] == 3 and not st["refused"]
     # The reference: the same blocks with a zero residual branch (bn2 = 0) compute relu(shortcut).
     for blk in (model.layers[1], model.layers[3]):
         blk.bn2.weight.data.zero_()
         blk.bn2.bias.data.zero_()
+    model.layers[0].conv1 = torch.nn.Identity()
+    model.layers[0].bn1 = _Shortcut(0.5)
     with torch.no_grad():
         _close(run_graph(g, [x[:1]])[0], model(x[:1]))
     names = {n.name for n in g.nodes}
-    assert not any(n.startswith(("layers.1.conv", "layers.3.conv")) for n in names)
+    assert not any(n.startswith(("layers.0.conv1", "layers.1.conv", "layers.3.conv")) for n in names)
     assert any(n.startswith("layers.3.down") for n in names)
     assert not any(n.meta for n in g.nodes)
 
