@@ -135,8 +135,11 @@ def body(args, data, claim1, main_table, nr_table, seconds, done) -> str:
         + ("" if done else "**Partial: the run had not finished when this was written; only the rows "
                            "shown were measured.**\n\n")
         + f"Data: `{args.data}`, {data.split} (accuracy: top-1 on that validation part, the exported "
-        f"ONNX model under onnxruntime). One run, seed {args.seed}, {seconds / 60:.1f} min on "
-        f"{platform.machine()} ({os.cpu_count()} CPUs shared with other jobs, 1 thread). Budgets, in "
+        f"ONNX model under onnxruntime). One run, one seed ({args.seed}) for every row, headline rows "
+        f"included (three seeds did not fit the time budget), {seconds / 60:.1f} min on "
+        f"{platform.machine()} ({os.cpu_count()} CPUs shared with other jobs, 1 thread; 1-minute load "
+        f"average {os.getloadavg()[0]:.1f} when written, so the latencies are noisy and comparable "
+        "only within this run). Budgets, in "
         f"epochs of the 8,000 training images (SGD, momentum 0.9, batch 64): plain20 and "
         f"plain20-resconv trained {args.src_epochs:g} epoch(s) at lr {LR * 5:g}; other sources "
         f"{args.resnet_epochs:g} epoch(s) at lr {LR * 5:g} (one resnet56 epoch takes about 7 minutes "
