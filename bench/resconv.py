@@ -6,8 +6,8 @@ docs/results.md.
 
 1. plain20 trained plainly vs with ResConv layers (``plain20-resconv``, fused back into plain20's
    architecture after training), the same epochs and seed: validation accuracy of each.
-2. ``resconv-wrap,resconv-train,layer-prune,finetune,fuse`` on plain20 and resnet56 at two MACs
-   targets: MACs, params, accuracy, onnxruntime latency (batch 1 and 32), peak memory.
+2. ``resconv-wrap,resconv-train,layer-prune,finetune,fuse`` on plain20 (the ResConv-trained one of
+   1, fused) and resnet56 at two MACs targets: MACs, params, accuracy, onnxruntime latency (batch 1 and 32), peak memory.
 3. At the MACs of the 50% level on resnet56: ``prune(target-macs)`` + finetune and
    Torch-Pruning's MagnitudePruner + fine-tune, the same training budget as layer pruning
    (resconv-train + its finetune).
@@ -37,7 +37,7 @@ from scaling import write_section  # noqa: E402
 
 DOC = HERE.parent / "docs" / "results.md"
 LEVELS = (0.7, 0.5)
-LR = 0.01  # every fine-tune and resconv-train here: SGD, momentum 0.9, batch 64
+SRC_LR = 0.05  # training the sources; SGD, momentum 0.9, batch 64 everywhere
 PAPER = ("ResNet-110, CIFAR-10 (the paper's figure, not measured here)", "ResConv layer pruning",
          "-0.13", "34.5%", "44.5%")
 
@@ -134,6 +134,8 @@ def body(args, data, claim1, main_table, nr_table, seconds, done) -> str:
         "## ResConv layer pruning (bench/resconv.py)\n\n"
         + ("" if done else "**Partial: the run had not finished when this was written; only the rows "
                            "shown were measured.**\n\n")
+        + f"Command: `python bench/resconv.py {' '.join(sys.argv[1:])}` (budgets cut from the defaults "
+        "so the whole run fits 30 minutes on the loaded machine).\n\n"
         + f"Data: `{args.data}`, {data.split} (accuracy: top-1 on that validation part, the exported "
         f"ONNX model under onnxruntime). One run, one seed ({args.seed}) for every row, headline rows "
         f"included (three seeds did not fit the time budget), {seconds / 60:.1f} min on "
@@ -141,12 +143,14 @@ def body(args, data, claim1, main_table, nr_table, seconds, done) -> str:
         f"average {os.getloadavg()[0]:.1f} when written, so the latencies are noisy and comparable "
         "only within this run). Budgets, in "
         f"epochs of the 8,000 training images (SGD, momentum 0.9, batch 64): plain20 and "
-        f"plain20-resconv trained {args.src_epochs:g} epoch(s) at lr {LR * 5:g}; other sources "
-        f"{args.resnet_epochs:g} epoch(s) at lr {LR * 5:g} (one resnet56 epoch takes about 7 minutes "
-        f"of one core, so the sources are far from converged); `resconv-train(epochs={T:g}, lr={LR:g}, "
+        f"plain20-resconv trained {args.src_epochs:g} epoch(s) at lr {SRC_LR:g} (the plain20 rows of "
+        "2-4 start from the ResConv-trained plain20 fused back into plain20's architecture: the "
+        "paper's pipeline, train with ResConv then prune); other sources "
+        f"{args.resnet_epochs:g} epoch(s) at lr {SRC_LR:g} (one resnet56 epoch takes about 7 minutes "
+        f"of one core, so the sources are far from converged); `resconv-train(epochs={T:g}, lr={args.lr:g}, "
         f"target-macs={min(LEVELS)})` once per model; `layer-prune(target-macs=L)` then "
         f"`finetune(epochs={F:g})`; the channel-pruning baselines get the same {T + F:g} epochs "
-        f"of fine-tune at lr {LR:g} (Torch-Pruning {torch_pruning.__version__} `MagnitudePruner`, "
+        f"of fine-tune at lr {args.lr:g} (Torch-Pruning {torch_pruning.__version__} `MagnitudePruner`, "
         "L1, classifier kept, at the least ratio reaching at most the layer-pruned MACs). Everything "
         "is fused (`fuse`) before measuring, so only standard convs are left. ms: median onnxruntime "
         f"latency at batch 1 ({args.repeats} runs) and 32; mem b32: resident memory onnxruntime adds "
@@ -166,6 +170,9 @@ def main(argv=None) -> int:
     ap.add_argument("--resnet-epochs", type=float, default=0.5, help="resnet56 training")
     ap.add_argument("--train-epochs", type=float, default=0.3, help="resconv-train")
     ap.add_argument("--finetune-epochs", type=float, default=0.2, help="fine-tune after layer-prune")
+    ap.add_argument("--lr", type=float, default=0.01,
+                    help="resconv-train and every fine-tune (graphc trains with BN statistics frozen, which "
+                         "diverges at high lr from a briefly trained source)")
     ap.add_argument("--models", default="plain20,resnet56")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=20)
@@ -204,9 +211,9 @@ def main(argv=None) -> int:
 
     # 1. ResConv training vs plain training, same epochs and seed.
     say("1. plain20 vs plain20-resconv")
-    m_plain, r_plain = train_example("plain20", data, epochs=args.src_epochs, lr=LR * 5, seed=args.seed,
+    m_plain, r_plain = train_example("plain20", data, epochs=args.src_epochs, lr=SRC_LR, seed=args.seed,
                                      quiet=args.quiet)
-    m_rc, r_rc = train_example("plain20-resconv", data, epochs=args.src_epochs, lr=LR * 5, seed=args.seed,
+    m_rc, r_rc = train_example("plain20-resconv", data, epochs=args.src_epochs, lr=SRC_LR, seed=args.seed,
                                quiet=args.quiet)
     x1 = data.sample(1)
     g_plain = graphc.load(m_plain, example_inputs=x1)
@@ -221,18 +228,23 @@ def main(argv=None) -> int:
                f"{m1['resconv']['acc']:.2f}", f"{m1['resconv']['macs']:,}", ", ".join(m1["resconv"]["ops"])]]
     print(table(CLAIM1, claim1))
     flush()
-    sources = {"plain20": (m_plain, g_plain)}
+    # plain20's pruning source is the ResConv-trained plain20, fused back into plain20's
+    # architecture (the paper's pipeline: train with ResConv, then prune); Torch-Pruning prunes
+    # the same weights in their unfused module.
+    sources = {"plain20": (m_rc, fused)}
+    measured = {"plain20": m1["resconv"]}
     for name in args.models.split(","):
         if name not in sources:
             say(f"training {name}")
-            m, _ = train_example(name, data, epochs=args.resnet_epochs, lr=LR * 5, seed=args.seed, quiet=args.quiet)
+            m, _ = train_example(name, data, epochs=args.resnet_epochs, lr=SRC_LR, seed=args.seed, quiet=args.quiet)
             sources[name] = (m, graphc.load(m, example_inputs=x1))
         module, g0 = sources[name]
-        src = measure(pipeline(g0, "fuse", data, args.seed, True)[0], data, tmp, f"{name}-src", args.repeats)
-        rows.append(row(name, "source", "0", src, src))
+        src = measured.get(name) or measure(pipeline(g0, "fuse", data, args.seed, True)[0], data, tmp,
+                                            f"{name}-src", args.repeats)
+        rows.append(row(name, "source (ResConv-trained, fused)" if name == "plain20" else "source", "0", src, src))
         flush()
         say(f"2. resconv on {name}")
-        gt, st = pipeline(g0, f"resconv-wrap,resconv-train(epochs={T:g},lr={LR},target-macs={min(LEVELS)})",
+        gt, st = pipeline(g0, f"resconv-wrap,resconv-train(epochs={T:g},lr={args.lr},target-macs={min(LEVELS)})",
                           data, args.seed, args.quiet)
         blocks = st["resconv-train"]["blocks"]
         zero = st["resconv-train"]["zero_scales"]
@@ -245,7 +257,7 @@ def main(argv=None) -> int:
             flush()
         at_half = None
         for lv in LEVELS:
-            g, s = pipeline(gt, f"layer-prune(target-macs={lv}),finetune(epochs={F:g},lr={LR}),fuse", data,
+            g, s = pipeline(gt, f"layer-prune(target-macs={lv}),finetune(epochs={F:g},lr={args.lr}),fuse", data,
                             args.seed, args.quiet)
             m = measure(g, data, tmp, f"{name}-{lv}", args.repeats)
             rows.append(row(name, f"resconv, target-macs={lv}", f"{s['layer-prune']['removed']}/{blocks}", m, src))
@@ -255,12 +267,12 @@ def main(argv=None) -> int:
         # 3. channel pruning at the same MACs and the same training budget (T + F epochs).
         target = at_half[1]["macs"]
         say(f"3. channel pruning at {target:,} MACs")
-        g, _ = pipeline(g0, f"prune(target-macs={target}),finetune(epochs={T + F:g},lr={LR}),fuse", data,
+        g, _ = pipeline(g0, f"prune(target-macs={target}),finetune(epochs={T + F:g},lr={args.lr}),fuse", data,
                         args.seed, args.quiet)
         rows.append(row(name, f"graphc prune(target-macs) + finetune {T + F:g} ep", "0",
                         measure(g, data, tmp, f"{name}-prune", args.repeats), src))
         flush()
-        edp.LR = LR
+        edp.LR = args.lr
         tp_model, ratio = edp.tp_at_macs(module, data, target, T + F, args.seed)
         g = pipeline(graphc.load(tp_model, example_inputs=x1), "fuse", data, args.seed, True)[0]
         rows.append(row(name, f"Torch-Pruning MagnitudePruner (r={ratio:.3f}) + fine-tune {T + F:g} ep", "0",
