@@ -37,6 +37,11 @@ EDP = register_meta(MetaKey(
     "EDP's decomposed pair (decompose -> edp-train -> prune-merge): the basis layer feeds the "
     "1x1 coefficient layer, its only reader"))
 
+RESCONV = register_meta(MetaKey(
+    "resconv", ("scale", "shortcut"), ("mul",),
+    "a ResConv block (resconv-wrap -> resconv-train -> layer-prune): the layer's scaling factor "
+    "on its conv branch (scale) and the information-control factor on its shortcut (shortcut)"))
+
 
 def _origin_names(v) -> str | None:
     if not isinstance(v, list) or len(v) < 2:
@@ -77,4 +82,4 @@ def check_meta(node) -> str | None:
     return None
 
 
-__all__ = ["MetaKey", "NODE_META", "register_meta", "check_meta", "EDP", "STREAM", "STREAM_INIT"]
+__all__ = ["MetaKey", "NODE_META", "register_meta", "check_meta", "EDP", "RESCONV", "STREAM", "STREAM_INIT"]
