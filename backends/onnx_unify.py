@@ -35,7 +35,7 @@ __all__ = ["structure", "layer_bits", "graph_bits", "planned_bits", "encode_unif
 
 def structure(w: np.ndarray, spec: BlockSpec) -> dict:
     """Blocks of ``w`` by class, with what the encoding stores for them."""
-    b = to_blocks(torch.from_numpy(np.ascontiguousarray(w)), spec).numpy()
+    b = to_blocks(torch.from_numpy(np.array(w)), spec).numpy()
     a = np.abs(b)
     pruned = ~b.any(1)
     unified = ~pruned & (a == a[:, :1]).all(1)
@@ -201,6 +201,8 @@ def _encode_one(init, spec: BlockSpec):
         signs = d.gather_rows(ubits, sg, "signs")
         v = d.gather_rows(ubits, d.const(vals, "values"), "values")
     blocks = d.op("Mul", [signs, d.op("Unsqueeze", [v, d.const(np.array([1], np.int64), "vax")])])
+    if s["pattern"] is not None:  # a pruned block is (+-1) * 0 = -0 where its pattern is -1; -0 + 0 = +0
+        blocks = d.op("Add", [blocks, d.const(np.float32(0.0), "zero")])
     if free.any():
         fbits = d.unpack(d.const(_pack(free), "free"), n)
         table = d.const(np.concatenate([zero_row, b[free]]).astype(np.float32), "free_values")

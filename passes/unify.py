@@ -21,8 +21,10 @@ listed in ``stats["skipped"]`` with the reason): ``ratio`` of the blocks are con
 fraction of the layers' weights left non-zero) sets ``prune_ratio = 1 - target_params``;
 ``target_bits`` (bits per weight of the encoded layers, :func:`graphc.backends.onnx_unify.
 encoded_bits`) sets the ``prune_ratio`` whose encoding meets it. The paper's schedules are not
-published: rho starts small (1e-3) and grows 1.3x per Z-step up to 1.0, Z-steps every 100
-SGD steps; these suit MNIST-scale models in a few epochs.
+published: Z-steps every quarter epoch (``admm_every=0``); rho grows geometrically from ``rho``
+to ``rho_max`` over the ADMM epochs (``rho_growth=0``; a number >= 1 sets the factor per
+Z-step instead), so the penalty is weak while the weights find their blocks and strong at the
+end, when the hard projection must cost little.
 
 The pass marks every unified node with ``[unify="<block>"]``; the ONNX back-end stores those
 weights as one value per block plus packed sign bits (:mod:`graphc.backends.onnx_unify`), and
@@ -114,10 +116,23 @@ class AdmmHook(Hook):
             self.z[i] = project(w.detach() + self.u[i], L.spec, L.n_unify, L.n_prune).z
             self.u[i] += w.detach() - self.z[i]
         self.history.append(self.gap())
-        self.rho = min(self.rho * self.growth, self.rho_max)
+        rho = min(self.rho * self.growth, self.rho_max)
+        for u in self.u:  # the scaled dual is y / rho: it shrinks as rho grows
+            u.mul_(self.rho / rho)
+        self.rho = rho
 
     def status(self):
         return {"rho": f"{self.rho:.3g}", "gap": f"{self.history[-1]:.3f}"}
+
+
+def _quarter_epoch(data, batch_size: int) -> int:
+    """Steps in a quarter of an epoch (of this rank's shard under torchrun)."""
+    from graphc.training.loop import distributed_context
+
+    if not data.tensors:
+        return 100
+    world = distributed_context().world
+    return max(1, math.ceil(len(data.y_train) / (batch_size * world)) // 4)
 
 
 @register_pass
@@ -153,9 +168,9 @@ class Unify(Pass):
     target_bits: float | None = None
     method: Literal["admm", "oneshot"] = "admm"
     rho: float = 1e-3
-    rho_growth: float = 1.3
+    rho_growth: float = 0.0
     rho_max: float = 1.0
-    admm_every: int = 100
+    admm_every: int = 0
     epochs: float = 4.0
     finetune: float = 2.0
     finetune_lr: float = 0.3
@@ -180,8 +195,9 @@ class Unify(Pass):
             raise ValueError(f"unify: target-bits must be > 0 bits per weight, got {self.target_bits:g}")
         if self.method not in ("admm", "oneshot"):
             raise ValueError(f"unify: method must be admm or oneshot, got {self.method!r}")
-        if self.rho <= 0 or self.rho_growth < 1 or self.rho_max < self.rho or self.admm_every < 1:
-            raise ValueError("unify: need rho > 0, rho-growth >= 1, rho-max >= rho and admm-every >= 1")
+        if self.rho <= 0 or not (self.rho_growth == 0 or self.rho_growth >= 1) or self.rho_max < self.rho \
+                or self.admm_every < 0:
+            raise ValueError("unify: need rho > 0, rho-growth 0 (auto) or >= 1, rho-max >= rho and admm-every >= 0")
         if self.epochs < 0 or self.finetune < 0 or self.epochs + self.finetune <= 0:
             raise ValueError("unify: epochs and finetune must be >= 0, with some training")
 
@@ -223,7 +239,12 @@ class Unify(Pass):
         before = evaluate(module, data)
         steps, admm_acc, gaps = 0, None, []
         if self.method == "admm" and self.epochs > 0:
-            admm = AdmmHook(weights, layers, self.rho, self.rho_growth, self.rho_max, self.admm_every)
+            every = self.admm_every or _quarter_epoch(data, self.batch_size)
+            growth = self.rho_growth
+            if growth == 0:  # geometric from rho to rho-max over the Z-steps of the ADMM epochs
+                z_steps = max(1, int(self.epochs * 4 * _quarter_epoch(data, self.batch_size) / every) - 1)
+                growth = (self.rho_max / self.rho) ** (1 / z_steps)
+            admm = AdmmHook(weights, layers, self.rho, growth, self.rho_max, every)
             res = train(module, data, epochs=self.epochs, lr=self.lr, hooks=[admm, CosineLR()], seed=ctx.seed,
                         desc=f"{self.name} admm", **common)
             steps, admm_acc, gaps = res.steps, res.val_acc, admm.history

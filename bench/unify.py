@@ -1,0 +1,296 @@
+"""Micro-structured unification (``unify``) measured four ways, in one run:
+
+1. Accuracy vs storage on LeNet-5: unification alone (cin4/cin8/cin16), micro-structured
+   pruning alone (cin4 blocks, 50/75/90% pruned, the rest free), both (cin4, every block
+   unified, 50/75/90% of them pruned), unstructured global magnitude pruning at the same kept
+   fractions (stored as a bitmap + f32 values: its index cost counted), Torch-Pruning's
+   channel pruning at the bits of each "both" level, and 8-bit per-channel quantization of the
+   source. Every trained variant gets the same budget: ``E + F`` epochs of SGD after the source.
+2. ADMM vs one-shot projection + fine-tune at the same epochs.
+3. Two block shapes per model (LeNet-5, the small VGG, the small ResNet).
+4. onnxruntime latency of ``unify-realize`` (shared sign patterns) vs the source, batch 1 and 32.
+
+Accuracy: top-1 of the written ONNX file (unified weights encoded, decoded by onnxruntime) on
+the validation split. Bits: bits per conv/linear weight as stored (``graph_bits``; magnitude
+pruning: 1 bitmap bit + 32 per kept weight; int8: 8 + a f32 scale per output channel; channel
+pruning: 32 per remaining weight of the source's count). File: bytes of the ONNX file.
+
+    python bench/unify.py --data mnist-idx:../shared/datasets/mnist-t10k
+    python bench/unify.py --data digits --models lenet5 --no-write
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from edp import tp_prune  # noqa: E402
+from olmp import global_magnitude, ort_eval  # noqa: E402
+from scaling import write_section  # noqa: E402
+
+DOC = HERE.parent / "docs" / "results.md"
+LEVELS = (0.5, 0.75, 0.9)
+# (source epochs, ADMM epochs E, fine-tune epochs F) per model family on MNIST-sized data.
+BUDGET = {"lenet5": (2, 3, 1), "small-vgg": (1, 1, 0.5), "small-resnet": (1, 1, 0.5)}
+SHAPES = {"lenet5": ("cin4", "kernel"), "small-vgg": ("cin4", "kernel-shared"),
+          "small-resnet": ("cin4", "cin4-shared")}
+PAPER = ("paper (arXiv 2106.08301, VGG-16/ResNet-50/MobileNet-V2 on CIFAR-100/ImageNet): block shape "
+         "matters per model; unification + pruning beats either alone")
+
+
+def conv_linear(graph):
+    from graphc.passes.dns import prunable_layers
+
+    return [graph.params[L.weight] for L in prunable_layers(graph)]
+
+
+def measure(graph, data, tmp: Path, tag: str, bits: float | None = None) -> dict:
+    from graphc.backends.onnx import save_onnx
+    from graphc.backends.onnx_unify import graph_bits
+
+    path = save_onnx(graph, tmp / f"{tag}.onnx")
+    acc, _ = ort_eval(path, data)
+    return {"acc": 100 * acc, "bits": graph_bits(graph)["model_bits_per_weight"] if bits is None else bits,
+            "bytes": path.stat().st_size}
+
+
+def run(graph, spec: str, data, seed: int):
+    from graphc.manager import run_pipeline
+    from graphc.registry import PassContext
+
+    g = graph.clone()
+    rep = run_pipeline(g, spec, PassContext(data=data, seed=seed, quiet=True))
+    return g, next((p.stats for p in rep.passes if p.stats), {})
+
+
+def magnitude_bits(graph, weights0: int) -> float:
+    bits = sum(min(32 * p.data.size, p.data.size + 32 * int(np.count_nonzero(p.data))) for p in conv_linear(graph))
+    return bits / weights0
+
+
+def int8(graph):
+    """Per-output-channel symmetric int8 weights (what DequantizeLinear with axis 0 computes)."""
+    g = graph.clone()
+    bits = 0
+    for p in conv_linear(g):
+        w = p.data
+        scale = np.abs(w.reshape(w.shape[0], -1)).max(1) / 127
+        scale = np.where(scale > 0, scale, 1).astype(np.float32).reshape((-1,) + (1,) * (w.ndim - 1))
+        p.set_data((np.clip(np.round(w / scale), -127, 127) * scale).astype(w.dtype))
+        bits += 8 * w.size + 32 * w.shape[0]
+    return g, bits
+
+
+def steps_per_epoch(data) -> int:
+    return -(-len(data.y_train) // 64)
+
+
+def tp_at_bits(model, data, bits: float, weights0: int, epochs: float, seed: int):
+    """Torch-Pruning's L1 channel pruning with at most ``bits`` per source weight, fine-tuned."""
+    import graphc
+    from graphc.training import train
+
+    def b(m):
+        return 32 * sum(p.data.size for p in conv_linear(graphc.load(m.eval(), example_inputs=data.sample(1)))) / weights0
+
+    lo, hi = 0.0, 0.97
+    for _ in range(8):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if b(tp_prune(model, data, mid)) <= bits else (mid, hi)
+    m = tp_prune(model, data, hi)
+    train(m, data, epochs=epochs, lr=0.01, momentum=0.9, batch_size=64, seed=seed, quiet=True, desc="tp fine-tune")
+    g = graphc.load(m.eval(), example_inputs=data.sample(1))
+    return g, hi, b(m)
+
+
+def row(model, method, m, src, extra="") -> list[str]:
+    return [model, method, f"{m['acc']:.2f}", f"{m['acc'] - src['acc']:+.2f}", f"{m['bits']:.2f}",
+            f"{m['bytes'] / 1024:.1f}", extra]
+
+
+HEAD = ["model", "method", "acc %", "Δacc pt", "bits/weight", "file KiB", "notes"]
+
+
+def table(head, rows) -> str:
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+                     + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def storage_rows(name, model, graph, data, tmp, src, e, f, seed):
+    """Measurement 1 (and the ADMM / one-shot pairs of measurement 2) on one model."""
+    import graphc
+
+    t = f"epochs={e},finetune={f}"
+    w0 = sum(p.data.size for p in conv_linear(graph))
+    rows, admm_rows, shape_rows = [], [], []
+    out = {}
+
+    def go(label, spec, key=None):
+        g, st = run(graph, spec, data, seed)
+        m = measure(g, data, tmp, f"{name}-{len(out)}")
+        note = f"ADMM {st.get('acc_admm')}, projected {st.get('acc_projected')}" if st.get("acc_admm") else ""
+        rows.append(row(name, label, m, src, note))
+        print(" | ".join(rows[-1]), flush=True)
+        out[key or label] = (m, st)
+        return m
+
+    for k in (4, 8, 16):
+        go(f"unify cin{k}", f"unify(block=cin{k},{t})")
+    for p in LEVELS:
+        go(f"micro-prune cin4 {p:.0%}", f"unify(block=cin4,ratio={p},prune-ratio={p},{t})")
+    for p in LEVELS:
+        go(f"unify+prune cin4 {p:.0%}", f"unify(block=cin4,prune-ratio={p},{t})", key=f"both{p}")
+    for p in LEVELS:
+        g = global_magnitude(graph, int(round((1 - p) * sum(p_.data.size for p_ in conv_linear(graph)))), data,
+                             {"iterations": int((e + f) * steps_per_epoch(data))}, seed, True, "auto")
+        m = measure(g, data, tmp, f"{name}-mag{p}", bits=magnitude_bits(g, w0))
+        rows.append(row(name, f"magnitude (global) {p:.0%} pruned", m, src, "bitmap + f32 values"))
+        print(" | ".join(rows[-1]), flush=True)
+    for p in LEVELS:
+        bits = out[f"both{p}"][0]["bits"]
+        g, r, b = tp_at_bits(model, data, bits, w0, e + f, seed)
+        m = measure(g, data, tmp, f"{name}-tp{p}", bits=b)
+        rows.append(row(name, f"Torch-Pruning L1 channels r={r:.2f}", m, src, f"at ≤ the bits of unify+prune {p:.0%}"))
+        print(" | ".join(rows[-1]), flush=True)
+    g, bits = int8(graph)
+    m = measure(g, data, tmp, f"{name}-int8", bits=bits / w0)
+    rows.append(row(name, "int8 per-channel (no fine-tune)", m, src))
+    print(" | ".join(rows[-1]), flush=True)
+    # measurement 2: the same budgets without ADMM
+    for label, spec, key in (("unify cin8", f"unify(block=cin8,{t}", "unify cin8"),
+                             ("unify+prune cin4 75%", f"unify(block=cin4,prune-ratio=0.75,{t}", "both0.75")):
+        g, st = run(graph, spec + ",method=oneshot)", data, seed)
+        m1 = measure(g, data, tmp, f"{name}-oneshot-{len(admm_rows)}")
+        m0, st0 = out[key]
+        admm_rows.append([name, label, f"{m0['acc']:.2f}", f"{m1['acc']:.2f}", f"{m1['acc'] - m0['acc']:+.2f}",
+                          f"{st0['gap_history'][0]:.3f} -> {st0['gap_history'][-1]:.3f}"])
+        print(" | ".join(admm_rows[-1]), flush=True)
+    # measurement 3 on this model: cin4 vs the other shape at 50% pruned
+    other = SHAPES[name][1]
+    g, st = run(graph, f"unify(block={other},prune-ratio=0.5,{t})", data, seed)
+    m = measure(g, data, tmp, f"{name}-{other}")
+    shape_rows.append(row(name, "unify+prune cin4 50%", out["both0.5"][0], src))
+    shape_rows.append(row(name, f"unify+prune {other} 50%", m, src, f"skipped: {', '.join(st.get('skipped', {})) or '-'}"))
+    return rows, admm_rows, shape_rows
+
+
+def shape_and_latency_rows(name, graph, data, tmp, src, e, f, seed, repeats):
+    """Measurements 3 and 4 on a conv model: two block shapes, and the realization's latency."""
+    import graphc
+    from graphc.backends.cost import totals
+    from graphc.backends.latency import measure_onnx
+
+    t = f"epochs={e},finetune={f}"
+    shape_rows, lat_rows = [], []
+    for blk in SHAPES[name]:
+        g, st = run(graph, f"unify(block={blk},prune-ratio=0.5,{t})", data, seed)
+        m = measure(g, data, tmp, f"{name}-{blk}")
+        shape_rows.append(row(name, f"unify+prune {blk} 50%", m, src,
+                              f"skipped: {', '.join(st.get('skipped', {})) or '-'}"))
+        print(" | ".join(shape_rows[-1]), flush=True)
+        if not blk.endswith("-shared"):
+            continue
+        r = g.clone()
+        rep = graphc.run_pipeline(r, "unify-realize")
+        stats = rep.passes[0].stats
+        mr = measure(r, data, tmp, f"{name}-{blk}-realized")
+        for batch in (1, 32):
+            times = []
+            for gg in (graph, r):
+                x = data.x_val[:batch].numpy()
+                model = graphc.emit_onnx(_rebatch(gg, data, batch))
+                times.append(measure_onnx(model, [x], warmup=5, repeats=repeats, threads=1).median)
+            lat_rows.append([name, blk, str(batch), f"{totals(graph)['macs']:,}", f"{totals(r)['macs']:,}",
+                             f"{times[0]:.3f}", f"{times[1]:.3f}", f"{times[0] / times[1]:.2f}x",
+                             f"{mr['acc']:.2f}", f"{stats['realized']} realized; refused: {len(stats['refused'])}"])
+            print(" | ".join(lat_rows[-1]), flush=True)
+    return shape_rows, lat_rows
+
+
+def _rebatch(graph, data, batch: int):
+    """The graph re-imported at another batch size (through its own torch module)."""
+    import graphc
+
+    return graphc.load(graphc.emit_torch(graph), example_inputs=data.sample(batch))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default="mnist-idx:../shared/datasets/mnist-t10k")
+    ap.add_argument("--models", default="lenet5,small-vgg,small-resnet")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+
+    import graphc
+    from graphc.data import load_data
+    from graphc.models.examples import train_example
+
+    t_all = time.perf_counter()
+    data = load_data(args.data)
+    storage, admm, shapes, lat = [], [], [], []
+    with tempfile.TemporaryDirectory(prefix="graphc-unify-") as d:
+        tmp = Path(d)
+        for name in args.models.split(","):
+            s, e, f = BUDGET[name]
+            model, res = train_example(name, data, epochs=s, seed=args.seed)
+            graph = graphc.load(model, example_inputs=data.sample(1))
+            src = measure(graph, data, tmp, f"{name}-src")
+            print(f"{name} source: {src}", flush=True)
+            if name == "lenet5":
+                a, b, c = storage_rows(name, model, graph, data, tmp, src, e, f, args.seed)
+                storage += [row(name, f"source ({res.epochs} ep)", src, src)] + a
+                admm += b
+                shapes += c
+            else:
+                c, l_ = shape_and_latency_rows(name, graph, data, tmp, src, e, f, args.seed, args.repeats)
+                shapes += [row(name, f"source ({res.epochs} ep)", src, src)] + c
+                lat += l_
+    total = time.perf_counter() - t_all
+    body = section(args, data, storage, admm, shapes, lat, total)
+    print(body)
+    if not args.no_write:
+        write_section("unify", body, DOC)
+        print(f"wrote {DOC}")
+    return 0
+
+
+def section(args, data, storage, admm, shapes, lat, total) -> str:
+    import torch_pruning
+
+    budgets = "; ".join(f"{k}: source {s:g} ep, ADMM E={e:g}, fine-tune F={f:g}" for k, (s, e, f) in BUDGET.items())
+    return (
+        "## Micro-structured unification with ADMM (bench/unify.py)\n\n"
+        f"Data: `{args.data}`, {data.split}. Budgets (epochs): {budgets}; every trained variant of a "
+        "model gets E + F epochs after the source (one-shot: projection, then E + F of fine-tune; "
+        "magnitude: masks fixed, E + F epochs; Torch-Pruning "
+        f"{torch_pruning.__version__} MagnitudePruner: E + F epochs at lr 0.01). Accuracy: top-1 of the "
+        "written ONNX file under onnxruntime on the validation split. bits/weight: bits per conv/linear "
+        "weight as stored (unified: bitmap + one f32 per block + sign bits; magnitude: bitmap + f32 per kept "
+        "weight; int8: 8 + one f32 scale per channel; Torch-Pruning: 32 x remaining/source weights). "
+        f"One seed, one run each; {total / 60:.1f} min in all on {platform.machine()} ({os.cpu_count()} CPUs, "
+        f"shared with other jobs). The {PAPER}; its figures are on other models and data.\n\n"
+        "### 1. Accuracy vs storage (LeNet-5)\n\n" + table(HEAD, storage) + "\n\n"
+        "### 2. ADMM vs one-shot projection + fine-tune (same epochs)\n\n"
+        + table(["model", "variant", "ADMM acc %", "one-shot acc %", "one-shot - ADMM pt",
+                 "ADMM ||W-Z||/||W|| first -> last Z-step"], admm) + "\n\n"
+        "### 3. Block shapes\n\n" + table(HEAD, shapes) + "\n\n"
+        "### 4. onnxruntime latency of unify-realize (1 thread, median ms)\n\n"
+        + table(["model", "block", "batch", "MACs source", "MACs realized", "ms source", "ms realized",
+                 "speed-up", "acc % realized", "realize"], lat) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
