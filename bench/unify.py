@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -41,7 +42,7 @@ from scaling import write_section  # noqa: E402
 DOC = HERE.parent / "docs" / "results.md"
 LEVELS = (0.5, 0.75, 0.9)
 # (source epochs, ADMM epochs E, fine-tune epochs F) per model family on MNIST-sized data.
-BUDGET = {"lenet5": (2, 3, 1), "small-vgg": (1, 1, 0.5), "small-resnet": (1, 1, 0.5)}
+BUDGET = {"lenet5": (2, 2, 1), "small-vgg": (1, 0.5, 0.25), "small-resnet": (1, 0.5, 0.25)}
 SHAPES = {"lenet5": ("cin4", "kernel"), "small-vgg": ("cin4", "kernel-shared"),
           "small-resnet": ("cin4", "cin4-shared")}
 PAPER = ("paper (arXiv 2106.08301, VGG-16/ResNet-50/MobileNet-V2 on CIFAR-100/ImageNet): block shape "
@@ -126,95 +127,86 @@ def table(head, rows) -> str:
                      + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def storage_rows(name, model, graph, data, tmp, src, e, f, seed):
-    """Measurement 1 (and the ADMM / one-shot pairs of measurement 2) on one model."""
-    import graphc
-
+def lenet_jobs(e, f):
+    """Measurement 1 (and the ADMM / one-shot pairs of 2, the second shape of 3) on LeNet-5."""
     t = f"epochs={e},finetune={f}"
-    w0 = sum(p.data.size for p in conv_linear(graph))
-    rows, admm_rows, shape_rows = [], [], []
-    out = {}
-
-    def go(label, spec, key=None):
-        g, st = run(graph, spec, data, seed)
-        m = measure(g, data, tmp, f"{name}-{len(out)}")
-        note = f"ADMM {st.get('acc_admm')}, projected {st.get('acc_projected')}" if st.get("acc_admm") else ""
-        rows.append(row(name, label, m, src, note))
-        print(" | ".join(rows[-1]), flush=True)
-        out[key or label] = (m, st)
-        return m
-
-    for k in (4, 8, 16):
-        go(f"unify cin{k}", f"unify(block=cin{k},{t})")
-    for p in LEVELS:
-        go(f"micro-prune cin4 {p:.0%}", f"unify(block=cin4,ratio={p},prune-ratio={p},{t})")
-    for p in LEVELS:
-        go(f"unify+prune cin4 {p:.0%}", f"unify(block=cin4,prune-ratio={p},{t})", key=f"both{p}")
-    for p in LEVELS:
-        g = global_magnitude(graph, int(round((1 - p) * sum(p_.data.size for p_ in conv_linear(graph)))), data,
-                             {"iterations": int((e + f) * steps_per_epoch(data))}, seed, True, "auto")
-        m = measure(g, data, tmp, f"{name}-mag{p}", bits=magnitude_bits(g, w0))
-        rows.append(row(name, f"magnitude (global) {p:.0%} pruned", m, src, "bitmap + f32 values"))
-        print(" | ".join(rows[-1]), flush=True)
-    for p in LEVELS:
-        bits = out[f"both{p}"][0]["bits"]
-        g, r, b = tp_at_bits(model, data, bits, w0, e + f, seed)
-        m = measure(g, data, tmp, f"{name}-tp{p}", bits=b)
-        rows.append(row(name, f"Torch-Pruning L1 channels r={r:.2f}", m, src, f"at ≤ the bits of unify+prune {p:.0%}"))
-        print(" | ".join(rows[-1]), flush=True)
-    g, bits = int8(graph)
-    m = measure(g, data, tmp, f"{name}-int8", bits=bits / w0)
-    rows.append(row(name, "int8 per-channel (no fine-tune)", m, src))
-    print(" | ".join(rows[-1]), flush=True)
-    # measurement 2: the same budgets without ADMM
-    for label, spec, key in (("unify cin8", f"unify(block=cin8,{t}", "unify cin8"),
-                             ("unify+prune cin4 75%", f"unify(block=cin4,prune-ratio=0.75,{t}", "both0.75")):
-        g, st = run(graph, spec + ",method=oneshot)", data, seed)
-        m1 = measure(g, data, tmp, f"{name}-oneshot-{len(admm_rows)}")
-        m0, st0 = out[key]
-        admm_rows.append([name, label, f"{m0['acc']:.2f}", f"{m1['acc']:.2f}", f"{m1['acc'] - m0['acc']:+.2f}",
-                          f"{st0['gap_history'][0]:.3f} -> {st0['gap_history'][-1]:.3f}"])
-        print(" | ".join(admm_rows[-1]), flush=True)
-    # measurement 3 on this model: cin4 vs the other shape at 50% pruned
-    other = SHAPES[name][1]
-    g, st = run(graph, f"unify(block={other},prune-ratio=0.5,{t})", data, seed)
-    m = measure(g, data, tmp, f"{name}-{other}")
-    shape_rows.append(row(name, "unify+prune cin4 50%", out["both0.5"][0], src))
-    shape_rows.append(row(name, f"unify+prune {other} 50%", m, src, f"skipped: {', '.join(st.get('skipped', {})) or '-'}"))
-    return rows, admm_rows, shape_rows
+    jobs = [("pass", "lenet5", f"unify cin{k}", f"unify(block=cin{k},{t})") for k in (4, 8, 16)]
+    jobs += [("pass", "lenet5", f"micro-prune cin4 {p:.0%}", f"unify(block=cin4,ratio={p},prune-ratio={p},{t})")
+             for p in LEVELS]
+    jobs += [("pass", "lenet5", f"unify+prune cin4 {p:.0%}", f"unify(block=cin4,prune-ratio={p},{t})") for p in LEVELS]
+    jobs += [("magnitude", "lenet5", f"magnitude (global) {p:.0%} pruned", p) for p in LEVELS]
+    jobs += [("tp", "lenet5", "Torch-Pruning L1 channels", f"unify(block=cin4,prune-ratio=0.75,{t})"),
+             ("int8", "lenet5", "int8 per-channel (no fine-tune)", None)]
+    jobs += [("pass", "lenet5", f"one-shot {lab}", f"unify(block={b},prune-ratio={p},{t},method=oneshot)")
+             for lab, b, p in (("unify cin8", "cin8", 0), ("unify+prune cin4 75%", "cin4", 0.75))]
+    jobs += [("pass", "lenet5", "unify+prune kernel 50%", f"unify(block=kernel,prune-ratio=0.5,{t})")]
+    return jobs
 
 
-def shape_and_latency_rows(name, graph, data, tmp, src, e, f, seed, repeats):
-    """Measurements 3 and 4 on a conv model: two block shapes, and the realization's latency."""
+def conv_jobs(name, e, f):
+    t = f"epochs={e},finetune={f}"
+    return [("pass", name, f"unify+prune {b} 50%", f"unify(block={b},prune-ratio=0.5,{t})") for b in SHAPES[name]]
+
+
+def _job(job):
+    """One variant in a worker: returns (label, measurement, stats)."""
+    import graphc
+    from graphc.data import load_data
+    from graphc.ir.serialize import load_json, save_json
+
+    kind, name, label, what, spec, tmp, seed = job
+    torch.set_num_threads(1)
+    data = load_data(spec)
+    src = load_json(tmp / f"{name}-src.json")
+    tag = re.sub(r"[^A-Za-z0-9]+", "-", f"{name}-{label}")
+    w0 = sum(p.data.size for p in conv_linear(src))
+    st = {}
+    e, f = BUDGET[name][1:]
+    if kind == "pass":
+        g, st = run(src, what, data, seed)
+        m = measure(g, data, tmp, tag)
+        if "-shared" in what:  # measurement 4 works on the realized graph
+            r = g.clone()
+            st["realize"] = graphc.run_pipeline(r, "unify-realize").passes[0].stats
+            st["acc_realized"] = measure(r, data, tmp, tag + "-r")["acc"]
+            save_json(r, tmp / f"{tag}-realized.json")
+            st["realized_json"] = str(tmp / f"{tag}-realized.json")
+    elif kind == "magnitude":
+        keep = int(round((1 - what) * w0))
+        g = global_magnitude(src, keep, data, {"iterations": int((e + f) * steps_per_epoch(data))}, seed, True, "auto")
+        m = measure(g, data, tmp, tag, bits=magnitude_bits(g, w0))
+        st["note"] = "bitmap + f32 values"
+    elif kind == "tp":
+        from graphc.backends.onnx_unify import planned_bits
+        from graphc.passes.unify import unify_layers
+        from graphc.passes.unify_blocks import parse_block
+
+        bits = planned_bits(unify_layers(src, parse_block("cin4"), 4, 1.0, 0.75)[0], src)
+        g, r, b = tp_at_bits(graphc.emit_torch(src), data, bits, w0, e + f, seed)
+        m = measure(g, data, tmp, tag, bits=b)
+        label = f"Torch-Pruning L1 channels r={r:.2f}"
+        st["note"] = f"at <= the {bits:.2f} bits of unify+prune cin4 75%"
+    else:
+        g, bits = int8(src)
+        m = measure(g, data, tmp, tag, bits=bits / w0)
+    return label, m, st
+
+
+def latency(name, src_json, realized_json, data, repeats) -> list:
     import graphc
     from graphc.backends.cost import totals
     from graphc.backends.latency import measure_onnx
+    from graphc.ir.serialize import load_json
 
-    t = f"epochs={e},finetune={f}"
-    shape_rows, lat_rows = [], []
-    for blk in SHAPES[name]:
-        g, st = run(graph, f"unify(block={blk},prune-ratio=0.5,{t})", data, seed)
-        m = measure(g, data, tmp, f"{name}-{blk}")
-        shape_rows.append(row(name, f"unify+prune {blk} 50%", m, src,
-                              f"skipped: {', '.join(st.get('skipped', {})) or '-'}"))
-        print(" | ".join(shape_rows[-1]), flush=True)
-        if not blk.endswith("-shared"):
-            continue
-        r = g.clone()
-        rep = graphc.run_pipeline(r, "unify-realize")
-        stats = rep.passes[0].stats
-        mr = measure(r, data, tmp, f"{name}-{blk}-realized")
-        for batch in (1, 32):
-            times = []
-            for gg in (graph, r):
-                x = data.x_val[:batch].numpy()
-                model = graphc.emit_onnx(_rebatch(gg, data, batch))
-                times.append(measure_onnx(model, [x], warmup=5, repeats=repeats, threads=1).median)
-            lat_rows.append([name, blk, str(batch), f"{totals(graph)['macs']:,}", f"{totals(r)['macs']:,}",
-                             f"{times[0]:.3f}", f"{times[1]:.3f}", f"{times[0] / times[1]:.2f}x",
-                             f"{mr['acc']:.2f}", f"{stats['realized']} realized; refused: {len(stats['refused'])}"])
-            print(" | ".join(lat_rows[-1]), flush=True)
-    return shape_rows, lat_rows
+    src, r = load_json(src_json), load_json(realized_json)
+    out = []
+    for batch in (1, 32):
+        x = data.x_val[:batch].numpy()
+        ms = [measure_onnx(graphc.emit_onnx(_rebatch(gg, data, batch)), [x], warmup=5, repeats=repeats, threads=1).median
+              for gg in (src, r)]
+        out.append([str(batch), f"{totals(src)['macs'] * batch:,}", f"{totals(r)['macs'] * batch:,}",
+                    f"{ms[0]:.3f}", f"{ms[1]:.3f}", f"{ms[0] / ms[1]:.2f}x"])
+    return out
 
 
 def _rebatch(graph, data, batch: int):
@@ -230,34 +222,70 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="lenet5,small-vgg,small-resnet")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--jobs", type=int, default=2, help="variants trained side by side in this many processes")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
     import graphc
     from graphc.data import load_data
+    from graphc.ir.serialize import save_json
     from graphc.models.examples import train_example
 
     t_all = time.perf_counter()
     data = load_data(args.data)
+    models = args.models.split(",")
     storage, admm, shapes, lat = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="graphc-unify-") as d:
         tmp = Path(d)
-        for name in args.models.split(","):
-            s, e, f = BUDGET[name]
-            model, res = train_example(name, data, epochs=s, seed=args.seed)
+        srcs = {}
+        for name in models:
+            model, res = train_example(name, data, epochs=BUDGET[name][0], seed=args.seed)
             graph = graphc.load(model, example_inputs=data.sample(1))
-            src = measure(graph, data, tmp, f"{name}-src")
-            print(f"{name} source: {src}", flush=True)
-            if name == "lenet5":
-                a, b, c = storage_rows(name, model, graph, data, tmp, src, e, f, args.seed)
-                storage += [row(name, f"source ({res.epochs} ep)", src, src)] + a
-                admm += b
-                shapes += c
-            else:
-                c, l_ = shape_and_latency_rows(name, graph, data, tmp, src, e, f, args.seed, args.repeats)
-                shapes += [row(name, f"source ({res.epochs} ep)", src, src)] + c
-                lat += l_
+            save_json(graph, tmp / f"{name}-src.json")
+            srcs[name] = (measure(graph, data, tmp, f"{name}-src"), res.epochs)
+            print(f"{name} source: {srcs[name]}", flush=True)
+        jobs = [j for name in models for j in (lenet_jobs(*BUDGET[name][1:]) if name == "lenet5"
+                                                 else conv_jobs(name, *BUDGET[name][1:]))]
+        jobs = [(*j, args.data, tmp, args.seed) for j in jobs]
+        if args.jobs > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as ex:
+                results = list(ex.map(_job, jobs))
+        else:
+            results = [_job(j) for j in jobs]
+        by = {}
+        for j, (label, m, st) in zip(jobs, results):
+            name = j[1]
+            src = srcs[name][0]
+            by[(name, j[2])] = (m, st)
+            note = st.get("note", "")
+            if st.get("acc_admm") is not None:
+                note = f"after ADMM {100 * st['acc_admm']:.2f}, hard-projected {100 * st['acc_projected']:.2f}"
+            if st.get("skipped"):
+                note += ("; " if note else "") + "f32: " + ", ".join(st["skipped"])
+            r = row(name, label, m, src, note)
+            print(" | ".join(r), flush=True)
+            if name == "lenet5" and not label.startswith("one-shot") and "kernel" not in label:
+                storage.append(r)
+            if name != "lenet5" or label in ("unify+prune cin4 50%", "unify+prune kernel 50%"):
+                shapes.append(r)
+            if label.startswith("one-shot"):
+                m0, st0 = by[(name, label.removeprefix("one-shot "))]
+                admm.append([name, label.removeprefix("one-shot "), f"{m0['acc']:.2f}", f"{m['acc']:.2f}",
+                             f"{m['acc'] - m0['acc']:+.2f}",
+                             f"{st0['gap_history'][0]:.3f} -> {st0['gap_history'][-1]:.3f}"])
+            if "realize" in st:
+                for lr_ in latency(name, tmp / f"{name}-src.json", st["realized_json"], data, args.repeats):
+                    lat.append([name, label.split()[1]] + lr_ + [f"{st['acc_realized']:.2f}",
+                                f"{st['realize']['realized']} convs; kept dense: {len(st['realize']['refused'])}"])
+                    print(" | ".join(lat[-1]), flush=True)
+        for name in models:
+            m, ep = srcs[name]
+            (storage if name == "lenet5" else shapes).insert(
+                0 if name == "lenet5" else len(shapes), row(name, f"source ({ep} ep)", m, m))
     total = time.perf_counter() - t_all
     body = section(args, data, storage, admm, shapes, lat, total)
     print(body)
@@ -290,6 +318,8 @@ def section(args, data, storage, admm, shapes, lat, total) -> str:
         "### 4. onnxruntime latency of unify-realize (1 thread, median ms)\n\n"
         + table(["model", "block", "batch", "MACs source", "MACs realized", "ms source", "ms realized",
                  "speed-up", "acc % realized", "realize"], lat) + "\n")
+
+
 
 
 if __name__ == "__main__":

@@ -127,3 +127,19 @@ def test_oneshot_and_target_bits():
         g, PassContext(data="digits", quiet=True))
     assert res.stats["acc_admm"] is None and res.stats["gap_history"] == []
     assert graph_bits(g)["model_bits_per_weight"] <= 12.0
+
+
+def test_from_onnx_torch_and_onnx_backends_agree(tmp_path):
+    import onnxruntime as ort
+
+    path = tmp_path / "tiny.onnx"
+    graphc.save(_graph(3), str(path))
+    g = graphc.load(str(path))
+    res = Unify(block="cin4-shared", prune_ratio=0.5, method="oneshot", epochs=0, finetune=0.3).run(
+        g, PassContext(data="digits", quiet=True))
+    assert res.changed and res.stats["unified_blocks"] == res.stats["pruned_blocks"]
+    x = torch.rand(1, 1, 8, 8)
+    ref = graphc.emit_torch(g)(x).detach().numpy()
+    sess = ort.InferenceSession(graphc.emit_onnx(g).SerializeToString())
+    out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(ref).max())))
