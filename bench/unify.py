@@ -182,7 +182,8 @@ def _job(job):
         from graphc.passes.unify_blocks import parse_block
 
         bits = planned_bits(unify_layers(src, parse_block("cin4"), 4, 1.0, 0.75)[0], src)
-        g, r, b = tp_at_bits(graphc.emit_torch(src), data, bits, w0, e + f, seed)
+        model = torch.load(tmp / f"{name}-src.pt", weights_only=False)
+        g, r, b = tp_at_bits(model, data, bits, w0, e + f, seed)
         m = measure(g, data, tmp, tag, bits=b)
         label = f"Torch-Pruning L1 channels r={r:.2f}"
         st["note"] = f"at <= the {bits:.2f} bits of unify+prune cin4 75%"
@@ -243,6 +244,7 @@ def main(argv=None) -> int:
             model, res = train_example(name, data, epochs=BUDGET[name][0], seed=args.seed)
             graph = graphc.load(model, example_inputs=data.sample(1))
             save_json(graph, tmp / f"{name}-src.json")
+            torch.save(model, tmp / f"{name}-src.pt")  # Torch-Pruning works on the module itself
             srcs[name] = (measure(graph, data, tmp, f"{name}-src"), res.epochs)
             print(f"{name} source: {srcs[name]}", flush=True)
         jobs = [j for name in models for j in (lenet_jobs(*BUDGET[name][1:]) if name == "lenet5"

@@ -41,20 +41,12 @@ import torch
 
 from graphc.data import resolve_data
 from graphc.ir.graph import Graph
-from graphc.ir.meta import MetaKey, register_meta
 from graphc.passes.dns import device_for, prunable_layers
 from graphc.passes.unify_blocks import MAX_SHARED_K, BlockSpec, apply_structure, parse_block, project
 from graphc.registry import Pass, PassContext, PassResult, register_pass
 from graphc.training.hooks import Hook
 
-__all__ = ["Unify", "UnifyLayer", "unify_layers", "AdmmHook", "UNIFY_META"]
-
-_BLOCK_NAMES = tuple(f"cin{k}{s}" for k in range(2, 65) for s in ("", "-shared") if not (s and k > MAX_SHARED_K))
-UNIFY_META = register_meta(MetaKey(
-    "unify", _BLOCK_NAMES + ("kernel", "kernel-shared"), ("conv1d", "conv2d", "conv3d", "linear"),
-    "the weight's block shape after unify: each block is one value times signs, or zero "
-    "(read by the ONNX encoding and unify-realize)"))
-
+__all__ = ["Unify", "UnifyLayer", "unify_layers", "AdmmHook"]
 
 @dataclass
 class UnifyLayer:
@@ -169,7 +161,7 @@ class Unify(Pass):
     method: Literal["admm", "oneshot"] = "admm"
     rho: float = 1e-3
     rho_growth: float = 0.0
-    rho_max: float = 1.0
+    rho_max: float = 0.1
     admm_every: int = 0
     epochs: float = 4.0
     finetune: float = 2.0

@@ -92,8 +92,8 @@ def parse_block(text: str) -> BlockSpec:
         raise InputError(f"unify: block must be cin<k> or kernel, optionally with -shared (got {text!r})")
     if m.group(1) is not None:
         k = int(m.group(1))
-        if k < 2:
-            raise InputError(f"unify: a cin block needs k >= 2 (got {text!r})")
+        if not 2 <= k <= 64:
+            raise InputError(f"unify: a cin block needs 2 <= k <= 64 (got {text!r})")
         if m.group(2) and k > MAX_SHARED_K:
             raise InputError(f"unify: shared sign patterns are enumerated for k <= {MAX_SHARED_K} (got {text!r})")
         return BlockSpec("cin", k, bool(m.group(2)))

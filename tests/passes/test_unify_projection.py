@@ -96,7 +96,7 @@ def test_fixed_structure_projection_keeps_signs_and_zeros():
     assert torch.allclose(uni.abs(), uni.abs()[:, :1].expand_as(uni))
 
 
-@pytest.mark.parametrize("bad", ["cin1", "row4", "cin", "cin16-shared", ""])
+@pytest.mark.parametrize("bad", ["cin1", "row4", "cin", "cin16-shared", "", "cin128"])
 def test_bad_block_names(bad):
     with pytest.raises(InputError, match="unify"):
         parse_block(bad)
