@@ -59,8 +59,9 @@ class UnifyLayer:
 
 
 def layer_spec(op: str, block: BlockSpec, linear_block: int) -> BlockSpec:
-    if op == "linear":
-        return BlockSpec("cin", linear_block, block.shared and linear_block <= MAX_SHARED_K)
+    if op == "linear":  # linear_block 0: the cin block's k, or 4 beside kernel blocks
+        k = linear_block or (block.k if block.kind == "cin" else 4)
+        return BlockSpec("cin", k, block.shared and k <= MAX_SHARED_K)
     return block
 
 
@@ -139,7 +140,8 @@ class Unify(Pass):
 
     ``block``: ``cin<k>`` (k consecutive input channels at one tap of one filter), ``kernel``
     (a whole kernel), either with ``-shared`` (one sign pattern per group, realizable by
-    ``unify-realize``); linear layers use ``cin<linear_block>`` row blocks. ``ratio``: share of
+    ``unify-realize``); linear layers use ``cin<linear_block>`` row blocks (0: the cin block's k,
+    4 beside kernel blocks). ``ratio``: share of
     blocks constrained; ``prune_ratio``: share of blocks pruned (<= ratio); or
     ``target_params`` / ``target_bits`` instead of ``prune_ratio``. ADMM: ``rho`` grown by
     ``rho_growth`` to ``rho_max`` at each Z-step every ``admm_every`` steps, for ``epochs``;
@@ -153,7 +155,7 @@ class Unify(Pass):
     needs_data: ClassVar[bool] = True
 
     block: str = "cin4"
-    linear_block: int = 4
+    linear_block: int = 0
     ratio: float = 1.0
     prune_ratio: float = 0.0
     target_params: float | None = None
@@ -174,8 +176,8 @@ class Unify(Pass):
 
     def __post_init__(self):
         parse_block(self.block)
-        if self.linear_block < 2:
-            raise ValueError(f"unify: linear-block must be >= 2, got {self.linear_block}")
+        if self.linear_block == 1 or not 0 <= self.linear_block <= 64:
+            raise ValueError(f"unify: linear-block must be 0 (as the block) or in [2, 64], got {self.linear_block}")
         if not 0 <= self.prune_ratio <= self.ratio <= 1:
             raise ValueError(f"unify: need 0 <= prune-ratio <= ratio <= 1, got prune-ratio={self.prune_ratio:g}, "
                              f"ratio={self.ratio:g}")
