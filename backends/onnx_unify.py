@@ -42,7 +42,7 @@ def structure(w: np.ndarray, spec: BlockSpec) -> dict:
     free = ~pruned & ~unified
     out = {"blocks": b, "unified": unified, "pruned": pruned, "free": free, "k": b.shape[1], "pattern": None}
     if spec.shared and unified.any():
-        groups, per = spec.group_shape(w.shape)
+        groups = spec.group_shape(w.shape)[0]
         norm = np.where(b >= 0, 1, -1) * np.where(b[:, :1] >= 0, 1, -1)  # pattern with a leading +1
         g_of = _group_index(w.shape, spec)
         pattern = np.ones((groups, b.shape[1]), dtype=np.int64)
@@ -154,7 +154,7 @@ class _Decoder:
         return self.op("Slice", [x, self.const(np.array([0], np.int64), f"s0{self.i}"),
                                  self.const(np.array([count], np.int64), f"s1{self.i}")])
 
-    def gather_rows(self, bitmap: str, table, tag: str) -> str:
+    def gather_rows(self, bitmap: str, table) -> str:
         """Rows of ``table`` (one per set bit, in order) at the set bits; zero rows elsewhere."""
         idx = self.op("Mul", [self.op("CumSum", [bitmap, self.const(np.array(0, np.int64), f"cax{self.i}")]), bitmap])
         return self.op("Gather", [table, idx], axis=0)
@@ -190,7 +190,7 @@ def _encode_one(init, spec: BlockSpec):
             sg = d.op("Reshape", [sg, d.const(np.array([1, groups, k], np.int64), "pshape")])
             sg = d.op("Expand", [sg, d.const(np.array([o, groups, k], np.int64), "pexp")])
         signs = d.op("Reshape", [sg, d.const(np.array([n, k], np.int64), "bshape")])
-        v = d.op("Gather", [d.const(vals, "values"), d.op("Mul", [d.op("CumSum", [ubits, d.const(np.array(0, np.int64), "c0")]), ubits])], axis=0)
+        v = d.gather_rows(ubits, d.const(vals, "values"))
     else:
         vals = np.concatenate([[0.0], np.abs(b[uni, 0])]).astype(np.float32)
         sb = d.const(_pack(b[uni] >= 0), "signs")
@@ -198,15 +198,15 @@ def _encode_one(init, spec: BlockSpec):
         sg = d.op("Add", [sg, sg])
         sg = d.op("Reshape", [sg, d.const(np.array([-1, k], np.int64), "sshape")])
         sg = d.op("Concat", [d.const(zero_row, "zrow"), sg], axis=0)
-        signs = d.gather_rows(ubits, sg, "signs")
-        v = d.gather_rows(ubits, d.const(vals, "values"), "values")
+        signs = d.gather_rows(ubits, sg)
+        v = d.gather_rows(ubits, d.const(vals, "values"))
     blocks = d.op("Mul", [signs, d.op("Unsqueeze", [v, d.const(np.array([1], np.int64), "vax")])])
     if s["pattern"] is not None:  # a pruned block is (+-1) * 0 = -0 where its pattern is -1; -0 + 0 = +0
         blocks = d.op("Add", [blocks, d.const(np.float32(0.0), "zero")])
     if free.any():
         fbits = d.unpack(d.const(_pack(free), "free"), n)
         table = d.const(np.concatenate([zero_row, b[free]]).astype(np.float32), "free_values")
-        blocks = d.op("Add", [blocks, d.gather_rows(fbits, table, "free")])
+        blocks = d.op("Add", [blocks, d.gather_rows(fbits, table)])
     shape = np.array(w.shape, np.int64)
     if spec.kind == "cin":
         o, i = w.shape[0], w.shape[1]
@@ -258,11 +258,15 @@ def unified_cost(graph) -> dict:
         k = p.data.size // lb["blocks"]
         oshape = node.output.shape
         positions = int(np.prod(oshape)) // oshape[1] if node.op != "linear" else int(np.prod(oshape[:-1]))
-        shared = parse_block(spec).shared and node.op == "conv2d"
+        realised = "none: onnxruntime and torch run a dense kernel on the decoded weight (storage saving only)"
+        if node.op == "conv2d":
+            from graphc.passes.unify_realize import plan
+
+            pl, why = plan(node)
+            realised = (f"unify-realize: {pl['macs'][1]:,} MACs in standard convs (any runtime)" if pl else
+                        f"{realised}; unify-realize refuses: {why}")
         rows[node.name] = {
             "block": spec, "dense_macs": positions * p.data.size,
             "multiplies": positions * (lb["unified"] + k * lb["free"]),
-            "adds": positions * k * (lb["unified"] + lb["free"]),
-            "realised_by": ("unify-realize (standard convs, any runtime)" if shared else
-                            "none in onnxruntime/torch (dense kernels; saving is storage only)")}
+            "adds": positions * k * (lb["unified"] + lb["free"]), "realised_by": realised}
     return rows

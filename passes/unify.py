@@ -268,9 +268,10 @@ class Unify(Pass):
             table[L.node] = (f"{L.spec}: unified {100 * nu / L.n_blocks:.1f}%, pruned {100 * np_ / L.n_blocks:.1f}% "
                              f"of {L.n_blocks} blocks")
             con, pru, tot = con + nu, pru + np_, tot + L.n_blocks
-        from graphc.backends.onnx_unify import graph_bits
+        from graphc.backends.onnx_unify import graph_bits, unified_cost
 
         bits = graph_bits(graph)
+        cost = unified_cost(graph)
         ctx.info(f"{self.name}: {steps} steps on {data}; val acc {before:.4f} -> {after:.4f} "
                  f"(after hard projection {projected:.4f}); {bits['bits_per_weight']:.2f} bits per weight")
         return PassResult(changed=True, stats={
@@ -279,4 +280,9 @@ class Unify(Pass):
             "acc_admm": None if admm_acc is None else round(admm_acc, 4), "acc_projected": round(projected, 4),
             "acc_after": round(after, 4), "unified_blocks": con, "pruned_blocks": pru, "blocks": tot,
             "gap_history": [round(g, 5) for g in gaps], "bits_per_weight": round(bits["bits_per_weight"], 3),
-            "layers": table, "skipped": skipped})
+            "layers": table, "skipped": skipped,
+            # what the block form needs per inference (y = v * sum(s_i x_i)) beside the dense MACs a
+            # standard kernel computes from the decoded weight; realised only by unify-realize
+            "macs_dense": sum(c["dense_macs"] for c in cost.values()),
+            "multiplies": sum(c["multiplies"] for c in cost.values()),
+            "adds": sum(c["adds"] for c in cost.values())})

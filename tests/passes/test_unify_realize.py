@@ -81,3 +81,17 @@ def test_free_blocks_refused():
     w.set_data(data)
     res = UnifyRealize().run(g, PassContext())
     assert "not unified" in res.stats["refused"]["c2"] and res.stats["realized"] == 1
+
+
+def test_cost_counts_multiplies_apart_from_adds():
+    from graphc.backends.onnx_unify import unified_cost
+
+    net, g, x = _unified("cin4-shared")
+    rows = unified_cost(g)
+    c2 = rows["c2"]  # 12 x 16 x 3 x 3 weight, 5 x 5 outputs, batch 2: every block unified
+    positions = 2 * 5 * 5
+    assert c2["dense_macs"] == positions * 12 * 16 * 9
+    assert c2["multiplies"] == positions * 12 * 16 * 9 // 4 and c2["adds"] == c2["dense_macs"]
+    assert c2["realised_by"].startswith("unify-realize")
+    net, g, x = _unified("cin4")
+    assert "refuses" in unified_cost(g)["c2"]["realised_by"]
