@@ -19,8 +19,9 @@ Budgets are per layer (every conv/linear whose weight the block shape tiles; the
 listed in ``stats["skipped"]`` with the reason): ``ratio`` of the blocks are constrained
 (unified, the pruned ones included) and ``prune_ratio`` of them pruned. ``target_params`` (the
 fraction of the layers' weights left non-zero) sets ``prune_ratio = 1 - target_params``;
-``target_bits`` (bits per weight of the encoded layers, :func:`graphc.backends.onnx_unify.
-encoded_bits`) sets the ``prune_ratio`` whose encoding meets it. The paper's schedules are not
+``target_bits`` (bits per conv/linear weight as stored, the unconstrained layers at 32;
+:func:`graphc.backends.onnx_unify.planned_bits`) sets the least ``prune_ratio`` whose encoding
+meets it. The paper's schedules are not
 published: Z-steps every quarter epoch (``admm_every=0``); rho grows geometrically from ``rho``
 to ``rho_max`` over the ADMM epochs (``rho_growth=0``; a number >= 1 sets the factor per
 Z-step instead), so the penalty is weak while the weights find their blocks and strong at the
