@@ -13,7 +13,7 @@ then W is hard-projected (Z = Proj(W)) and fine-tuned with the structure held: a
 step each unified block is projected onto its own fixed sign pattern (s <s, w> / k), pruned
 blocks back to zero, free blocks untouched. ``method=oneshot`` skips ADMM: hard projection,
 then fine-tune for the same total number of epochs (``epochs + finetune``), the baseline
-ADMM has to beat.
+ADMM has to beat. ``epochs=0,finetune=0`` is the data-free mode: the projection alone.
 
 Budgets are per layer (every conv/linear whose weight the block shape tiles; the others are
 listed in ``stats["skipped"]`` with the reason): ``ratio`` of the blocks are constrained
@@ -153,7 +153,10 @@ class Unify(Pass):
 
     name: ClassVar[str] = "unify"
     exact: ClassVar[bool] = False
-    needs_data: ClassVar[bool] = True
+
+    @property
+    def needs_data(self) -> bool:  # epochs=0,finetune=0 is the data-free projection alone
+        return self.epochs + self.finetune > 0
 
     block: str = "cin4"
     linear_block: int = 0
@@ -193,8 +196,8 @@ class Unify(Pass):
         if self.rho <= 0 or not (self.rho_growth == 0 or self.rho_growth >= 1) or self.rho_max < self.rho \
                 or self.admm_every < 0:
             raise ValueError("unify: need rho > 0, rho-growth 0 (auto) or >= 1, rho-max >= rho and admm-every >= 0")
-        if self.epochs < 0 or self.finetune < 0 or self.epochs + self.finetune <= 0:
-            raise ValueError("unify: epochs and finetune must be >= 0, with some training")
+        if self.epochs < 0 or self.finetune < 0:
+            raise ValueError("unify: epochs and finetune must be >= 0")
 
     def _prune_ratio(self, graph: Graph, block: BlockSpec) -> float:
         if self.target_params is not None:
@@ -219,7 +222,7 @@ class Unify(Pass):
         from graphc.training import CosineLR, Projection, evaluate, train
         from graphc.training.graph_module import GraphModule
 
-        data = resolve_data(ctx, self.name)
+        data = resolve_data(ctx, self.name) if self.needs_data or ctx.data is not None else None
         block = parse_block(self.block)
         prune = self._prune_ratio(graph, block)
         layers, skipped = unify_layers(graph, block, self.linear_block, self.ratio, prune)
@@ -231,7 +234,11 @@ class Unify(Pass):
         weights = [module.param(L.weight) for L in layers]
         common = dict(momentum=self.momentum, weight_decay=self.weight_decay, batch_size=self.batch_size,
                       quiet=ctx.quiet)
-        before = evaluate(module, data)
+
+        def acc() -> float:
+            return float("nan") if data is None else evaluate(module, data)
+
+        before = acc()
         steps, admm_acc, gaps = 0, None, []
         if self.method == "admm" and self.epochs > 0:
             every = self.admm_every or _quarter_epoch(data, self.batch_size)
@@ -250,7 +257,7 @@ class Unify(Pass):
                 p = project(w, L.spec, L.n_unify, L.n_prune)
                 w.copy_(p.z)
                 structure.append((p.cls, p.signs))
-        projected = evaluate(module, data)
+        projected = acc()
         after = projected
         if ft_epochs > 0:
             def hold(_m, _lr):
@@ -277,7 +284,8 @@ class Unify(Pass):
                  f"(after hard projection {projected:.4f}); {bits['bits_per_weight']:.2f} bits per weight")
         return PassResult(changed=True, stats={
             "method": self.method, "block": str(block), "prune_ratio": round(prune, 4), "steps": steps,
-            "data": str(data), "split": data.split, "device": str(device), "acc_before": round(before, 4),
+            "data": str(data), "split": getattr(data, "split", None), "device": str(device),
+            "acc_before": round(before, 4),
             "acc_admm": None if admm_acc is None else round(admm_acc, 4), "acc_projected": round(projected, 4),
             "acc_after": round(after, 4), "unified_blocks": con, "pruned_blocks": pru, "blocks": tot,
             "gap_history": [round(g, 5) for g in gaps], "bits_per_weight": round(bits["bits_per_weight"], 3),
