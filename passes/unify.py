@@ -142,13 +142,15 @@ class Unify(Pass):
     ``block``: ``cin<k>`` (k consecutive input channels at one tap of one filter), ``kernel``
     (a whole kernel), either with ``-shared`` (one sign pattern per group, realizable by
     ``unify-realize``); linear layers use ``cin<linear_block>`` row blocks (0: the cin block's k,
-    4 beside kernel blocks). ``ratio``: share of
-    blocks constrained; ``prune_ratio``: share of blocks pruned (<= ratio); or
-    ``target_params`` / ``target_bits`` instead of ``prune_ratio``. ADMM: ``rho`` grown by
-    ``rho_growth`` to ``rho_max`` at each Z-step every ``admm_every`` steps, for ``epochs``;
-    then ``finetune`` epochs at ``finetune_lr`` x ``lr``. ``method=oneshot`` replaces ADMM by
-    the hard projection (same total epochs). SGD ``lr``, ``momentum``, ``batch_size``, cosine
-    decay; ``device``: ``auto`` (CUDA when present), ``cpu``, ``cuda``.
+    4 beside kernel blocks). ``ratio``: share of blocks constrained; ``prune_ratio``: share of
+    blocks pruned (<= ratio); or
+    ``target_params`` / ``target_bits`` instead of ``prune_ratio``. ADMM for ``epochs``: a
+    Z-step every ``admm_every`` steps (0: a quarter epoch), rho from ``rho`` to ``rho_max``
+    (geometric over the epochs, or x ``rho_growth`` per Z-step); then ``finetune`` epochs at
+    ``finetune_lr`` x ``lr``. ``method=oneshot`` replaces ADMM by the hard projection (same
+    total epochs); ``epochs=0,finetune=0``: the projection alone, no data. SGD ``lr``,
+    ``momentum``, ``batch_size``, cosine decay; ``device``: ``auto`` (CUDA when present),
+    ``cpu``, ``cuda``.
     """
 
     name: ClassVar[str] = "unify"
