@@ -191,6 +191,7 @@ def _job(job):
     else:
         g, bits = int8(src)
         m = measure(g, data, tmp, tag, bits=bits / w0)
+        st["note"] = "int8 values written as f32 (file KiB is not int8's)"
     return label, m, st
 
 
