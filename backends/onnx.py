@@ -184,6 +184,13 @@ def _emit_onnx(graph: Graph, opset: int, check: bool, sparse: str):
     del g
     for i, arr in deferred:
         model.graph.initializer[i].raw_data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+    # Unified weights (unify) are stored as block values + sign bits with a standard-op decoder.
+    unified = {e.names[id(n.input(1))]: n.meta["unify"] for n in graph.nodes
+               if "unify" in n.meta and n.input(1).param is not None}
+    if unified:
+        from graphc.backends.onnx_unify import encode_unified
+
+        encode_unified(model, unified)
     if check:
         check_model(model)
     masks = {e.names[id(p.value)]: p.mask for p in graph.params.values() if p.mask is not None and id(p.value) in used}
