@@ -25,7 +25,9 @@ meets it. The paper's schedules are not
 published: Z-steps every quarter epoch (``admm_every=0``); rho grows geometrically from ``rho``
 to ``rho_max`` over the ADMM epochs (``rho_growth=0``; a number >= 1 sets the factor per
 Z-step instead), so the penalty is weak while the weights find their blocks and strong at the
-end, when the hard projection must cost little.
+end, when the hard projection must cost little. The defaults (0.01 -> 3) were chosen on
+LeNet-5 at two ADMM epochs: with rho-max 0.1, ||W - Z|| / ||W|| did not shrink (0.80 -> 0.85);
+with 3 it fell to 0.05.
 
 The pass marks every unified node with ``[unify="<block>"]``; the ONNX back-end stores those
 weights as one value per block plus packed sign bits (:mod:`graphc.backends.onnx_unify`), and
@@ -167,9 +169,9 @@ class Unify(Pass):
     target_params: float | None = None
     target_bits: float | None = None
     method: Literal["admm", "oneshot"] = "admm"
-    rho: float = 1e-3
+    rho: float = 1e-2
     rho_growth: float = 0.0
-    rho_max: float = 0.1
+    rho_max: float = 3.0
     admm_every: int = 0
     epochs: float = 4.0
     finetune: float = 2.0
