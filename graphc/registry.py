@@ -13,6 +13,7 @@ the options, a property where they do (``prune-merge(threshold=0.1)`` is lossy).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
@@ -118,6 +119,7 @@ class PatternPass(Pass):
 _PASSES: dict[str, type[Pass]] = {}
 _PRESETS: dict[str, str] = {}
 _PRESET_OPTIONS: dict[str, str] = {}
+_PRESET_DOCS: dict[str, str] = {}
 
 
 def default_contract(cls: type[Pass]) -> tuple[bool, bool]:
@@ -169,10 +171,13 @@ def unregister_pass(name: str) -> None:
     _PASSES.pop(name, None)
 
 
-def register_preset(name: str, pipeline: str, options_to: str | None = None) -> None:
-    """``options_to``: the pass of ``pipeline`` that options given to the preset configure
-    (``edp(target-macs=0.5)`` sets edp-train's); None: the preset takes no options."""
+def register_preset(name: str, pipeline: str, doc: str = "", options_to: str | None = None) -> None:
+    """A named pipeline; ``doc`` (shown by ``graphc passes NAME``) says what it is for and shows
+    a before/after IR fragment, as a pass's docstring does. ``options_to``: the pass of
+    ``pipeline`` that options given to the preset configure (``edp(target-macs=0.5)`` sets
+    edp-train's); None: the preset takes no options."""
     _PRESETS[name] = pipeline
+    _PRESET_DOCS[name] = inspect.cleandoc(doc) if doc else ""
     if options_to is not None:
         _PRESET_OPTIONS[name] = options_to
     else:
@@ -182,6 +187,12 @@ def register_preset(name: str, pipeline: str, options_to: str | None = None) -> 
 def preset_options_pass(name: str) -> str | None:
     """The pass options given to preset ``name`` go to, if it takes any."""
     return _PRESET_OPTIONS.get(name)
+
+
+def preset_doc(name: str) -> str:
+    """The documentation a preset was registered with ("" when none)."""
+    load_builtin_passes()
+    return _PRESET_DOCS.get(name, "")
 
 
 def get_pass(name: str) -> type[Pass]:

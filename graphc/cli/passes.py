@@ -46,7 +46,7 @@ def pass_info(cls) -> dict:
             if f.init:
                 d = _default(f)
                 required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-                opts.append({"name": f.name.replace("_", "-"), "type": describe_type(types.get(f.name, f.type)),
+                opts.append({"name": f.name.rstrip("_").replace("_", "-"), "type": describe_type(types.get(f.name, f.type)),
                              "default": None if required else format_value(d), "required": required})
     # The contract belongs to a configured instance: show the default one's.
     exact, needs = default_contract(cls)
@@ -62,7 +62,7 @@ def _opts_text(info: dict) -> str:
 
 def run(args) -> int:
     from graphc.pipeline_parse import close_names
-    from graphc.registry import all_passes, all_presets
+    from graphc.registry import all_passes, all_presets, preset_doc
 
     passes, presets = all_passes(), all_presets()
     if args.name is None:
@@ -103,11 +103,12 @@ def run(args) -> int:
         return 0
     if name in presets:
         if args.json:
-            print(json.dumps({"preset": name, "pipeline": presets[name]}, indent=2))
+            print(json.dumps({"preset": name, "pipeline": presets[name], "doc": preset_doc(name)}, indent=2))
             return 0
         from graphc.pipeline_parse import parse_pipeline
 
-        print(f"{name} (preset)\n\n  = {presets[name]}\n\npasses:")
+        doc = preset_doc(name)
+        print(f"{name} (preset)\n\n  = {presets[name]}\n" + (f"\n{doc}\n" if doc else "") + "\npasses:")
         for step in parse_pipeline(presets[name]).passes():
             print(f"  {step.name:<16} {'exact' if step.exact else 'lossy'}  {type(step.instance).summary()}")
         return 0
