@@ -83,7 +83,7 @@ def measure(graph, data, repeats: int) -> dict:
     return {"acc": acc, "params": int(t["params"]), "macs": int(t["macs"]), "ms": lat}
 
 
-def edp_pipeline(target: str, epochs: float, finetune: float) -> str:
+def edp_pipeline(target: str, epochs: float, finetune: float, lr: float = LR) -> str:
     """The pipeline for a target ``macs=0.5`` / ``params=0.1`` or hand-set lambdas ``C/R``."""
     if "=" in target:
         kind, frac = target.split("=")
@@ -95,16 +95,17 @@ def edp_pipeline(target: str, epochs: float, finetune: float) -> str:
         col, row = target.split("/")
         opts = f"lambda-col={col},lambda-row={row}"
     tail = f",finetune(epochs={finetune:g},lr={FT_LR})" if finetune > 0 else ""
-    return f"fold-bn,decompose,edp-train({opts},epochs={epochs:g},finetune=0),prune-merge,fuse{tail}"
+    lr_opt = "" if lr == LR else f",lr={lr:g}"
+    return f"fold-bn,decompose,edp-train({opts},epochs={epochs:g}{lr_opt},finetune=0),prune-merge,fuse{tail}"
 
 
-def edp(graph, data, target: str, epochs: float, finetune: float, seed: int):
+def edp(graph, data, target: str, epochs: float, finetune: float, seed: int, lr: float = LR):
     """(EDP-compressed copy of ``graph``, edp-train's stats)."""
     import graphc
     from graphc.registry import PassContext
 
     g = graph.clone()
-    rep = graphc.run_pipeline(g, edp_pipeline(target, epochs, finetune), PassContext(data=data, seed=seed, quiet=True))
+    rep = graphc.run_pipeline(g, edp_pipeline(target, epochs, finetune, lr), PassContext(data=data, seed=seed, quiet=True))
     return g, next(p.stats for p in rep.passes if p.name == "edp-train")
 
 
@@ -216,7 +217,7 @@ def write(data, spec, src_epochs, ep, ft, table, total, args) -> None:
     body = (f"## EDP vs Torch-Pruning on {data.name} (bench/edp.py{' --quick' if args.quick else ''})\n\n"
             f"Data: `{spec}`, {data.split}. Each source is trained by `train_example` (seed 0, "
             f"{'its default' if src_epochs is None else f'{src_epochs:g}'} epochs); "
-            f"EDP is `{edp_pipeline('macs=T', ep, ft)}` (or target-params): the lambda scale is searched "
+            f"EDP is `{edp_pipeline('macs=T', ep, ft, args.lr)}` (or target-params): the lambda scale is searched "
             f"(at most {SEARCH_EVALS} lasso runs of {SEARCH_SHARE * ep:g} epoch, then the scale found trains "
             f"{ep:g} epoch(s)); "
             f"TP is Torch-Pruning {torch_pruning.__version__} `MagnitudePruner` (L1, per layer, classifier "
@@ -262,7 +263,7 @@ def run_model(name, data, spec, args, src_epochs, ep, ft) -> list[list[str]]:
         label = f"EDP target-{target}" if "=" in target else f"EDP λ={target}"
         ems, tms, ratios = [], [], []
         for seed in seeds:
-            g, _st = edp(graph, data, target, ep, ft, seed)
+            g, _st = edp(graph, data, target, ep, ft, seed, args.lr)
             ems.append(measure(g, data, args.repeats))
             if not args.no_tp:
                 tg, ratio = tp_graph_at(model, data, ems[-1][metric], ep + ft, seed, metric)
@@ -289,6 +290,8 @@ def main(argv=None) -> int:
                     "(default: 10/8 source by model, 8, 2 on digits; 3, 1, 0.5 on MNIST)")
     ap.add_argument("--quick", action="store_true", help="LeNet-5 at 50%% of the MACs, one seed, a short budget")
     ap.add_argument("--no-tp", action="store_true", help="skip Torch-Pruning")
+    ap.add_argument("--lr", type=float, default=LR, help=f"edp-train's learning rate (default {LR}; small-resnet "
+                    "diverges at it once its BatchNorms are folded)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:

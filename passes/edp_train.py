@@ -400,6 +400,10 @@ class EDPTrain(Pass):
         desc = self.name if scale == 1.0 else f"{self.name} λ x{scale:.3g}"
         res = self._train(module, data, ctx, [prox], epochs=epochs or self.epochs, lr=self.lr, seed=ctx.seed, desc=desc,
                           params=self._params(module, pairs, groups))
+        if not all(bool(torch.isfinite(t).all()) for t in module.parameters()):
+            # A diverged run's NaN groups would read as pruned: a "result" of a collapsed network.
+            raise PassError(f"{self.name}: training diverged (non-finite weights after {res.steps} steps at "
+                            f"lr={self.lr:g}, lambda x{scale:.3g}); try a lower lr")
         prox.check(res.steps)
         module.write_back(graph)
         return res.steps, {k: sorted(v) for k, v in prox.bounded.items()}, res.val_acc, prox.landed_from

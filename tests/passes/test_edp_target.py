@@ -92,3 +92,13 @@ def test_a_run_that_drops_far_under_the_target_lands_on_it(lenet_graph, steps):
     all_passes()["prune-merge"]().run(g, PassContext())
     reached = totals(g)["macs"] / ref["macs"]
     assert 0.5 * 0.95 <= reached <= 0.5, (reached, s)
+
+
+def test_a_diverged_run_is_an_error_not_a_pruned_model(lenet_graph):
+    # NaN groups would read as zero groups (a "pruned" network at 10% accuracy): refused instead.
+    from graphc.errors import PassError
+
+    g = decomposed_lenet(lenet_graph)
+    with pytest.raises(PassError, match="diverged"):
+        all_passes()["edp-train"](target_macs=0.5, lr=1e12, max_steps=4, finetune=0, search_evals=1).run(
+            g, PassContext(data="digits", quiet=True))
