@@ -137,13 +137,53 @@ def _trace(model: torch.nn.Module, example_inputs: tuple):
         fx_error = e
     try:
         ep = torch.export.export(model, example_inputs, strict=False)
-        return ep.module()
+        gm = ep.module()
     except Exception as e:
         path, cls = where
         loc = f"module '{path}' ({cls})" if path else f"the top-level module ({cls})"
         raise UnsupportedError(
             f"cannot trace {type(model).__name__}: torch.fx failed in {loc}: {_one_line(fx_error)}; "
             f"torch.export failed too: {_one_line(e)}") from e
+    _inline_autocast_off(gm)
+    return gm
+
+
+def _inline_autocast_off(gm: fx.GraphModule) -> None:
+    """Inline the regions torch.export wraps as ``wrap_with_autocast`` with autocast *off*
+    (``with torch.autocast(..., enabled=False)``, used to keep attention in float32). The
+    import records and rewrites float32 code with no autocast active, where turning it off
+    changes nothing: the region's ops are the model's ops. A region that turns autocast on
+    stays as it is (and is refused by name as an op graphc cannot keep)."""
+    hop = getattr(getattr(torch.ops, "higher_order", None), "wrap_with_autocast", None)
+    if hop is None:
+        return
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target is not hop or len(node.args) < 5:
+            continue
+        _device, _dtype, enabled, _cache, sub_node, *operands = node.args
+        if enabled or not isinstance(sub_node, fx.Node) or sub_node.op != "get_attr":
+            continue
+        sub = getattr(gm, sub_node.target)
+        inner = list(sub.graph.nodes)
+        if any(n.op in ("get_attr", "call_module") for n in inner):
+            continue  # the region reads its own attributes: not a plain function of its operands
+        placeholders = [n for n in inner if n.op == "placeholder"]
+        users = list(node.users)
+        if len(placeholders) != len(operands) or not all(
+                u.op == "call_function" and u.target is operator.getitem and isinstance(u.args[1], int) for u in users):
+            continue  # the region's results are read as a whole: leave it
+        with graph.inserting_before(node):
+            out = graph.graph_copy(sub.graph, dict(zip(placeholders, operands)))
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        for u in users:
+            u.replace_all_uses_with(outs[u.args[1]])
+            graph.erase_node(u)
+        graph.erase_node(node)
+        if not sub_node.users:
+            graph.erase_node(sub_node)
+    graph.lint()
+    gm.recompile()
 
 
 def _one_line(e: BaseException) -> str:
@@ -288,14 +328,20 @@ class _Converter:
         return v
 
     def _reads_weight(self, n: fx.Node, seen: dict) -> bool:
-        """Whether static node ``n`` computes from a model parameter (not only from buffers)."""
+        """Whether static node ``n`` computes a tensor from a model parameter (not only from
+        buffers). A weight's metadata (``w.device``, ``w.dtype``, ``w.shape``) is no tensor: it
+        stays a recorded Python value."""
         if n not in seen:
             seen[n] = False
-            if n.op == "get_attr":
+            if not _has_tensor(self.results.get(n)):
+                pass
+            elif n.op == "get_attr":
                 t = self.results.get(n)
                 seen[n] = isinstance(t, torch.Tensor) and self._named.get(id(t), ("", ""))[1] == "weight"
             elif n.op in ("call_function", "call_method", "call_module"):
                 seen[n] = any(self._reads_weight(a, seen) for a in n.all_input_nodes if a not in self.dynamic)
+                if n.op == "call_module" and not seen[n]:  # a layer reads its own weights
+                    seen[n] = any(True for _ in self.gm.get_submodule(n.target).parameters())
         return seen[n]
 
     def _from_weights(self, origin: fx.Node) -> Value | None:
@@ -326,6 +372,8 @@ class _Converter:
 
         try:
             ok = promote(origin)
+        except UnsupportedError:  # a step no op and no opaque node can keep: fold it instead
+            ok = False
         finally:
             self.node, self.node_name = saved
         if ok and not any(x.op == "opaque" for x in self.graph.nodes[mark:]):
