@@ -78,6 +78,8 @@ class PassManager:
         # Serving code binds by name, dtype and shape: names are pinned here so no pass renames
         # an input or output, and every changing pass is held to the types.
         graph.pin_io_names()
+        if ctx.source is None and any(getattr(s.instance, "wants_source", False) for s in self.pipeline.passes()):
+            ctx.source = graph.clone()
         self._io = _io_types(graph)
         self._groups = 0
         for ins in self.instruments:

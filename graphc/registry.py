@@ -31,10 +31,13 @@ class PassResult:
 class PassContext:
     """What a pass may need beyond the graph: data for training passes, a cache of analyses
     (invalidated by the manager after a change, except those the pass preserves), an RNG seed,
-    and a progress flag."""
+    and a progress flag. ``source``: the graph as the pipeline received it (a copy), kept only
+    when a pass of the pipeline declares ``wants_source`` (distillation from the source)."""
 
-    def __init__(self, *, data=None, seed: int = 0, quiet: bool = False, example_inputs=None):
+    def __init__(self, *, data=None, seed: int = 0, quiet: bool = False, example_inputs=None,
+                 source: Graph | None = None):
         self.data = data
+        self.source = source
         self.seed = seed
         self.quiet = quiet
         self.example_inputs = example_inputs
@@ -70,6 +73,8 @@ class Pass:
     exact: ClassVar[bool] = True
     needs_data: ClassVar[bool] = False
     preserves: ClassVar[frozenset] = frozenset()
+    # True when the pass reads ``ctx.source`` (the manager then keeps a copy of the input graph).
+    wants_source: ClassVar[bool] = False
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:  # pragma: no cover - abstract
         raise NotImplementedError

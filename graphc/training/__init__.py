@@ -1,5 +1,5 @@
 """The shared training loop of graphc's training passes (see :mod:`graphc.training.loop`)."""
-from graphc.training.hooks import CosineLR, GradMask, Hook, Projection, Regularizer
+from graphc.training.hooks import CosineLR, Distill, GradMask, Hook, Projection, Regularizer
 from graphc.training.loop import TrainResult, evaluate, train
 
-__all__ = ["train", "evaluate", "TrainResult", "Hook", "Regularizer", "Projection", "GradMask", "CosineLR"]
+__all__ = ["train", "evaluate", "TrainResult", "Hook", "Regularizer", "Projection", "GradMask", "CosineLR", "Distill"]

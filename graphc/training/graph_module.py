@@ -47,6 +47,13 @@ class GraphModule(nn.Module):
         self._index = {n: i for i, n in enumerate(self.names)}
         self._batch = graph.inputs[0].shape[0] if graph.inputs and graph.inputs[0].shape else None
 
+    def _apply(self, fn, recurse=True):
+        # The fixed (non-trained) tensors are not buffers (they stay out of state_dict), so
+        # .to(device) / .double() reach them here.
+        super()._apply(fn, recurse)
+        self._fixed = {k: fn(v) for k, v in self._fixed.items()}
+        return self
+
     def param(self, name: str) -> nn.Parameter:
         """The module parameter behind graph param ``name``."""
         return self.weights[self._index[name]]

@@ -23,6 +23,11 @@ class Hook:
         """A term added to the loss (differentiable), or None."""
         return None
 
+    def batch_loss(self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """A term added to the loss that depends on the batch (``out`` the model's output on
+        inputs ``x`` with labels ``y``), e.g. distillation from a teacher; or None."""
+        return None
+
     def mask_grads(self, model: torch.nn.Module) -> None:
         """Edit ``p.grad`` in place before the optimiser step."""
 
@@ -55,6 +60,26 @@ class Projection(Hook):
 
     def after_step(self, model, step, lr):
         self.fn(model, lr)
+
+
+class Distill(Hook):
+    """Knowledge distillation: adds ``weight * T^2 * KL(softmax(teacher(x)/T) || softmax(out/T))``
+    to the loss (Hinton et al.'s soft-target term; the T^2 keeps its gradient scale independent
+    of the temperature). ``teacher`` is called without gradients on the batch's inputs."""
+
+    def __init__(self, teacher: Callable[[torch.Tensor], torch.Tensor], temperature: float = 4.0,
+                 weight: float = 1.0):
+        self.teacher = teacher
+        self.t = float(temperature)
+        self.weight = float(weight)
+
+    def batch_loss(self, out, x, y):
+        import torch.nn.functional as F
+
+        with torch.no_grad():
+            soft = F.log_softmax(self.teacher(x) / self.t, dim=1)
+        kl = F.kl_div(F.log_softmax(out / self.t, dim=1), soft, reduction="batchmean", log_target=True)
+        return self.weight * self.t * self.t * kl
 
 
 class GradMask(Hook):

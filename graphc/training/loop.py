@@ -164,6 +164,7 @@ def train(
                 out = model(x)
                 loss = loss_fn(out, y)
                 reg = [r for r in (h.regularizer(bare) for h in hooks) if r is not None]
+                reg += [r for r in (h.batch_loss(out, x, y) for h in hooks) if r is not None]
                 full = loss + sum(reg) if reg else loss
                 opt.zero_grad(set_to_none=True)
                 full.backward()
