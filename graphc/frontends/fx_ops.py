@@ -728,3 +728,13 @@ def rule_for(node, gm):
     if node.op == "call_method":
         return METHOD_RULES.get(node.target)
     return None
+
+
+def _register_tensor_rules() -> None:
+    from graphc.frontends import fx_ops_tensor
+
+    FUNCTION_RULES.update(fx_ops_tensor.FUNCTIONS)
+    METHOD_RULES.update(fx_ops_tensor.METHODS)
+
+
+_register_tensor_rules()
