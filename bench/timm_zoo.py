@@ -148,17 +148,13 @@ def one(name: str, repeats: int) -> dict:
         except Exception as e:
             row["onnx"] = {"error": _err(e)}
 
-    try:
-        groups = channel_groups(graphc.load(model, example_inputs=x))
-        row["groups"] = {"total": len(groups), "prunable": sum(gr.prunable for gr in groups)}
-    except Exception as e:
-        row["groups"] = {"error": _err(e)}
-
     base_macs, _ = run_counted(model, x)
     t0 = clock()
     try:
         g = graphc.load(model, example_inputs=x)
-        prune_graph(g, ratio=0.5, groups=channel_groups(g))
+        groups = channel_groups(g)
+        row["groups"] = {"total": len(groups), "prunable": sum(gr.prunable for gr in groups)}
+        prune_graph(g, ratio=0.5, groups=groups)
         pruned = graphc.emit_torch(g)
         t = since(t0)
         macs, yp = run_counted(pruned, x)
