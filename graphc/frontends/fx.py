@@ -129,12 +129,28 @@ class _Traced:
 def _trace(model: torch.nn.Module, example_inputs: tuple):
     """:class:`_Traced` from a symbolic trace; the ``torch.export`` module when that fails."""
     tracer = LayerTracer()
+    attrs_before = set(vars(model))
     try:
         graph = tracer.trace(model)
-        return _Traced(tracer.root, graph)
+        traced = _Traced(tracer.root, graph)
+        _drop_new_constants(model, attrs_before)  # the trace holds its own copies
+        return traced
     except Exception as e:  # any failure inside user code: fall back, then report both
         where = tracer.failed_in or ("", type(model).__name__)
         fx_error = e
+        _drop_new_constants(model, attrs_before)
+    # Control flow over shapes, devices or dtypes: trace again with those known (the import is
+    # at the example's shapes anyway), before the far slower torch.export.
+    from graphc.frontends.fx_concrete import concrete_tracer_class
+
+    concrete = concrete_tracer_class(LayerTracer, _Proxy)(example_inputs)
+    try:
+        graph = concrete.trace(model)
+        traced = _Traced(concrete.root, graph)
+        _drop_new_constants(model, attrs_before)
+        return traced
+    except Exception:  # reported through the plain trace's error if export fails too
+        _drop_new_constants(model, attrs_before)
     try:
         ep = torch.export.export(model, example_inputs, strict=False)
         gm = ep.module()
@@ -146,6 +162,15 @@ def _trace(model: torch.nn.Module, example_inputs: tuple):
             f"torch.export failed too: {_one_line(e)}") from e
     _inline_autocast_off(gm)
     return gm
+
+
+def _drop_new_constants(model: torch.nn.Module, before: set) -> None:
+    """Remove the ``_tensor_constantN`` attributes a trace left on the model, so the next
+    trace numbers its constants as a first one would (dumps stay deterministic) and the
+    caller's model is left as it came."""
+    for k in set(vars(model)) - before:
+        if k.startswith("_tensor_constant"):
+            delattr(model, k)
 
 
 def _inline_autocast_off(gm: fx.GraphModule) -> None:

@@ -7,8 +7,10 @@
   (EfficientViT-MIT's linear attention).
 """
 import itertools
+import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import graphc
@@ -115,7 +117,51 @@ class AutocastOff(nn.Module):
 
 
 def test_autocast_off_region_is_inlined():
+    from graphc.frontends.fx import _inline_autocast_off
+
     torch.manual_seed(0)
-    g = _exact(AutocastOff(), torch.randn(1, 3, 4, 4))
+    m = AutocastOff().eval()
+    x = torch.randn(1, 3, 4, 4)
+    gm = torch.export.export(m, (x,), strict=False).module()
+    assert any("wrap_with_autocast" in str(n.target) for n in gm.graph.nodes)
+    _inline_autocast_off(gm)
+    assert not any("wrap_with_autocast" in str(n.target) for n in gm.graph.nodes)
+    with torch.no_grad():
+        torch.testing.assert_close(gm(x), m(x))
+    g = _exact(m, x)
     assert "opaque" not in [n.op for n in g.nodes]
     assert "matmul" in [n.op for n in g.nodes]
+
+
+class SamePadding(nn.Module):
+    """TF-style 'same' padding (timm's Conv2dSame): control flow over the input's size, and a
+    buffer written in place on the way, which the trace must not write for real."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2)
+        self.register_buffer("calls", torch.zeros(1))
+
+    def forward(self, x):
+        ih, iw = x.size()[-2:]
+        pad_h = max((math.ceil(ih / 2) - 1) * 2 + 3 - ih, 0)
+        pad_w = max((math.ceil(iw / 2) - 1) * 2 + 3 - iw, 0)
+        if pad_h > 0 or pad_w > 0:
+            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        self.calls.add_(0)
+        return self.conv(x) * x.shape[1]
+
+
+def test_control_flow_over_shapes_traces_with_fx_not_export(monkeypatch):
+    torch.manual_seed(0)
+    m = SamePadding().eval()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+
+    def no_export(*a, **k):
+        raise AssertionError("torch.export was used")
+
+    monkeypatch.setattr(torch.export, "export", no_export)
+    g = _exact(m, torch.randn(1, 3, 9, 8))
+    assert [n.op for n in g.nodes if n.op != "mul"] == ["pad", "conv2d"]
+    for k, v in m.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
