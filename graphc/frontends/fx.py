@@ -73,6 +73,40 @@ class LayerTracer(fx.Tracer):
     def proxy(self, node: fx.Node) -> fx.Proxy:
         return _Proxy(node, self)
 
+    # fx finds the name of a parameter or buffer the traced code reads by scanning every
+    # parameter of the root, once per read: quadratic in model size (most of the import of a
+    # model whose norm layers are traced through, timm's BatchNormAct2d). One identity map per
+    # trace gives the same first name the scan would.
+    def trace(self, root, concrete_args=None):
+        self._param_names, self._buffer_names = {}, {}
+        if isinstance(root, torch.nn.Module):
+            for n, p in root.named_parameters():
+                self._param_names.setdefault(id(p), n)
+            for n, b in root.named_buffers():
+                self._buffer_names.setdefault(id(b), n)
+        return super().trace(root, concrete_args)
+
+    def _name_of(self, a) -> str | None:
+        if isinstance(a, torch.nn.Parameter):
+            return self._param_names.get(id(a))
+        if isinstance(a, torch.Tensor):
+            return self._buffer_names.get(id(a))
+        return None
+
+    def getattr(self, attr, attr_val, parameter_proxy_cache):
+        n = self._name_of(attr_val) if isinstance(attr_val, torch.Tensor) else None
+        if n is None or (not isinstance(attr_val, torch.nn.Parameter) and not self.proxy_buffer_attributes):
+            return super().getattr(attr, attr_val, parameter_proxy_cache)
+        if n not in parameter_proxy_cache:
+            parameter_proxy_cache[n] = self.create_proxy("get_attr", n, (), {})
+        return parameter_proxy_cache[n]
+
+    def create_arg(self, a):
+        n = self._name_of(a) if isinstance(a, torch.Tensor) else None
+        if n is not None:
+            return self.create_node("get_attr", n, (), {})
+        return super().create_arg(a)
+
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
         return fx_ops.is_layer(m)
 
