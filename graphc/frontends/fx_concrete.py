@@ -21,16 +21,6 @@ import torch.fx as fx
 _META = ("shape", "device", "dtype", "ndim", "is_cuda")
 
 
-def _untraced():
-    try:
-        from torch.fx._symbolic_trace import _maybe_revert_all_patches
-    except ImportError:  # an older torch: real runs of layers may then fail and stay symbolic
-        import contextlib
-
-        return contextlib.nullcontext()
-    return _maybe_revert_all_patches()
-
-
 def _real(a):
     if isinstance(a, fx.Proxy):
         return getattr(a, "_value", None)
@@ -101,6 +91,7 @@ def concrete_tracer_class(base: type, proxy_base: type) -> type:
             super().__init__()
             self._examples = list(example_inputs)
             self._placeholders = 0
+            self._real_calls = 0  # > 0 while a layer runs on real values
 
         def trace(self, root, concrete_args=None):
             # Read before tracing: while it runs, fx routes module attribute reads through the
@@ -112,6 +103,19 @@ def concrete_tracer_class(base: type, proxy_base: type) -> type:
 
         def proxy(self, node):
             return proxy_cls(node, self)
+
+        # While a layer runs on real values, fx's patches of Module.__call__/__getattr__ (still
+        # in place: lifting them costs a setattr on nn.Module, which Python propagates to every
+        # subclass, per call) pass straight through to the layer.
+        def call_module(self, m, forward, args, kwargs):
+            if self._real_calls:
+                return forward(*args, **kwargs)
+            return super().call_module(m, forward, args, kwargs)
+
+        def getattr(self, attr, attr_val, parameter_proxy_cache):
+            if self._real_calls:
+                return attr_val
+            return super().getattr(attr, attr_val, parameter_proxy_cache)
 
         def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, proxy_factory_fn=None):
             p = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
@@ -140,11 +144,12 @@ def concrete_tracer_class(base: type, proxy_base: type) -> type:
                     return target(*a, **k)
                 if kind == "call_method":
                     return getattr(a[0], target)(*a[1:], **k)
-                if kind == "call_module":
-                    # A layer's own forward must not be traced: fx's patches of
-                    # Module.__call__/__getattr__ are lifted around it.
-                    with _untraced():
+                if kind == "call_module":  # a layer's own forward must not be traced
+                    self._real_calls += 1
+                    try:
                         return self._modules_by_name[target](*a, **k)
+                    finally:
+                        self._real_calls -= 1
             return None
 
     return ConcreteTracer
