@@ -13,6 +13,7 @@ the options, a property where they do (``prune-merge(threshold=0.1)`` is lossy).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
@@ -117,6 +118,7 @@ class PatternPass(Pass):
 
 _PASSES: dict[str, type[Pass]] = {}
 _PRESETS: dict[str, str] = {}
+_PRESET_DOCS: dict[str, str] = {}
 
 
 def default_contract(cls: type[Pass]) -> tuple[bool, bool]:
@@ -168,8 +170,17 @@ def unregister_pass(name: str) -> None:
     _PASSES.pop(name, None)
 
 
-def register_preset(name: str, pipeline: str) -> None:
+def register_preset(name: str, pipeline: str, doc: str = "") -> None:
+    """A named pipeline; ``doc`` (shown by ``graphc passes NAME``) says what it is for and shows
+    a before/after IR fragment, as a pass's docstring does."""
     _PRESETS[name] = pipeline
+    _PRESET_DOCS[name] = inspect.cleandoc(doc) if doc else ""
+
+
+def preset_doc(name: str) -> str:
+    """The documentation a preset was registered with ("" when none)."""
+    load_builtin_passes()
+    return _PRESET_DOCS.get(name, "")
 
 
 def get_pass(name: str) -> type[Pass]:

@@ -8,16 +8,20 @@ never in node or value names, so renaming a node cannot break a pipeline.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass(frozen=True)
 class MetaKey:
-    """One kind of node metadata: the values it may take and the ops that may carry it."""
+    """One kind of node metadata: the values it may take and the ops that may carry it.
+    ``check`` (optional) validates a free-form value instead of ``values``: it returns why the
+    value is malformed, or None."""
 
     name: str
     values: tuple
     ops: tuple[str, ...]
     doc: str
+    check: Callable[[object], str | None] | None = None
 
 
 NODE_META: dict[str, MetaKey] = {}
@@ -34,17 +38,43 @@ EDP = register_meta(MetaKey(
     "1x1 coefficient layer, its only reader"))
 
 
+def _origin_names(v) -> str | None:
+    if not isinstance(v, list) or len(v) < 2:
+        return "expected a list of at least two original node names"
+    if not all(isinstance(n, str) and n for n in v):
+        return "every original node name must be a non-empty string"
+    if len(set(v)) != len(v):
+        return "an original node is named twice"
+    return None
+
+
+_MERGED_OPS = ("conv1d", "conv2d", "conv3d", "linear")
+STREAM = register_meta(MetaKey(
+    "stream", (), _MERGED_OPS,
+    "stream-merge: the original nodes (by name, in data-flow order) this one layer replaces; "
+    "rebirth runs them in the graph stream-merge received to get its stage-1 targets",
+    check=_origin_names))
+STREAM_INIT = register_meta(MetaKey(
+    "stream_init", ("exact", "approx"), _MERGED_OPS,
+    "stream-merge: whether the merged layer's weights equal its original subgraph (exact) or only "
+    "approximate it until rebirth retrains them (approx)"))
+
+
 def check_meta(node) -> str | None:
     """Why ``node.meta`` breaks its schema, or None."""
     for k, v in node.meta.items():
         key = NODE_META.get(k)
         if key is None:
             return f"unknown metadata {k!r} (known: {', '.join(sorted(NODE_META))})"
-        if v not in key.values:
+        if key.check is not None:
+            why = key.check(v)
+            if why is not None:
+                return f"metadata {k}={v!r}: {why}"
+        elif v not in key.values:
             return f"metadata {k}={v!r} is not one of {list(key.values)}"
         if node.op not in key.ops:
             return f"metadata {k} on a {node.op} (only on {', '.join(key.ops)})"
     return None
 
 
-__all__ = ["MetaKey", "NODE_META", "register_meta", "check_meta", "EDP"]
+__all__ = ["MetaKey", "NODE_META", "register_meta", "check_meta", "EDP", "STREAM", "STREAM_INIT"]

@@ -52,17 +52,22 @@ def _pool_geometry(pool: Node) -> tuple[list[int], list[int]] | str:
     return k, s
 
 
+def compose_avg_pool(w1: np.ndarray, b1: np.ndarray | None, a1: dict, k: list[int], s: list[int]):
+    """:func:`compose_convs` of a conv (weight, bias, attrs) with an average pool of kernel ``k``
+    and stride ``s`` that pads nothing, seen as a depthwise conv of constant taps."""
+    c = w1.shape[0]
+    w2 = torch.full((c, 1, *k), 1.0 / float(np.prod(k)), dtype=torch.float64)
+    a2 = {"stride": s, "padding": [0] * len(k), "dilation": [1] * len(k), "groups": c}
+    return compose_convs(t64(w1), None if b1 is None else t64(b1), a1, w2, None, a2)
+
+
 def _absorb(graph: Graph, conv: Node, pool: Node, allow_equal: bool) -> str | None:
     geo = _pool_geometry(pool)
     if isinstance(geo, str):
         return geo
     k, s = geo
     w1, b1 = conv_parts(conv)
-    a1 = conv_attrs(conv)
-    c = w1.shape[0]
-    w2 = torch.full((c, 1, *k), 1.0 / float(np.prod(k)), dtype=torch.float64)
-    a2 = {"stride": s, "padding": [0] * len(k), "dilation": [1] * len(k), "groups": c}
-    res = compose_convs(t64(w1), None if b1 is None else t64(b1), a1, w2, None, a2)
+    res = compose_avg_pool(w1, b1, conv_attrs(conv), k, s)
     if isinstance(res, str):
         return res
     w, bias, attrs = res

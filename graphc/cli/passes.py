@@ -62,7 +62,7 @@ def _opts_text(info: dict) -> str:
 
 def run(args) -> int:
     from graphc.pipeline_parse import close_names
-    from graphc.registry import all_passes, all_presets
+    from graphc.registry import all_passes, all_presets, preset_doc
 
     passes, presets = all_passes(), all_presets()
     if args.name is None:
@@ -103,11 +103,12 @@ def run(args) -> int:
         return 0
     if name in presets:
         if args.json:
-            print(json.dumps({"preset": name, "pipeline": presets[name]}, indent=2))
+            print(json.dumps({"preset": name, "pipeline": presets[name], "doc": preset_doc(name)}, indent=2))
             return 0
         from graphc.pipeline_parse import parse_pipeline
 
-        print(f"{name} (preset)\n\n  = {presets[name]}\n\npasses:")
+        doc = preset_doc(name)
+        print(f"{name} (preset)\n\n  = {presets[name]}\n" + (f"\n{doc}\n" if doc else "") + "\npasses:")
         for step in parse_pipeline(presets[name]).passes():
             print(f"  {step.name:<16} {'exact' if step.exact else 'lossy'}  {type(step.instance).summary()}")
         return 0

@@ -1,5 +1,5 @@
 """``graphc train-example NAME --data SPEC -o model.onnx``: train a built-in reference model
-(lenet5, lenet300, small-vgg, small-resnet) on a data spec and write it, a real model to
+(lenet5, lenet300, small-vgg, small-resnet, inception-small) on a data spec and write it, a real model to
 compress with ``graphc optimize``.
 
 Invariants: arguments are validated before any training; the output is written only after
@@ -21,8 +21,8 @@ def register(sub) -> None:
     p.add_argument("name", metavar="NAME", help=f"one of {', '.join(EXAMPLES)}")
     p.add_argument("--data", default="digits", metavar="SPEC", help=f"{SPEC_HELP} (default: digits)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the model (.onnx or .pt)")
-    p.add_argument("--epochs", type=float, default=None, help="training epochs (default: 10 for the LeNets, 8 for small-vgg and small-resnet)")
-    p.add_argument("--lr", type=float, default=None, help="SGD learning rate, momentum 0.9 (default: 0.02 for the LeNets, 0.05 for the BN models)")
+    p.add_argument("--epochs", type=float, default=None, help="training epochs (default: 10 for the LeNets and inception-small, 8 for small-vgg and small-resnet)")
+    p.add_argument("--lr", type=float, default=None, help="SGD learning rate, momentum 0.9 (default: 0.02 for the LeNets, 0.05 for the BN models, 0.1 for inception-small)")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling")
     p.add_argument("--check", type=int, metavar="N", default=None,
                    help="random inputs to compare the written model against the trained module (default: 3; 0 skips it)")

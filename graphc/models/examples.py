@@ -20,7 +20,7 @@ from graphc.models import build
 
 __all__ = ["train_example", "DEFAULTS", "EXAMPLES"]
 
-EXAMPLES = ("lenet5", "lenet300", "small-vgg", "small-resnet")
+EXAMPLES = ("lenet5", "lenet300", "small-vgg", "small-resnet", "inception-small")
 
 # (epochs, lr) per model; BN models take a larger step.
 DEFAULTS = {
@@ -28,12 +28,13 @@ DEFAULTS = {
     "lenet300": (10, 0.02),
     "vgg": (8, 0.05),
     "resnet": (8, 0.05),
+    "inception": (10, 0.1),
 }
 
 
 def _key(name: str) -> str:
     key = name.lower().replace("-", "").replace("_", "")
-    return {"lenet": "lenet5", "lenet300100": "lenet300", "smallvgg": "vgg", "smallresnet": "resnet"}.get(key, key)
+    return {"lenet": "lenet5", "lenet300100": "lenet300", "smallvgg": "vgg", "smallresnet": "resnet", "inceptionsmall": "inception"}.get(key, key)
 
 
 def train_example(name: str, data="digits", *, epochs: float | None = None, lr: float | None = None,

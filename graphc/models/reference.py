@@ -1,5 +1,6 @@
 """Reference models for examples, tests and benchmarks: LeNet-5 (Caffe form), LeNet-300-100, a
-small VGG-style CNN and a small ResNet, each for 1-channel 28x28 (MNIST) or 8x8 (digits) inputs.
+small VGG-style CNN, a small ResNet and a small inception-style CNN, each for 1-channel 28x28
+(MNIST) or 8x8 (digits) inputs.
 
 Invariants: a model's layer names are stable (they become IR node names and state-dict keys);
 every model is a plain ``nn.Module`` tracing cleanly with torch.fx; the input size only changes
@@ -112,9 +113,44 @@ class SmallResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+class Inception(nn.Module):
+    """GoogLeNet's inception module: 1x1, 1x1 -> 3x3, 1x1 -> 5x5 and 3x3 max pool -> 1x1 branches,
+    each ending in a ReLU, concatenated on channels."""
+
+    def __init__(self, cin: int, c1: int, c3r: int, c3: int, c5r: int, c5: int, cp: int):
+        super().__init__()
+        self.b1 = nn.Sequential(nn.Conv2d(cin, c1, 1), nn.ReLU())
+        self.b3 = nn.Sequential(nn.Conv2d(cin, c3r, 1), nn.ReLU(), nn.Conv2d(c3r, c3, 3, padding=1), nn.ReLU())
+        self.b5 = nn.Sequential(nn.Conv2d(cin, c5r, 1), nn.ReLU(), nn.Conv2d(c5r, c5, 5, padding=2), nn.ReLU())
+        self.bp = nn.Sequential(nn.MaxPool2d(3, 1, 1), nn.Conv2d(cin, cp, 1), nn.ReLU())
+
+    def forward(self, x):
+        return torch.cat([self.b1(x), self.b3(x), self.b5(x), self.bp(x)], 1)
+
+
+class InceptionSmall(nn.Module):
+    """Inception-style: a 3x3 conv-ReLU stem, 2x2 max pool, an inception module (40 channels),
+    2x2 max pool, an inception module (56 channels), global average pool, fc10."""
+
+    def __init__(self, size: int = 28, in_ch: int = 1, classes: int = 10, width: int = 16):
+        super().__init__()
+        w = width
+        self.stem = nn.Sequential(nn.Conv2d(in_ch, w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.inc1 = Inception(w, w // 2, w // 2, w, w // 4, w // 2, w // 2)
+        self.pool = nn.MaxPool2d(2)
+        self.inc2 = Inception(40 * w // 16, w, w, 3 * w // 2, w // 2, w // 2, w // 2)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(56 * w // 16, classes)
+
+    def forward(self, x):
+        x = self.inc2(self.pool(self.inc1(self.stem(x))))
+        return self.fc(torch.flatten(self.gap(x), 1))
+
+
 MODELS = {
     "lenet5": LeNet5,
     "lenet300": LeNet300,
     "vgg": SmallVGG,
     "resnet": SmallResNet,
+    "inception": InceptionSmall,
 }

@@ -139,3 +139,21 @@ def lenet_graph():
 @pytest.fixture
 def ir_execute():
     return execute
+
+
+@pytest.fixture
+def torchrun():
+    """Run a worker script on two gloo processes; returns the finished process (asserted ok)."""
+    import os
+    import subprocess
+    import sys
+
+    def launch(worker, *args):
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker),
+               *map(str, args)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc
+
+    return launch

@@ -12,19 +12,6 @@ from graphc.data import load_data
 from graphc.training import CosineLR, GradMask, Hook, Projection, Regularizer, evaluate, train
 
 
-@pytest.fixture
-def blobs(tmp_path):
-    """A separable 3-class problem of 1x8x8 images, as an .npz data spec."""
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 3, 96)
-    x = rng.normal(0, 0.3, (96, 1, 8, 8)).astype(np.float32)
-    for c in range(3):
-        x[y == c, 0, c * 2:(c * 2) + 2, :] += 2.0
-    path = tmp_path / "blobs.npz"
-    np.savez(path, x=x, y=y)
-    return str(path)
-
-
 def tiny():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
