@@ -384,6 +384,7 @@ class _Rebuild:
         self.groups: dict[tuple, _Group] = {}
         self.copied: dict[fx.Node, fx.Node] = {}
         self.written_bases: set[fx.Node] = set()
+        self.part_gen: dict[fx.Node, dict] = {}  # container results: their storages' write counts when made
 
     def group(self, n: fx.Node) -> _Group | None:
         lay = self.p.layout.get(n)
@@ -411,9 +412,10 @@ class _Rebuild:
                                         name=f"{_stem(n)}_reread")
                 self.gen[n] = g.gen
         elif n in self.p.parts:
+            made = self.part_gen.get(n, {})
             for part in self.p.parts[n]:
                 g = self.groups.get(part.key)
-                if g is not None and self.gen.get(n, 0) < g.gen:
+                if g is not None and made.get(part.key, 0) < g.gen:
                     raise UnsupportedError(f"in-place write before a read of {n.name}: a tuple of views of the "
                                            f"written tensor made before the write; graphc cannot functionalise that")
         return self.env[n]
@@ -430,6 +432,8 @@ class _Rebuild:
                 continue
             new = self.new.node_copy(n, self.lookup)
             self.env[n] = self.copied[n] = new
+            if n in self.p.parts:  # a tuple of views is stale only after writes later than itself
+                self.part_gen[n] = {p.key: self.groups[p.key].gen for p in self.p.parts[n] if p.key in self.groups}
             g = self.group(n)
             if g is not None:
                 # A second read of an attribute already written reads what was written.
