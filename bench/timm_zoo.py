@@ -163,6 +163,8 @@ def one(name: str, repeats: int) -> dict:
         row["prune"] = {**t, "macs": macs / base_macs, "graph_macs": totals(g)["macs"] / max(1, base["macs"])}
     except Exception as e:
         row["prune"] = {"error": _err(e)}
+    # graphc's part of the row, in case Torch-Pruning runs past the time limit.
+    print(json.dumps({**row, "tp": {"error": "not reached"}}), flush=True)
     try:
         t, pruned = run_tp(model, x)  # prunes the model in place: last
         macs, yp = run_counted(pruned, x)
@@ -180,8 +182,15 @@ def run_child(name: str, limit: float, repeats: int) -> dict:
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=env)
-    except subprocess.TimeoutExpired:
-        return {"model": name, "error": f"over the {limit:.0f} s limit"}
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        rows = [line for line in out.splitlines() if line.startswith("{")]
+        if not rows:
+            return {"model": name, "error": f"over the {limit:.0f} s limit"}
+        row = json.loads(rows[-1])  # graphc's measurements: Torch-Pruning ran past the limit
+        row["tp"] = {"error": f"over the {limit:.0f} s limit"}
+        row["wall"] = time.perf_counter() - t0
+        return row
     for line in reversed(p.stdout.splitlines()):
         if line.startswith("{"):
             row = json.loads(line)
