@@ -48,7 +48,7 @@ class PassStep:
     def __str__(self) -> str:
         if not self.options:
             return self.name
-        opts = ",".join(f"{k.replace('_', '-')}={format_value(v)}" for k, v in self.options.items())
+        opts = ",".join(f"{k.rstrip('_').replace('_', '-')}={format_value(v)}" for k, v in self.options.items())
         return f"{self.name}({opts})"
 
 
@@ -330,8 +330,10 @@ class _Parser:
                         self.fail(f"option {key!r} of pass {cls.name!r} needs a value ({key}=...)")
                     self.i += 1
                     field_name = key.replace("-", "_")
+                    if field_name not in fields and f"{field_name}_" in fields:
+                        field_name += "_"  # an option named by a Python keyword (lambda) is a field lambda_
                     if field_name not in fields:
-                        shown = [f.replace("_", "-") for f in fields]
+                        shown = [f.rstrip("_").replace("_", "-") for f in fields]
                         what = f"options: {', '.join(shown)}" if shown else "it takes no options"
                         near = close_names(key.replace("_", "-"), shown)
                         self.fail(f"unknown option {key!r} for pass {cls.name!r}{near or f' ({what})'}")

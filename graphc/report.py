@@ -66,6 +66,8 @@ class Report:
     check: CheckResult | None = None
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {before, after, unit}
     notes: list[str] = field(default_factory=list)
+    # per-layer figures before/after (graphc.report_layers.merge); empty unless collected
+    layers: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -82,7 +84,14 @@ class Report:
                        for p in self.passes],
             "before": self.before, "after": self.after,
             "check": asdict(self.check) if self.check else None, "metrics": self.metrics, "notes": self.notes,
+            **({"layers": self.layers} if self.layers else {}),
         })
+
+    def to_html(self, title: str | None = None) -> str:
+        """This run as a self-contained HTML page (:mod:`graphc.report_html`)."""
+        from graphc.report_html import render_html
+
+        return render_html([self.to_dict()], title)
 
     def to_json(self, indent: int = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)

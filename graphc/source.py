@@ -17,7 +17,6 @@ import numpy as np
 
 from graphc.errors import InputError
 from graphc.ir.graph import Graph
-from graphc.ir.types import MAX_DIM
 
 
 
@@ -150,22 +149,10 @@ def ort_session(model, consume: bool = False):
 
 
 def parse_shapes(specs) -> list[tuple[int, ...]] | None:
-    """``["1,3,32,32", "1x10"]`` -> shapes; InputError on anything else."""
-    if not specs:
-        return None
-    shapes = []
-    for s in specs:
-        parts = str(s).strip().replace("x", ",").split(",")
-        try:
-            shape = tuple(int(p) for p in parts)
-        except ValueError:
-            raise InputError(f"bad --input-shape {s!r}: expected comma-separated integers like 1,3,224,224") from None
-        if not shape or any(d < 1 for d in shape):
-            raise InputError(f"bad --input-shape {s!r}: every dimension must be a positive integer")
-        if any(d > MAX_DIM for d in shape):
-            raise InputError(f"bad --input-shape {s!r}: a dimension is past int64")
-        shapes.append(shape)
-    return shapes
+    """``["1,3,32,32", "1x10"]`` -> shapes, None for none; InputError on anything else."""
+    from graphc.frontends.spec import parse_input_shape
+
+    return parse_input_shape([str(s) for s in specs], what="--input-shape") if specs else None
 
 
 def load_source(spec, input_shape=None, example_inputs=None, weights=None) -> tuple[Graph, Source]:

@@ -396,28 +396,26 @@ def tile(node, t: Ties) -> None:
 def concat(node, t: Ties) -> None:
     r = len(node.outputs[0].shape)
     d = node.attrs["dim"] % r
-    off = 0
-    for i, v in enumerate(node.inputs):
-        n = v.shape[d]
-        for a in range(r):
-            if a != d:
-                t.tie((IN, i, a), (OUT, 0, a))
-        if n:
-            t.tie((IN, i, d), (OUT, 0, d), np.arange(n), off + np.arange(n))
-        off += n
+    _end_to_end(t, IN, [v.shape[d] for v in node.inputs], OUT, r, d)
 
 
 def split(node, t: Ties) -> None:
     r = len(node.inputs[0].shape)
     d = node.attrs["dim"] % r
+    _end_to_end(t, OUT, [v.shape[d] for v in node.outputs], IN, r, d)
+
+
+def _end_to_end(t: Ties, side: int, sizes: list[int], whole: int, r: int, d: int) -> None:
+    """Parts laid end to end along axis ``d`` of one whole tensor (concat's inputs, split's
+    outputs): every other axis of a part tied to the whole's, axis ``d`` element by element
+    to its slice."""
     off = 0
-    for j, v in enumerate(node.outputs):
-        n = v.shape[d]
+    for i, n in enumerate(sizes):
         for a in range(r):
             if a != d:
-                t.tie((OUT, j, a), (IN, 0, a))
+                t.tie((side, i, a), (whole, 0, a))
         if n:
-            t.tie((OUT, j, d), (IN, 0, d), np.arange(n), off + np.arange(n))
+            t.tie((side, i, d), (whole, 0, d), np.arange(n), off + np.arange(n))
         off += n
 
 

@@ -37,6 +37,11 @@ EDP = register_meta(MetaKey(
     "EDP's decomposed pair (decompose -> edp-train -> prune-merge): the basis layer feeds the "
     "1x1 coefficient layer, its only reader"))
 
+RESCONV = register_meta(MetaKey(
+    "resconv", ("scale", "shortcut"), ("mul",),
+    "a ResConv block (resconv-wrap -> resconv-train -> layer-prune): the layer's scaling factor "
+    "on its conv branch (scale) and the information-control factor on its shortcut (shortcut)"))
+
 
 def _origin_names(v) -> str | None:
     if not isinstance(v, list) or len(v) < 2:
@@ -60,6 +65,13 @@ STREAM_INIT = register_meta(MetaKey(
     "approximate it until rebirth retrains them (approx)"))
 
 
+UNIFY = register_meta(MetaKey(
+    "unify", tuple(f"cin{k}{s}" for k in range(2, 65) for s in ("", "-shared") if not (s and k > 12))
+    + ("kernel", "kernel-shared"), ("conv1d", "conv2d", "conv3d", "linear"),
+    "the weight's micro-structured block shape after unify: each block is one value times "
+    "signs, or zero (read by the ONNX block encoding and unify-realize)"))
+
+
 def check_meta(node) -> str | None:
     """Why ``node.meta`` breaks its schema, or None."""
     for k, v in node.meta.items():
@@ -77,4 +89,4 @@ def check_meta(node) -> str | None:
     return None
 
 
-__all__ = ["MetaKey", "NODE_META", "register_meta", "check_meta", "EDP", "STREAM", "STREAM_INIT"]
+__all__ = ["MetaKey", "NODE_META", "register_meta", "check_meta", "EDP", "RESCONV", "STREAM", "STREAM_INIT", "UNIFY"]

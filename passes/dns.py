@@ -23,16 +23,16 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 
 from graphc.data import resolve_data
 from graphc.errors import PassError
 from graphc.ir.graph import Graph
 from graphc.registry import Pass, PassContext, PassResult, register_pass
+from graphc.training.graph_module import GraphModule
 from graphc.training.hooks import Hook
 
 __all__ = ["DNS", "Layer", "MaskedModel", "SurgeryHook", "dns_rule", "prunable_layers", "threshold",
-           "device_for", "kept_table"]
+           "device_for", "kept_table", "MaskedGraphModule", "dns_rule_"]
 
 PRUNABLE = {"conv1d": "conv", "conv2d": "conv", "conv3d": "conv", "linear": "fc"}
 
@@ -70,10 +70,19 @@ def threshold(mu: float, sigma: float, c: float) -> float:
 
 def dns_rule(w_abs: torch.Tensor, mask: torch.Tensor, t: float) -> torch.Tensor:
     """The surgery: cut at |w| <= 0.9 t, splice at |w| > 1.1 t, keep the mask in between."""
-    out = mask.clone()
-    out[w_abs <= 0.9 * t] = 0
-    out[w_abs > 1.1 * t] = 1
-    return out
+    return dns_rule_(w_abs, mask.clone(), t)
+
+
+@torch.no_grad()
+def dns_rule_(w_abs: torch.Tensor, mask: torch.Tensor, t: float) -> torch.Tensor:
+    """:func:`dns_rule` written into the 0/1 ``mask`` itself:
+    mask <- max(mask * (1 - [|w| <= 0.9 t]), [|w| > 1.1 t]), comparisons written as 0/1 in
+    the mask's dtype. Boolean indexing would gather indices first (a host sync per rule) and
+    boolean comparisons and fills are several times slower than these float passes; NaN
+    compares false both ways, so a NaN weight keeps its mask, as with indexing."""
+    cut = torch.le(w_abs, 0.9 * t, out=torch.empty_like(mask))
+    back = torch.gt(w_abs, 1.1 * t, out=torch.empty_like(mask))
+    return torch.maximum(mask.addcmul_(mask, cut, value=-1), back, out=mask)
 
 
 def device_for(requested: str = "auto") -> torch.device:
@@ -82,15 +91,57 @@ def device_for(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-class _StraightThrough(nn.Module):
-    """Parametrization: forward sees ``w * mask``, the gradient reaches all of ``w``."""
+class _StraightThrough(torch.autograd.Function):
+    """Forward ``w * mask``; backward hands the gradient to all of ``w`` unchanged, so a cut
+    weight keeps learning. One multiply forward and none backward: the straight-through
+    estimator written as ``w * m + (w - w.detach()) * (1 - m)`` costs four passes over the
+    weights each way."""
 
-    def __init__(self, mask: torch.Tensor):
-        super().__init__()
-        self.register_buffer("mask", mask)
+    @staticmethod
+    def forward(ctx, w, mask):
+        return w * mask
 
-    def forward(self, w):
-        return w * self.mask + (w - w.detach()) * (1 - self.mask)
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+class MaskedGraphModule(GraphModule):
+    """A :class:`GraphModule` whose forward feeds ``w * mask`` (straight-through) for the
+    params in ``masks``; its parameters stay the dense weights the optimiser updates."""
+
+    def __init__(self, graph: Graph):
+        super().__init__(graph)
+        self.masks: dict[str, torch.Tensor] = {}
+
+    def _apply(self, fn, recurse=True):
+        # Masks follow .to(device) / .double() like the weights; the dict is updated in place
+        # because MaskedModel holds the same one.
+        super()._apply(fn, recurse)
+        for name, m in self.masks.items():
+            self.masks[name] = fn(m)
+        return self
+
+    def feeds(self) -> dict[str, torch.Tensor]:
+        params = super().feeds()
+        for name, m in self.masks.items():
+            params[name] = _StraightThrough.apply(params[name], m)
+        return params
+
+    def param(self, name: str) -> torch.Tensor:
+        """The weight behind graph param ``name`` as the forward sees it (masked when it has a
+        mask; :meth:`MaskedModel.raw` is the dense parameter)."""
+        w = super().param(name)
+        return _StraightThrough.apply(w, self.masks[name]) if name in self.masks else w
+
+    @torch.no_grad()
+    def write_back(self, graph: Graph | None = None) -> None:
+        """The masked weights into the graph (masks themselves: :meth:`MaskedModel.write_back`)."""
+        graph = graph or self.graph
+        super().write_back(graph)
+        for name, m in self.masks.items():
+            p = graph.params[name]
+            p.set_data(np.where(m.detach().cpu().numpy() > 0.5, p.data, np.zeros((), p.data.dtype)))
 
 
 class MaskedModel:
@@ -101,26 +152,18 @@ class MaskedModel:
     """
 
     def __init__(self, graph: Graph, layers: list[Layer], device: torch.device):
-        from torch.nn.utils import parametrize
-
-        from graphc.training.graph_module import GraphModule
-
         self.graph = graph
         self.layers = layers
-        self.module = GraphModule(graph).to(device)
-        self.module._fixed = {k: v.to(device) for k, v in self.module._fixed.items()}
+        self.module = MaskedGraphModule(graph).to(device)
         self.device = device
-        self.masks: dict[str, torch.Tensor] = {}
+        self.masks = self.module.masks
         for layer in layers:
             for name in (layer.weight, layer.bias):
                 if name is None:
                     continue
                 p = graph.params[name]
                 m = torch.ones(p.data.shape) if p.mask is None else torch.from_numpy(p.mask.astype(np.float32))
-                m = m.to(device=device, dtype=self.module.param(name).dtype)
-                idx = str(self.module._index[name])
-                parametrize.register_parametrization(self.module.weights, idx, _StraightThrough(m))
-                self.masks[name] = self.module.weights.parametrizations[idx][0].mask
+                self.masks[name] = m.to(device=device, dtype=self.raw(name).dtype)
         self.stats = []
         with torch.no_grad():
             for layer in layers:
@@ -129,7 +172,8 @@ class MaskedModel:
         self.total = sum(layer.size for layer in layers)
 
     def raw(self, name: str) -> torch.Tensor:
-        return self.module.weights.parametrizations[str(self.module._index[name])].original
+        """The dense parameter under param ``name``'s mask."""
+        return self.module.weights[self.module._index[name]]
 
     def names(self, i: int) -> list[str]:
         layer = self.layers[i]
@@ -143,12 +187,13 @@ class MaskedModel:
 
     @torch.no_grad()
     def surgery(self, i: int, c: float) -> None:
-        for n, m in self.proposal(i, c).items():
-            self.masks[n].copy_(m)
+        t = threshold(*self.stats[i], c)
+        for n in self.names(i):
+            dns_rule_(self.raw(n).abs(), self.masks[n], t)
 
     def kept(self, i: int | None = None) -> int:
         names = self.names(i) if i is not None else list(self.masks)
-        return int(sum(float(self.masks[n].sum()) for n in names))
+        return int(sum(self.masks[n].count_nonzero() for n in names))  # one host sync, not one per mask
 
     def fraction(self) -> float:
         return self.kept() / max(1, self.total)
@@ -156,7 +201,7 @@ class MaskedModel:
     @torch.no_grad()
     def write_back(self) -> None:
         """Masked weights into the graph, with their masks; the rest of the weights as trained."""
-        self.module.write_back(self.graph)
+        self.module.write_back(self.graph)  # masked values; set_mask below zeroes the same entries
         for name, m in self.masks.items():
             self.graph.params[name].set_mask(m.detach().cpu().numpy() > 0.5)
 

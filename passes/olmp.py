@@ -98,11 +98,11 @@ class SearchSurgery(SurgeryHook):
         bar = progress_bar(total=opts.evaluations, desc=f"{opts.name} search @{step}", quiet=self.ctx.quiet)
 
         def fitness(c: np.ndarray) -> float:
-            kept = others
+            # The candidate's surgery goes into the live masks (restored from ``saved`` below),
+            # so the accuracy is that of the model as the forward runs it.
             for i, ci in zip(chosen, c):
-                for n, m in mm.proposal(i, float(ci)).items():
-                    mm.masks[n].copy_(m)
-                    kept += int(m.sum())
+                mm.surgery(i, float(ci))
+            kept = others + int(sum(mm.masks[n].count_nonzero() for n in saved))
             acc = self.accuracy()
             for n, m in saved.items():
                 mm.masks[n].copy_(m)

@@ -16,7 +16,13 @@ group, l1 where a group has none) or ``random`` (seeded by the context); ``min_c
 units always stay in a group; kept counts are rounded up to a multiple of ``round_to``;
 ``protect`` (fnmatch patterns of node names) keeps those nodes' output channels;
 ``target_macs`` (absolute, or a fraction of the current MACs when <= 1) replaces ``ratio``: the
-ratio is found by bisection on the cost model. ``search=ncs`` (or ``random``; needs data) finds
+ratio is found by bisection on the cost model. ``target_latency`` does the same on the predicted
+onnxruntime latency of the calibrated cost model (``3ms``, ``0.004s``, or a bare fraction of the
+graph's own predicted latency; ``latency_threads=1`` predicts single-thread CPU time).
+``importance=latency`` ranks the units of all groups together by l1 magnitude per predicted
+second saved (:mod:`graphc.passes.prune_latency`); ``round_to=simd`` rounds kept counts to this
+CPU's SIMD block (8, or 16 with AVX-512), the channel multiple onnxruntime's kernels run
+fastest on. ``search=ncs`` (or ``random``; needs data) finds
 one ratio per group instead (see :mod:`graphc.passes.prune_search`): with ``target_macs`` the
 most accurate ratios within it, without the fewest MACs within ``acc_loss`` of the accuracy.
 
@@ -26,13 +32,13 @@ all its units; the pass only removes units (never adds or reorders channels).
 from __future__ import annotations
 
 import dataclasses
-import gc
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
 
 from graphc.errors import PassError
+from graphc.ir.gc_pause import gc_paused
 from graphc.ir.graph import Graph
 
 from graphc.ir.ops import ops_with
@@ -84,7 +90,11 @@ def _member_scores(group: ChannelGroup, ops: set[str], operand: int | None, p: i
 
 def importance(group: ChannelGroup, kind: str, rng: np.random.Generator, cache: dict | None = None) -> np.ndarray:
     """One score per unit of ``group``; higher means more important. ``cache`` (a dict shared
-    by the groups of one graph state) keeps each weight's per-axis magnitudes between groups."""
+    by the groups of one graph state) keeps each weight's per-axis magnitudes between groups.
+    ``latency`` scores a unit within its group by l1 (its ranking across groups is
+    :func:`graphc.passes.prune_latency.latency_scores`)."""
+    if kind == "latency":
+        kind = "l1"
     if kind == "random":
         return rng.random(group.size)
     if kind == "bn-scale":
@@ -131,8 +141,18 @@ def plan(groups: list[ChannelGroup], ratio: float, kind: str, scope: str, min_un
     cache = {} if cache is None else cache
     scores = [importance(g, kind, rng, cache) for g in groups]
     out = []
-    if scope == "global":
+    if kind == "latency":
+        if isinstance(ratio, (list, tuple, np.ndarray)):
+            raise PassError("prune: importance=latency ranks all groups together; per-group ratios need another importance")
+        if "latency" not in cache:
+            raise PassError("prune: importance=latency needs the seconds each group's units save (seconds_per_unit)")
+        from graphc.passes.prune_latency import latency_scores
+
+        # one ranking over all groups: that is where time per channel differs
+        scope, norm = "global", latency_scores(groups, scores, cache["latency"])
+    elif scope == "global":
         norm = [s / (s.max() if s.max() > 0 else 1.0) for s in scores]
+    if scope == "global":
         flat = np.concatenate(norm) if norm else np.zeros(0)
         n_remove = int(np.floor(ratio * len(flat)))
         thr = np.sort(flat)[n_remove - 1] if n_remove > 0 else -np.inf
@@ -151,9 +171,10 @@ def plan(groups: list[ChannelGroup], ratio: float, kind: str, scope: str, min_un
 
 
 def prune_graph(graph: Graph, *, ratio: float, importance: str = "l1", scope: str = "local", min_channels: int = 1,
-                round_to: int = 1, protect=(), seed: int = 0, groups=None) -> int:
+                round_to: int = 1, protect=(), seed: int = 0, groups=None, cache: dict | None = None) -> int:
     """Prune ``graph`` in place; returns the number of units removed. ``ratio`` may be a list:
-    one ratio per prunable channel group, in order (``scope=local`` only)."""
+    one ratio per prunable channel group, in order (``scope=local`` only). ``cache``: what
+    :func:`plan` keeps per graph state (``importance=latency`` needs its ``"latency"`` entry)."""
     many = isinstance(ratio, (list, tuple, np.ndarray))
     rs = [float(r) for r in ratio] if many else [ratio]
     if not all(0.0 <= r < 1.0 for r in rs):
@@ -162,15 +183,10 @@ def prune_graph(graph: Graph, *, ratio: float, importance: str = "l1", scope: st
         raise PassError("prune: per-group ratios need scope=local")
     if not any(rs):
         return 0
-    enabled = gc.isenabled()
-    gc.disable()  # see channel_groups: the collector's traversals would dominate on big graphs
-    try:
+    with gc_paused():
         groups = channel_groups(graph, protect=protect) if groups is None else groups
-        steps = plan(groups, ratio, importance, scope, min_channels, round_to, np.random.default_rng(seed))
+        steps = plan(groups, ratio, importance, scope, min_channels, round_to, np.random.default_rng(seed), cache)
         return prune_groups(graph, steps)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _on_copy(group: ChannelGroup, vmap: dict) -> ChannelGroup:
@@ -192,12 +208,14 @@ class Prune(Pass):
     name: ClassVar[str] = "prune"
     exact: ClassVar[bool] = False
     ratio: float = 0.5
-    importance: Literal["l1", "l2", "bn-scale", "random"] = "l1"
+    importance: Literal["l1", "l2", "bn-scale", "random", "latency"] = "l1"
     scope: Literal["local", "global"] = "local"
     min_channels: int = 1
-    round_to: int = 1
+    round_to: int | Literal["simd"] = 1
     protect: tuple[str, ...] = ()
     target_macs: float | None = None
+    target_latency: str | None = None
+    latency_threads: int | None = None
     search: Literal["none", "ncs", "ncs-released", "random"] = "none"
     acc_loss: float = 0.02
     evaluations: int = 200
@@ -212,16 +230,29 @@ class Prune(Pass):
         # Checked on construction, so a pipeline string with them fails before a model loads.
         if self.min_channels < 1:
             raise ValueError(f"min-channels must be >= 1, got {self.min_channels}")
-        if self.round_to < 1:
-            raise ValueError(f"round-to must be >= 1, got {self.round_to}")
+        if self.round_to != "simd" and self.round_to < 1:
+            raise ValueError(f"round-to must be >= 1 (or simd: this CPU's SIMD block), got {self.round_to}")
+        if self.target_latency is not None:
+            from graphc.passes.prune_latency import parse_target_latency
+
+            parse_target_latency(self.target_latency)
+            if self.target_macs is not None:
+                raise ValueError("give target-macs or target-latency, not both")
+        if self.latency_threads is not None and self.latency_threads < 1:
+            raise ValueError(f"latency-threads must be >= 1, got {self.latency_threads}")
         if self.target_macs is not None and not self.target_macs > 0:
             raise ValueError(f"target-macs must be > 0 (a fraction up to 1, or a MAC count), got {self.target_macs}")
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        round_to = self.round_to
+        if round_to == "simd":
+            from graphc.passes.prune_latency import simd_block
+
+            round_to = simd_block()
         opts = dict(importance=self.importance, scope=self.scope, min_channels=self.min_channels,
-                    round_to=self.round_to, seed=getattr(ctx, "seed", 0))
-        if self.importance not in ("l1", "l2", "bn-scale", "random"):
-            raise PassError(f"prune: unknown importance {self.importance!r} (l1, l2, bn-scale, random)")
+                    round_to=round_to, seed=getattr(ctx, "seed", 0))
+        if self.importance not in ("l1", "l2", "bn-scale", "random", "latency"):
+            raise PassError(f"prune: unknown importance {self.importance!r} (l1, l2, bn-scale, random, latency)")
         if self.scope not in ("local", "global"):
             raise PassError(f"prune: unknown scope {self.scope!r} (local, global)")
         ratio = self.ratio
@@ -230,10 +261,31 @@ class Prune(Pass):
         # One channel-group analysis serves the whole search and the final cut: the search
         # prunes copies, which never change this graph.
         groups = ctx.analysis("channel-groups", graph, lambda g: channel_groups(g, protect=protect), key=protect)
+        cache: dict = {}
+        calib = None
+        if self.importance == "latency" or self.target_latency is not None:
+            from graphc.passes.prune_latency import calibration_for, seconds_per_unit
+
+            calib = calibration_for(self.latency_threads)
+            if self.importance == "latency":
+                cache["latency"] = seconds_per_unit(graph, groups, calib)
         if self.target_macs is not None:
-            ratio, reached = self._search(graph, opts, groups)
+            ratio, reached = self._search(graph, opts, groups, cache, _macs, self.target_macs, "MACs")
             stats.update({"prune.ratio": round(ratio, 4), "prune.macs": reached})
+        if self.target_latency is not None:
+            from graphc.passes.prune_latency import parse_target_latency, predicted_seconds
+
+            def seconds(g):
+                return predicted_seconds(g, calib)
+
+            value, absolute = parse_target_latency(self.target_latency)
+            ratio, reached = self._search(graph, opts, groups, cache, seconds, value, "seconds", fraction=not absolute)
+            stats.update({"prune.ratio": round(ratio, 4), "prune.predicted_ms": round(reached * 1e3, 4),
+                          "prune.target_ms": round((value if absolute else value * seconds(graph)) * 1e3, 4)})
         if self.search != "none":
+            if self.target_latency is not None or self.importance == "latency":
+                raise PassError("prune: search= finds per-group ratios for a MACs target; use it with target-macs "
+                                "and a per-group importance, not target-latency or importance=latency")
             if self.scope != "local":
                 raise PassError("prune: search= finds per-group ratios and needs scope=local")
             from graphc.passes.prune_search import search_ratios
@@ -249,20 +301,24 @@ class Prune(Pass):
                 stats.pop("prune.ratio", None)
                 stats["prune.start_ratio"] = round(ratio, 4)
                 ratio = found
-        removed = prune_graph(graph, ratio=ratio, groups=groups, **opts)
+        removed = prune_graph(graph, ratio=ratio, groups=groups, cache=cache, **opts)
         if self.search != "none":
             stats["prune.macs"] = _macs(graph)
         stats["prune.units_removed"] = removed
         return PassResult(changed=removed > 0, stats=stats)
 
-    def _search(self, graph: Graph, opts, groups: list[ChannelGroup]) -> tuple[float, float]:
-        """The smallest ratio (to 1/256) whose pruned graph reaches ``target_macs``; each step
-        plans on ``groups`` (of this graph) and cuts a copy through the same groups mapped to it."""
-        full = _macs(graph)
-        target = self.target_macs * full if self.target_macs <= 1 else self.target_macs
+    def _search(self, graph: Graph, opts, groups: list[ChannelGroup], magnitudes: dict, measure, goal: float,
+                unit: str, fraction: bool | None = None) -> tuple[float, float]:
+        """The smallest ratio (to 1/256) whose pruned graph's ``measure`` reaches ``goal`` (a
+        fraction of the graph's own figure when ``fraction``, or, left None, when <= 1); each
+        step plans on ``groups`` (of this graph) and cuts a copy through the same groups mapped
+        to it. ``magnitudes``: the plan cache of this graph state, shared by every step."""
+        full = measure(graph)
+        if fraction is None:
+            fraction = goal <= 1
+        target = goal * full if fraction else goal
         if full <= target:
             return 0.0, full
-        magnitudes: dict = {}
 
         def macs_at(r: float) -> float:
             vmap: dict = {}
@@ -270,12 +326,12 @@ class Prune(Pass):
             steps = plan(groups, r, opts["importance"], opts["scope"], opts["min_channels"], opts["round_to"],
                          np.random.default_rng(opts["seed"]), magnitudes)
             prune_groups(g, [(_on_copy(grp, vmap), keep) for grp, keep in steps])
-            return _macs(g)
+            return measure(g)
 
         lo, hi = 0.0, 0.99
         hi_macs = macs_at(hi)
         if hi_macs > target:
-            raise PassError(f"prune: target {target:.4g} MACs is out of reach (at ratio 0.99: {hi_macs:.4g})")
+            raise PassError(f"prune: target {target:.4g} {unit} is out of reach (at ratio 0.99: {hi_macs:.4g})")
         while hi - lo > 1 / 256:
             mid = (lo + hi) / 2
             m = macs_at(mid)

@@ -19,7 +19,7 @@ import warnings
 
 from graphc.errors import GraphcError
 
-COMMANDS = ["inspect", "convert", "optimize", "passes", "cost", "calibrate", "train_example"]
+COMMANDS = ["inspect", "convert", "optimize", "passes", "cost", "calibrate", "train_example", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,7 +35,10 @@ def register(sub) -> None:
                         "after it; a pass that moves them fails the run, naming the pass (default 0: off)")
     p.add_argument("--explain", action="store_true",
                    help="after the table, list per pass the nodes its rewrites left alone and why")
-    p.add_argument("--report", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--report", metavar="FILE",
+                   help="write the report: FILE.html as one self-contained page with charts (per-layer channels, "
+                        "MACs, predicted and, with --measure, measured time), any other name as JSON "
+                        "(`graphc report FILE` draws the page later)")
     p.add_argument("--data", metavar="SPEC", help="data for passes that train: digits | mnist-idx:DIR | FILE.npz | module:function")
     p.add_argument("--input-shape", action="append", metavar="SHAPE",
                    help="input shape like 1,3,224,224 (repeat for several inputs)")
@@ -164,6 +167,11 @@ def run(args) -> int:
         check_fits(data, graph)  # before any pass trains on it
     ctx = PassContext(data=data, seed=args.seed, quiet=args.quiet)
     predicted = predicted_latency(graph)
+    layers_before = None
+    if args.report:
+        from graphc.report_layers import snapshot
+
+        layers_before = snapshot(graph, measure=args.measure)
     report = PassManager(pipeline, dump_dir=args.dump_ir, check_each=args.check_each, seed=args.seed).run(graph, ctx)
     add_predicted_latency(report, predicted, graph)
     n = default_check(pipeline, args.check)
@@ -179,7 +187,16 @@ def run(args) -> int:
             report.add_metric(f"latency {'onnxruntime' if source.kind == 'onnx' else 'torch'}", lat[0], lat[1], "ms")
     failed = report.check is not None and report.check.enforced and not report.check.ok
     if args.report:
-        _write_text(args.report, report.to_json() + "\n")
+        from graphc.report_layers import merge, snapshot
+
+        report.layers = merge(layers_before, snapshot(graph, measure=args.measure))
+        if Path(args.report).suffix.lower() in (".html", ".htm"):
+            from graphc.report_html import render_html
+
+            run_dict = dict(report.to_dict(), label=Path(args.model).stem if ":" not in args.model else args.model)
+            _write_text(args.report, render_html([run_dict]))
+        else:
+            _write_text(args.report, report.to_json() + "\n")
     if not failed and args.output:
         write_output(graph, args.output)
     if args.json:

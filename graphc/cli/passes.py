@@ -46,7 +46,7 @@ def pass_info(cls) -> dict:
             if f.init:
                 d = _default(f)
                 required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-                opts.append({"name": f.name.replace("_", "-"), "type": describe_type(types.get(f.name, f.type)),
+                opts.append({"name": f.name.rstrip("_").replace("_", "-"), "type": describe_type(types.get(f.name, f.type)),
                              "default": None if required else format_value(d), "required": required})
     # The contract belongs to a configured instance: show the default one's.
     exact, needs = default_contract(cls)

@@ -21,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("name", metavar="NAME", help=f"one of {', '.join(EXAMPLES)}")
     p.add_argument("--data", default="digits", metavar="SPEC", help=f"{SPEC_HELP} (default: digits)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the model (.onnx or .pt)")
-    p.add_argument("--epochs", type=float, default=None, help="training epochs (default: 10 for the LeNets and inception-small, 8 for small-vgg and small-resnet)")
+    p.add_argument("--epochs", type=float, default=None, help="training epochs (default: 10 for the LeNets and inception-small, 8 for the BN models)")
     p.add_argument("--lr", type=float, default=None, help="SGD learning rate, momentum 0.9 (default: 0.02 for the LeNets, 0.05 for the BN models, 0.1 for inception-small)")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling")
     p.add_argument("--check", type=int, metavar="N", default=None,

@@ -25,7 +25,6 @@ their ``state_dict`` key.
 """
 from __future__ import annotations
 
-import gc
 import operator
 import re
 from collections import OrderedDict
@@ -36,6 +35,7 @@ import torch.fx as fx
 
 from graphc.errors import InputError, UnsupportedError
 from graphc.ir import Graph, TensorType, Value
+from graphc.ir.gc_pause import gc_paused
 from graphc.ir.ops.opaque import resolve_target
 from graphc.ir.types import dtype_from_torch
 from graphc.frontends import fx_inplace, fx_ops
@@ -291,15 +291,8 @@ def _normalise_inputs(example_inputs) -> tuple:
 
 def load_module(model: torch.nn.Module, example_inputs=None, input_shape=None, name: str | None = None) -> Graph:
     """Import ``model`` (traced in eval mode) at the shapes of ``example_inputs``."""
-    # The import allocates many small objects that never form cycles worth collecting; the
-    # collector's passes over a large model's heap would cost more than the import itself.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         return _load_module(model, example_inputs, input_shape, name)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _load_module(model: torch.nn.Module, example_inputs, input_shape, name: str | None) -> Graph:
@@ -310,8 +303,11 @@ def _load_module(model: torch.nn.Module, example_inputs, input_shape, name: str 
         shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
         g = torch.Generator().manual_seed(0)
         inputs = tuple(torch.randn(tuple(s), generator=g) for s in shapes)
-    was_training = model.training
-    model.eval()
+    # Traced in eval mode; afterwards every module is back in its own mode (a frozen BN inside
+    # a training model stays frozen). Only modules that were training are walked again.
+    training = [m for m in model.modules() if m.training]
+    if training:
+        model.eval()
     source = model
     if fx_ops.is_layer(model):
         # A bare layer as the whole model: trace it as a leaf inside a container, so it maps
@@ -333,7 +329,8 @@ def _load_module(model: torch.nn.Module, example_inputs, input_shape, name: str 
             gm = _Traced(gm.module, pure, copy=False)
             graph = _Converter(model, gm, results, name or type(source).__name__.lower()).convert(inputs)
     finally:
-        source.train(was_training)
+        for m in training:
+            m.training = True
     if model is not source:
         for p in list(graph.params.values()):
             if p.source.startswith(prefix + "."):

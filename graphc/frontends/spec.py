@@ -64,8 +64,9 @@ class ModelSpec:
             raise InputError(f"{self.path} is not a readable ONNX model ({type(e).__name__}: {_first_line(e)})") from None
 
 
-def parse_input_shape(text) -> list[tuple[int, ...]]:
-    """``"1,3,224,224"`` (or a list of such, or of int tuples) -> list of shapes."""
+def parse_input_shape(text, what: str = "input shape") -> list[tuple[int, ...]]:
+    """``"1,3,224,224"`` or ``"1x3x224x224"`` (or a list of such, or of int tuples) -> list of
+    shapes; InputError, naming ``what`` was bad, on anything else (an empty dimension too)."""
     if text is None:
         return []
     items = [text] if isinstance(text, str) or (text and isinstance(text[0], int)) else list(text)
@@ -73,15 +74,15 @@ def parse_input_shape(text) -> list[tuple[int, ...]]:
     for item in items:
         if isinstance(item, str):
             try:
-                shape = tuple(int(p) for p in item.replace("x", ",").split(",") if p.strip())
+                shape = tuple(int(p) for p in item.strip().replace("x", ",").split(","))
             except ValueError:
-                raise InputError(f"bad input shape {item!r}: expected integers like 1,3,224,224") from None
+                raise InputError(f"bad {what} {item!r}: expected comma-separated integers like 1,3,224,224") from None
         else:
             shape = tuple(int(d) for d in item)
         if not shape or any(d < 1 for d in shape):
-            raise InputError(f"bad input shape {item!r}: every dimension must be a positive integer")
+            raise InputError(f"bad {what} {item!r}: every dimension must be a positive integer")
         if any(d > MAX_DIM for d in shape):
-            raise InputError(f"bad input shape {item!r}: a dimension is past int64")
+            raise InputError(f"bad {what} {item!r}: a dimension is past int64")
         shapes.append(shape)
     return shapes
 

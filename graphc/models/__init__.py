@@ -6,9 +6,11 @@ trained one (see :mod:`graphc.models.examples`).
 from __future__ import annotations
 
 from graphc.errors import InputError
-from graphc.models.reference import MODELS, InceptionSmall, LeNet5, LeNet300, SmallResNet, SmallVGG
+from graphc.models.reference import (MODELS, CifarResNet, InceptionSmall, LeNet5, LeNet300, PlainNet, SmallResNet,
+                                     SmallVGG)
 
-__all__ = ["MODELS", "build", "LeNet5", "LeNet300", "SmallVGG", "SmallResNet", "InceptionSmall"]
+__all__ = ["MODELS", "build", "LeNet5", "LeNet300", "SmallVGG", "SmallResNet", "InceptionSmall", "PlainNet",
+           "CifarResNet"]
 
 
 def build(name: str, size: int = 28, in_ch: int = 1, classes: int = 10):
@@ -17,5 +19,6 @@ def build(name: str, size: int = 28, in_ch: int = 1, classes: int = 10):
     aliases = {"lenet": "lenet5", "lenet300100": "lenet300", "smallvgg": "vgg", "smallresnet": "resnet", "inceptionsmall": "inception"}
     key = aliases.get(key, key)
     if key not in MODELS:
-        raise InputError(f"unknown example model {name!r}: expected one of lenet5, lenet300, small-vgg, small-resnet, inception-small")
+        raise InputError(f"unknown example model {name!r}: expected one of lenet5, lenet300, small-vgg, small-resnet, "
+                         "inception-small, plain20, plain20-resconv, resnet20, resnet56")
     return MODELS[key](size=size, in_ch=in_ch, classes=classes)

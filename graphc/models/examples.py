@@ -20,7 +20,8 @@ from graphc.models import build
 
 __all__ = ["train_example", "DEFAULTS", "EXAMPLES"]
 
-EXAMPLES = ("lenet5", "lenet300", "small-vgg", "small-resnet", "inception-small")
+EXAMPLES = ("lenet5", "lenet300", "small-vgg", "small-resnet", "inception-small", "plain20", "plain20-resconv",
+            "resnet20", "resnet56")
 
 # (epochs, lr) per model; BN models take a larger step.
 DEFAULTS = {
@@ -29,6 +30,10 @@ DEFAULTS = {
     "vgg": (8, 0.05),
     "resnet": (8, 0.05),
     "inception": (10, 0.1),
+    "plain20": (8, 0.05),
+    "plain20resconv": (8, 0.05),
+    "resnet20": (8, 0.05),
+    "resnet56": (8, 0.05),
 }
 
 

@@ -1,6 +1,8 @@
 """Reference models for examples, tests and benchmarks: LeNet-5 (Caffe form), LeNet-300-100, a
 small VGG-style CNN, a small ResNet and a small inception-style CNN, each for 1-channel 28x28
-(MNIST) or 8x8 (digits) inputs.
+(MNIST) or 8x8 (digits) inputs; and the deeper CIFAR-style nets of ResConv layer pruning: a plain
+20-layer CNN (``plain20``, optionally with ResConv layers for training) and ResNet-20/56
+(16/32/64 channels).
 
 Invariants: a model's layer names are stable (they become IR node names and state-dict keys);
 every model is a plain ``nn.Module`` tracing cleanly with torch.fx; the input size only changes
@@ -113,6 +115,93 @@ class SmallResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+class ResConvLayer(nn.Module):
+    """One ResConv layer as trained from scratch: relu(alpha * bn(conv(x)) + beta * x), with the
+    trainable scalars alpha (the layer scale) and beta (the shortcut's information control)
+    starting at 1. After training ``fuse-resconv`` folds it into one ordinary conv."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(ch)
+        self.alpha = nn.Parameter(torch.ones(1, 1, 1, 1))
+        self.beta = nn.Parameter(torch.ones(1, 1, 1, 1))
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.bn(self.conv(x)) * self.alpha + x * self.beta)
+
+
+class PlainNet(nn.Module):
+    """A deep plain CNN in the CIFAR ResNet layout without shortcuts: a 3x3 stem, three stages of
+    ``n`` same-width 3x3 conv-BN-ReLU layers ([16, 32, 64] channels; the first layer of stages 2
+    and 3 has stride 2), global average pool, fc10. ``n=6`` gives 20 weight layers (``plain20``).
+    With ``resconv=True`` every layer keeping its shape is a :class:`ResConvLayer` (the same
+    network after fusion)."""
+
+    def __init__(self, size: int = 28, in_ch: int = 1, classes: int = 10, width: int = 16, n: int = 6,
+                 resconv: bool = False):
+        super().__init__()
+        w = width
+        self.stem = _conv_bn(in_ch, w)
+        layers: list[nn.Module] = []
+        cin = w
+        for stage, cout in enumerate((w, 2 * w, 4 * w)):
+            for i in range(n):
+                stride = 2 if stage > 0 and i == 0 else 1
+                if resconv and stride == 1 and cin == cout:
+                    layers.append(ResConvLayer(cout))
+                else:
+                    layers.append(nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+                                                nn.BatchNorm2d(cout), nn.ReLU()))
+                cin = cout
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4 * w, classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.features(self.stem(x))), 1))
+
+
+class CifarResNet(nn.Module):
+    """CIFAR-style ResNet-(6n+2): a 3x3 stem, three stages of ``n`` basic blocks ([16, 32, 64]
+    channels, stride 1, 2, 2), global average pool, fc10. The first block of stages 2 and 3
+    projects its shortcut with a 1x1 conv + BN (option B of He et al.)."""
+
+    def __init__(self, size: int = 28, in_ch: int = 1, classes: int = 10, width: int = 16, n: int = 3):
+        super().__init__()
+        w = width
+        self.stem = _conv_bn(in_ch, w)
+        blocks: list[nn.Module] = []
+        cin = w
+        for stage, cout in enumerate((w, 2 * w, 4 * w)):
+            for i in range(n):
+                blocks.append(BasicBlock(cin, cout, 2 if stage > 0 and i == 0 else 1))
+                cin = cout
+        self.layers = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4 * w, classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
+
+
+def plain20(**kw) -> PlainNet:
+    return PlainNet(n=6, **kw)
+
+
+def plain20_resconv(**kw) -> PlainNet:
+    return PlainNet(n=6, resconv=True, **kw)
+
+
+def resnet20(**kw) -> CifarResNet:
+    return CifarResNet(n=3, **kw)
+
+
+def resnet56(**kw) -> CifarResNet:
+    return CifarResNet(n=9, **kw)
+
+
 class Inception(nn.Module):
     """GoogLeNet's inception module: 1x1, 1x1 -> 3x3, 1x1 -> 5x5 and 3x3 max pool -> 1x1 branches,
     each ending in a ReLU, concatenated on channels."""
@@ -152,5 +241,9 @@ MODELS = {
     "lenet300": LeNet300,
     "vgg": SmallVGG,
     "resnet": SmallResNet,
+    "plain20": plain20,
+    "plain20resconv": plain20_resconv,
+    "resnet20": resnet20,
+    "resnet56": resnet56,
     "inception": InceptionSmall,
 }

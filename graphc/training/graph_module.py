@@ -65,9 +65,16 @@ class GraphModule(nn.Module):
                 return {**node.attrs, "shape": [batch] + shape[1:]}
         return node.attrs
 
-    def forward(self, *xs):
-        params = {name: self.weights[i] for name, i in self._index.items()}
+    def feeds(self) -> dict[str, torch.Tensor]:
+        """The tensor the forward feeds for each graph param: the trainable parameters and the
+        fixed tensors (a subclass may put a function of a parameter in its place, e.g. a
+        masked weight, keeping the parameter itself what the optimiser updates)."""
+        params = dict(zip(self.names, self.weights))
         params.update(self._fixed)
+        return params
+
+    def forward(self, *xs):
+        params = self.feeds()
         batch = xs[0].shape[0] if xs and xs[0].dim() else 1
         res = run_graph(self.graph, list(xs), params=params, attrs=lambda n: self._attrs(n, batch),
                         grad=torch.is_grad_enabled())

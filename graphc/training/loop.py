@@ -14,10 +14,13 @@ Invariants:
   on every rank, so replicas stay equal after projections too.
 - Batches go to the device of the model's weights (move the model to CUDA to train there).
 - The model is left in eval mode on return.
+- No host sync per step: running loss and accuracy stay on the device and are read (with the
+  hooks' ``status``) only when a drawn bar refreshes and at the end of each epoch.
 """
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -26,9 +29,15 @@ import torch.nn.functional as F
 
 from graphc.data import Data, load_data
 from graphc.progress import bar as progress_bar
+from graphc.progress import enabled as progress_enabled
 from graphc.training.hooks import Hook
 
 __all__ = ["train", "evaluate", "TrainResult", "distributed_context"]
+
+# The bar's figures (running loss and accuracy, the hooks' status) are read from the device
+# this often at most: reading them every step forces a host sync per step, and a hook's status
+# may be a reduction over every weight.
+REFRESH_S = 0.5
 
 
 @dataclass
@@ -148,6 +157,7 @@ def train(
     loss_sum = acc_sum = seen = 0.0
     dev = _device(bare)
     bar = progress_bar(total=total, desc=desc, quiet=quiet or dist.rank != 0)
+    live, shown = progress_enabled(quiet or dist.rank != 0), float("-inf")
     try:
         for epoch in range(n_epochs):
             sampler = getattr(train_loader, "sampler", None)
@@ -176,12 +186,16 @@ def train(
                     for h in hooks:
                         h.after_step(bare, step, opt.param_groups[0]["lr"])
                 n = int(y.numel())
-                loss_sum += float(loss.detach()) * n
-                acc_sum += float((out.argmax(1) == y).sum())
+                with torch.no_grad():
+                    loss_sum = loss_sum + loss.detach().float() * n
+                    acc_sum = acc_sum + (out.argmax(1) == y).sum()
                 seen += n
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{acc_sum / seen:.3f}",
-                                **{k: v for h in hooks for k, v in h.status().items()})
+                if live and time.monotonic() - shown >= REFRESH_S:
+                    shown = time.monotonic()
+                    bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{float(acc_sum) / seen:.3f}",
+                                    **{k: v for h in hooks for k, v in h.status().items()})
+            loss_sum, acc_sum = float(loss_sum), float(acc_sum)
             history.append({"epoch": epoch, "loss": loss_sum / max(1, seen), "acc": acc_sum / max(1, seen)})
             if total is not None and step >= total:
                 break

@@ -78,3 +78,32 @@ def test_dns_target_params_sets_the_uniform_knob(lenet300, digits):
 def test_dns_without_data_says_so(lenet300):
     with pytest.raises(DataError, match="dns.*needs data"):
         get_pass("dns")(iterations=5).run(lenet300, PassContext())
+
+
+def test_dns_rule_in_place_matches_the_rule_and_keeps_the_mask_where_w_is_nan():
+    from graphc.passes.dns import dns_rule_
+
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        w = torch.rand(4000, generator=g, dtype=dtype)
+        w[::97] = float("nan")
+        mask = (torch.rand(4000, generator=g) < 0.5).to(dtype)
+        t = 0.5
+        want = mask.clone()
+        want[w <= 0.9 * t] = 0
+        want[w > 1.1 * t] = 1
+        out = dns_rule_(w, mask, t)
+        assert out.data_ptr() == mask.data_ptr() and out.dtype == dtype
+        assert torch.equal(out, want) and torch.equal(dns_rule(w, want, t), want)
+
+
+def test_masks_follow_the_module_to_another_dtype(lenet300):
+    mm = MaskedModel(lenet300, prunable_layers(lenet300), torch.device("cpu"))
+    mm.surgery(0, 1.0)
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        ref = mm.module(x).double()
+        mm.module.double()
+        out = mm.module(x.double())
+    assert all(m.dtype == torch.float64 for m in mm.masks.values()) and mm.masks is mm.module.masks
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5 * max(1.0, float(ref.abs().max())))
