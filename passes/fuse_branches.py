@@ -74,9 +74,9 @@ def _conv_leaf(node: Node) -> _Affine:
     if node.attrs.get("padding_mode", "zeros") not in (None, "zeros"):
         raise _NoFold(f"{node.name} pads with {node.attrs['padding_mode']}")
     offset = tuple(p - d * (k - 1) // 2 for k, p, d in zip(w.shape[2:], a["padding"], a["dilation"]))
-    from graphc.passes._rewrite import dilate_kernel, t64
+    from graphc.passes._rewrite import dilate_kernel
 
-    wd = dilate_kernel(t64(w), a["dilation"]).numpy()
+    wd = dilate_kernel(np.asarray(w, dtype=np.float64), a["dilation"])
     c = node.output.shape[1]
     bias = np.zeros(c) if b is None else np.asarray(b, dtype=np.float64)
     return _Affine(node.input(0), np.zeros(c), bias, wd, {**a, "dilation": [1] * len(a["dilation"])}, node, offset,
