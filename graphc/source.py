@@ -155,11 +155,12 @@ def parse_shapes(specs) -> list[tuple[int, ...]] | None:
     return parse_input_shape([str(s) for s in specs], what="--input-shape") if specs else None
 
 
-def load_source(spec, input_shape=None, example_inputs=None) -> tuple[Graph, Source]:
+def load_source(spec, input_shape=None, example_inputs=None, weights=None) -> tuple[Graph, Source]:
     """The IR graph of a model spec and the source it came from.
 
     Specs: any spec string :mod:`graphc.frontends.spec` resolves (an ``.onnx`` or IR ``.json``
-    file, ``torchvision:NAME``, ``file.py:factory``), an ``nn.Module`` (with ``example_inputs``
+    file, ``torchvision:NAME``, ``timm:NAME``, ``file.py:factory``; ``weights``: a weights file
+    for a torch spec), an ``nn.Module`` (with ``example_inputs``
     or ``input_shape``), an ONNX ModelProto, or a Graph.
     """
     import graphc
@@ -170,7 +171,7 @@ def load_source(spec, input_shape=None, example_inputs=None) -> tuple[Graph, Sou
     if isinstance(spec, (str, os.PathLike)):
         from graphc.frontends.spec import resolve
 
-        ms = resolve(str(spec), shapes)
+        ms = resolve(str(spec), shapes, weights)
         graph = ms.load()
         if ms.kind == "torch":
             return graph, TorchSource(ms.module)
