@@ -220,3 +220,28 @@ def test_resconv_train_without_data_says_so(tmp_path, capsys):
     torch.onnx.export(build("plain20", size=8).eval(), torch.randn(1, 1, 8, 8), str(src), dynamo=False)
     assert main(["optimize", str(src), "--passes", "resconv", "-o", str(tmp_path / "o.onnx")]) == 2
     assert "needs data" in capsys.readouterr().err
+
+
+def test_forced_removal_moves_the_scale_onto_the_shortcut(x):
+    # A target forces out a block with alpha != 0: it becomes relu((beta + alpha) * x), the
+    # identity-like shortcut the prox step moves towards, not the nearly closed relu(beta * x).
+    torch.manual_seed(0)
+    model = _randomise_bn(build("plain20", size=8))
+    g = graphc.load(model, example_inputs=x[:1])
+    run_pipeline(g, "resconv-wrap")
+    blocks = {b.name: b for b in find_blocks(g)[0]}
+    for b in blocks.values():
+        b.alpha.param.set_data(np.full((1, 1, 1, 1), 1.0, np.float32))
+    blocks["features.3.0"].alpha.param.set_data(np.full((1, 1, 1, 1), 0.75, np.float32))
+    blocks["features.3.0"].beta.param.set_data(np.full((1, 1, 1, 1), 0.05, np.float32))
+    rep = run_pipeline(g, "layer-prune(target-layers=1)")
+    st = rep.passes[0].stats
+    assert not rep.exact and st["removed"] == 1 and st["exact_removals"] == 0
+    assert st["layers"]["features.3.0"]["alpha"] == 0.75 and st["layers"]["features.3.0"]["beta"] == pytest.approx(0.05)
+    expected = build("plain20", size=8)
+    expected.load_state_dict(model.state_dict())
+    expected.features[3] = _Shortcut(0.8)
+    expected.eval()
+    run_pipeline(g, "fuse")
+    with torch.no_grad():
+        _close(run_graph(g, [x[:1]])[0], expected(x[:1]))
