@@ -156,7 +156,9 @@ def body(args, data, claim1, main_table, nr_table, seconds, done) -> str:
         "(Torch-Pruning {torch_pruning.__version__} `MagnitudePruner`, "
         "L1, classifier kept, at the least ratio reaching at most the layer-pruned MACs). A block that a "
         "target forces out with its scale not zero becomes its shortcut with the scale moved onto it "
-        "(beta + alpha). Everything "
+        "(beta + alpha). Both channel pruners start from the unfused trained module (BN kept); "
+        "plain20's layer pruning starts from its fused graph, which has no BN left, so the "
+        "recalibration changes nothing there. Everything "
         "is fused (`fuse`) before measuring, so only standard convs are left. ms: median onnxruntime "
         f"latency at batch 1 ({args.repeats} runs) and 32; mem b32: resident memory onnxruntime adds "
         "while running batch 32 (VmHWM after minus VmRSS before, fresh process); act b32: the cost "
@@ -277,7 +279,9 @@ def main(argv=None) -> int:
         # 3. channel pruning at the same MACs and the same training budget (T + F epochs).
         target = at_half[1]["macs"]
         say(f"3. channel pruning at {target:,} MACs")
-        g, _ = pipeline(g0, f"prune(target-macs={target}),finetune(epochs={T + F:g},lr={args.lr},recalibrate={R}),fuse", data,
+        # graphc's channel pruning starts, like Torch-Pruning, from the unfused module (BN kept,
+        # so its fine-tune's BN recalibration has statistics to re-estimate).
+        g, _ = pipeline(graphc.load(module, example_inputs=x1), f"prune(target-macs={target}),finetune(epochs={T + F:g},lr={args.lr},recalibrate={R}),fuse", data,
                         args.seed, args.quiet)
         rows.append(row(name, f"graphc prune(target-macs) + finetune {T + F:g} ep", "0",
                         measure(g, data, tmp, f"{name}-prune", args.repeats), src))
