@@ -70,13 +70,14 @@ def recalibrate_bn(module, data, batches: int, *, batch_size: int = 64, seed: in
             if n in own:
                 xb, w, b = ins[0], ins[1], ins[2]
                 dims = [d for d in range(xb.dim()) if d != 1]
-                mean = xb.mean(dims)
-                var = xb.var(dims, unbiased=False)
+                xd = xb.double()  # float64 sums: a batch may hold millions of elements
+                mean = xd.mean(dims)
+                var = xd.var(dims, unbiased=False)
                 count = xb.numel() // xb.shape[1]
                 unbiased = var * (count / max(1, count - 1))
                 s = sums[n]
-                sums[n] = (mean.double(), unbiased.double()) if s is None else (s[0] + mean, s[1] + unbiased)
-                out = F.batch_norm(xb, mean, var, w, b, False, 0.0, n.attrs.get("eps", 1e-5))
+                sums[n] = (mean, unbiased) if s is None else (s[0] + mean, s[1] + unbiased)
+                out = F.batch_norm(xb, mean.to(xb.dtype), var.to(xb.dtype), w, b, False, 0.0, n.attrs.get("eps", 1e-5))
             else:
                 out = n.opdef.run(ins, module._attrs(n, batch))
             outs = out if isinstance(out, (tuple, list)) else (out,)
