@@ -135,7 +135,7 @@ def body(args, data, claim1, main_table, nr_table, seconds, done) -> str:
         + ("" if done else "**Partial: the run had not finished when this was written; only the rows "
                            "shown were measured.**\n\n")
         + f"Command: `python bench/resconv.py {' '.join(sys.argv[1:])}` (budgets cut from the defaults "
-        "so the whole run fits 30 minutes on the loaded machine).\n\n"
+        "so the whole run fits 25 minutes on the loaded machine).\n\n"
         + f"Data: `{args.data}`, {data.split} (accuracy: top-1 on that validation part, the exported "
         f"ONNX model under onnxruntime). One run, one seed ({args.seed}) for every row, headline rows "
         f"included (three seeds did not fit the time budget), {seconds / 60:.1f} min on "
@@ -153,7 +153,7 @@ def body(args, data, claim1, main_table, nr_table, seconds, done) -> str:
         f"of fine-tune at lr {args.lr:g}; every graphc fine-tune and `resconv-train` first re-estimates "
         f"the BN statistics on {args.recalibrate} training batches (`recalibrate={args.recalibrate}`; "
         "graphc trains BN with frozen statistics), the Torch-Pruning fine-tune runs BN in train mode "
-        "(Torch-Pruning {torch_pruning.__version__} `MagnitudePruner`, "
+        f"(Torch-Pruning {torch_pruning.__version__} `MagnitudePruner`, "
         "L1, classifier kept, at the least ratio reaching at most the layer-pruned MACs). A block that a "
         "target forces out with its scale not zero becomes its shortcut with the scale moved onto it "
         "(beta + alpha). Both channel pruners start from the unfused trained module (BN kept); "
