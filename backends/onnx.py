@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from graphc.errors import GraphcError, InputError, UnsupportedError
+from graphc.ir.gc_pause import gc_paused
 from graphc.ir.graph import Graph, Node
 from graphc.ir.types import onnx_dtype
 
@@ -46,23 +47,25 @@ class Emitter:
         self.names: dict[int, str] = {}
         self._taken: set[str] = set()
         self._node_names: set[str] = set()
+        self._next: dict[tuple[str, str], int] = {}
         self._current: Node | None = None
 
     # -- naming ----------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
-        name, i = base, 1
-        while name in self._taken:
-            name = f"{base}_{i}"
-            i += 1
-        self._taken.add(name)
-        return name
+        return self._claim(base, self._taken, "value")
 
     def node_name(self, base: str) -> str:
-        name, i = base, 1
-        while name in self._node_names:
+        return self._claim(base, self._node_names, "node")
+
+    def _claim(self, base: str, taken: set[str], kind: str) -> str:
+        # names are never released: the search for a base resumes where its last one stopped,
+        # so many values of one base name cost linear time, not quadratic
+        name, i = base, self._next.get((kind, base), 1)
+        while name in taken:
             name = f"{base}_{i}"
             i += 1
-        self._node_names.add(name)
+        self._next[(kind, base)] = i
+        taken.add(name)
         return name
 
     def name_of(self, value) -> str:
@@ -107,6 +110,11 @@ def emit_onnx(graph: Graph, opset: int = DEFAULT_OPSET, *, check: bool = True, s
     """Lower ``graph`` to an ``onnx.ModelProto`` (checked with full_check unless told not to).
     Masked (pruned) params go to ``sparse_initializer`` where that is smaller (``sparse``:
     ``auto``, ``always``, ``never``; see :mod:`graphc.backends.onnx_sparse`)."""
+    with gc_paused():
+        return _emit_onnx(graph, opset, check, sparse)
+
+
+def _emit_onnx(graph: Graph, opset: int, check: bool, sparse: str):
     import onnx
     from onnx import helper
 
@@ -176,6 +184,13 @@ def emit_onnx(graph: Graph, opset: int = DEFAULT_OPSET, *, check: bool = True, s
     del g
     for i, arr in deferred:
         model.graph.initializer[i].raw_data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+    # Unified weights (unify) are stored as block values + sign bits with a standard-op decoder.
+    unified = {e.names[id(n.input(1))]: n.meta["unify"] for n in graph.nodes
+               if "unify" in n.meta and n.input(1).param is not None}
+    if unified:
+        from graphc.backends.onnx_unify import encode_unified
+
+        encode_unified(model, unified)
     if check:
         check_model(model)
     masks = {e.names[id(p.value)]: p.mask for p in graph.params.values() if p.mask is not None and id(p.value) in used}

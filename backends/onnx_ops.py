@@ -438,16 +438,19 @@ def gelu(e, node, ins, outs):
     if e.opset >= 20:
         e.op1("Gelu", ins, outs[0], approximate=approx)
         return
+    # Before opset 20, written in the form onnxruntime's Gelu fusion matches (the form
+    # torch.onnx.export writes): x / sqrt(2) -> Erf -> + 1 -> * x -> * 0.5. A Mul by 1/sqrt(2),
+    # or the 0.5 applied to x first, is left unfused and runs as five kernels.
     dt = node.inputs[0].dtype
     x = ins[0]
-    half = e.op1("Mul", [x, _scalar(e, 0.5, dt, "half")])
     if approx == "tanh":
         x3 = e.op1("Mul", [e.op1("Mul", [x, x]), x])
         inner = e.op1("Add", [x, e.op1("Mul", [x3, _scalar(e, 0.044715, dt, "c")])])
         t = e.op1("Tanh", [e.op1("Mul", [inner, _scalar(e, math.sqrt(2 / math.pi), dt, "k")])])
     else:
-        t = e.op1("Erf", [e.op1("Mul", [x, _scalar(e, 1 / math.sqrt(2), dt, "k")])])
-    e.op1("Mul", [half, e.op1("Add", [t, _scalar(e, 1.0, dt, "one")])], outs[0])
+        t = e.op1("Erf", [e.op1("Div", [x, _scalar(e, math.sqrt(2), dt, "sqrt2")])])
+    e.op1("Mul", [e.op1("Mul", [x, e.op1("Add", [t, _scalar(e, 1.0, dt, "one")])]), _scalar(e, 0.5, dt, "half")],
+          outs[0])
 
 
 @lowers("leaky_relu")

@@ -23,7 +23,6 @@ reference interpreter (:func:`graphc.ir.interpret.run_graph`) runs the same hook
 """
 from __future__ import annotations
 
-import gc
 import inspect
 import keyword
 import operator
@@ -37,6 +36,7 @@ import torch.nn as nn
 
 from graphc.errors import UnsupportedError
 from graphc.ir import Graph, Node, Value
+from graphc.ir.gc_pause import gc_paused
 from graphc.ir.interpret import run_graph  # noqa: F401  (the reference interpreter, re-exported)
 from graphc.ir.ops.opaque import fill_template, resolve_target
 
@@ -212,12 +212,5 @@ class _Emitter:
 
 def emit_torch(graph: Graph) -> fx.GraphModule:
     """The graph as a ``torch.fx.GraphModule`` in eval mode (see the module docstring)."""
-    # Building layers and fx nodes allocates many small objects; the cyclic collector's passes
-    # over the whole heap (the source model and graph included) would dominate the emission.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         return _Emitter(graph).emit()
-    finally:
-        if enabled:
-            gc.enable()

@@ -11,11 +11,15 @@ nodes a block) of about 1k, 2k, 4k, 8k, 10k and 16k nodes; times the torch.fx im
 emitters (a torch module and an ONNX model). Targets: at most 2.2x per doubling, under 5 CPU s
 at 10k nodes.
 
+With ``--flat`` the end-to-end chain is one loop in the top module's forward instead of a
+sequence of block modules: torch.fx then names its ops add, add_1, add_2... with no module
+scope, which once made naming (and so the import) quadratic.
+
 One run per size and part; prints the tables and writes them to the ``scaling`` and
-``scaling-e2e`` sections of docs/benchmarks.md.
+``scaling-e2e`` (``scaling-e2e-flat``) sections of docs/benchmarks.md.
 
     python bench/scaling.py [--sizes 1000,2000,5000,10000] [--e2e-sizes 1000,2000,4000,8000,10000,16000]
-                            [--only analysis|e2e] [--no-write]
+                            [--only analysis|e2e] [--flat] [--no-write]
 """
 from __future__ import annotations
 
@@ -121,8 +125,10 @@ def run(sizes) -> list[dict]:
     return rows
 
 
-def residual_chain(n_nodes: int, width: int = 8, side: int = 8):
-    """(module, example input): a chain of residual conv-BN-ReLU blocks, ``n_nodes`` IR nodes."""
+def residual_chain(n_nodes: int, width: int = 8, side: int = 8, flat: bool = False):
+    """(module, example input): a chain of residual conv-BN-ReLU blocks, ``n_nodes`` IR nodes.
+    ``flat``: the same chain as one loop in the top module's forward, so torch.fx names its
+    functional ops add, add_1, add_2... with no module scope (a naming stress case)."""
     import torch
     from torch import nn
 
@@ -136,24 +142,44 @@ def residual_chain(n_nodes: int, width: int = 8, side: int = 8):
         def forward(self, x):
             return x + self.relu(self.bn(self.conv(x)))
 
+    class Flat(nn.Module):
+        def __init__(self, blocks):
+            super().__init__()
+            self.blocks = nn.ModuleList(blocks)
+
+        def forward(self, x):
+            for b in self.blocks:
+                x = x + torch.relu(b.bn(b.conv(x)))
+            return x
+
     torch.manual_seed(0)
-    model = nn.Sequential(*[Block() for _ in range(max(1, n_nodes // 4))]).eval()
+    blocks = [Block() for _ in range(max(1, n_nodes // 4))]
+    model = (Flat(blocks) if flat else nn.Sequential(*blocks)).eval()
     return model, torch.randn(1, width, side, side)
 
 
-def run_end_to_end(sizes, repeat: int = 1) -> list[dict]:
+def run_end_to_end(sizes, repeat: int = 1, flat: bool = False) -> list[dict]:
     """Per size, the run (of ``repeat``) with the least CPU time: on a shared machine the
     others measure the neighbours as much as graphc."""
     rows = []
     for n in sizes:
-        runs = [_end_to_end_once(n) for _ in range(repeat)]
+        runs = [_end_to_end_once(n, flat) for _ in range(repeat)]
         best = min(runs, key=lambda r: r["total"])
         rows.append(best)
         print(f"{best['nodes']:>6} nodes: import {best['import']:.2f} s, optimize {best['optimize']:.2f} s, emit torch "
               f"{best['torch']:.2f} s, emit onnx {best['onnx']:.2f} s, total {best['total']:.2f} s (CPU, best of "
               f"{repeat}), wall {best['wall']:.2f} s", flush=True)
     per_doubling(rows)
+    if len(rows) > 2:
+        print(f"power law fitted to all rows: {fitted_doubling(rows):.2f}x per doubling")
     return rows
+
+
+def fitted_doubling(rows) -> float:
+    """The time factor per doubling of a power law fitted to every row (least squares on the
+    logs): one noisy row moves it far less than it moves that row's own factor."""
+    k = np.polyfit(np.log2([r["nodes"] for r in rows]), np.log2([r["total"] for r in rows]), 1)[0]
+    return float(2 ** k)
 
 
 def per_doubling(rows) -> None:
@@ -170,7 +196,7 @@ def per_doubling(rows) -> None:
 _WARM = []
 
 
-def _end_to_end_once(n: int) -> dict:
+def _end_to_end_once(n: int, flat: bool = False) -> dict:
     import torch
 
     import graphc
@@ -185,7 +211,7 @@ def _end_to_end_once(n: int) -> dict:
         graphc.run_pipeline(g, "fuse,prune(ratio=0.5)")
         emit_torch(g), emit_onnx(g)
         _WARM.append(True)
-    m, x = residual_chain(n)
+    m, x = residual_chain(n, flat=flat)
     w0 = time.perf_counter()
     t0 = time.process_time()
     g = graphc.load(m, example_inputs=x)
@@ -202,34 +228,45 @@ def _end_to_end_once(n: int) -> dict:
             "onnx": t4 - t3, "total": t4 - t0, "wall": w4 - w0}
 
 
+def markdown_table(header: list[str], cells: list[list[str]]) -> str:
+    """A markdown table of numbers, every column right-aligned."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---:"] * len(header)) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
+
+
+def doubling(r, against: bool = False) -> str:
+    if "per_doubling" not in r:
+        return "-"
+    return f"{r['per_doubling']:.2f}" + (f" (vs {r['vs']})" if against else "")
+
+
 def table_e2e(rows) -> str:
-    lines = ["| nodes | after | import s | optimize s | emit torch s | emit onnx s | total s | wall s | time x per doubling (vs nodes) |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        d = f"{r['per_doubling']:.2f} (vs {r['vs']})" if "per_doubling" in r else "-"
-        lines.append(f"| {r['nodes']} | {r['after']} | {r['import']:.2f} | {r['optimize']:.2f} | {r['torch']:.2f} | "
-                     f"{r['onnx']:.2f} | {r['total']:.2f} | {r['wall']:.2f} | {d} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["nodes", "after", "import s", "optimize s", "emit torch s", "emit onnx s", "total s", "wall s",
+         "time x per doubling (vs nodes)"],
+        [[str(r["nodes"]), str(r["after"])] + [f"{r[k]:.2f}" for k in ("import", "optimize", "torch", "onnx", "total", "wall")]
+         + [doubling(r, against=True)] for r in rows])
 
 
-def e2e_section(rows, where: str, repeat: int) -> str:
-    return ("## End to end: scaling\n\n"
-            "A torch chain of residual conv-BN-ReLU blocks (`x + relu(bn(conv(x)))`, 8 channels, 8x8, four "
-            "IR nodes a block): torch.fx import, `fuse,prune(ratio=0.5)` through the pass manager (verified "
+def e2e_section(rows, where: str, repeat: int, flat: bool = False) -> str:
+    title = "## End to end: scaling" + (" (flat forward)" if flat else "")
+    model = ("The same chain written as one loop in the top module's forward, so torch.fx names its ops "
+             "`add`, `add_1`, ... with no module scope" if flat else
+             "A torch chain of residual conv-BN-ReLU blocks (`x + relu(bn(conv(x)))`, 8 channels, 8x8, four "
+             "IR nodes a block)")
+    return (f"{title}\n\n{model}: torch.fx import, `fuse,prune(ratio=0.5)` through the pass manager (verified "
             "and costed after every changing pass), then emit a torch module and an ONNX model; "
             f"{where} Each row is the best of {repeat} runs; a row's factor per doubling is taken against "
             f"the row with half its nodes where there is one. Targets: at most 2.2x per doubling, under 5 CPU s "
-            f"at 10k nodes.\n\n" + table_e2e(rows))
+            f"at 10k nodes.\n\n" + table_e2e(rows)
+            + (f"\n\nA power law fitted to all rows grows {fitted_doubling(rows):.2f}x per doubling." if len(rows) > 2 else ""))
 
 
 def table(rows) -> str:
-    lines = ["| nodes | groups (prunable) | units removed | analyse s | prune s | total s | wall s | time x per doubling |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        d = f"{r['per_doubling']:.2f}" if "per_doubling" in r else "-"
-        lines.append(f"| {r['nodes']} | {r['groups']} ({r['prunable']}) | {r['removed']} | {r['analyse']:.2f} | "
-                     f"{r['prune']:.2f} | {r['total']:.2f} | {r['wall']:.2f} | {d} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["nodes", "groups (prunable)", "units removed", "analyse s", "prune s", "total s", "wall s", "time x per doubling"],
+        [[str(r["nodes"]), f"{r['groups']} ({r['prunable']})", str(r["removed"])]
+         + [f"{r[k]:.2f}" for k in ("analyse", "prune", "total", "wall")] + [doubling(r)] for r in rows])
 
 
 def main(argv=None) -> int:
@@ -239,6 +276,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=("analysis", "e2e"), help="run one part only")
     ap.add_argument("--repeat", type=int, default=3, help="end-to-end runs per size; the least CPU time counts")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    ap.add_argument("--flat", action="store_true", help="end to end on the chain as one flat forward "
+                    "(section scaling-e2e-flat)")
     args = ap.parse_args(argv)
     where = (f"on {platform.processor() or platform.machine()}, {os.cpu_count()} cores. Times "
              f"are CPU seconds of the process (single-threaded; the machine is shared, and CPU time does not "
@@ -253,10 +292,11 @@ def main(argv=None) -> int:
         if not args.no_write:
             print(f"wrote {write_section('scaling', body)}")
     if args.only != "analysis":
-        rows = run_end_to_end([int(s) for s in args.e2e_sizes.split(",")], args.repeat)
+        rows = run_end_to_end([int(s) for s in args.e2e_sizes.split(",")], args.repeat, args.flat)
         print(table_e2e(rows))
         if not args.no_write:
-            print(f"wrote {write_section('scaling-e2e', e2e_section(rows, where, args.repeat))}")
+            key = "scaling-e2e-flat" if args.flat else "scaling-e2e"
+            print(f"wrote {write_section(key, e2e_section(rows, where, args.repeat, args.flat))}")
     return 0
 
 

@@ -14,12 +14,13 @@ from graphc.errors import InputError
 from graphc.ir import Graph
 
 
-def load(model, example_inputs=None, input_shape=None, *, input_shapes=None) -> Graph:
+def load(model, example_inputs=None, input_shape=None, *, input_shapes=None, weights=None) -> Graph:
     """Import a model as a graphc Graph.
 
     ``model`` is an ``nn.Module`` (traced with torch.fx at the shape of ``example_inputs``,
     or of a random input of ``input_shape``), a path to an ``.onnx`` file, or a model spec
-    string (``torchvision:resnet18``, ``path/to/file.py:factory``).
+    string (``torchvision:resnet18``, ``timm:convnext_atto``, ``path/to/file.py:factory``).
+    ``weights``: a ``.safetensors`` file or a weights-only state dict for a torch spec.
     """
     import torch
 
@@ -32,7 +33,7 @@ def load(model, example_inputs=None, input_shape=None, *, input_shapes=None) -> 
     if isinstance(model, (str, os.PathLike)):
         from graphc.frontends.spec import load_spec
 
-        return load_spec(str(model), input_shape=input_shape, input_shapes=input_shapes)
+        return load_spec(str(model), input_shape=input_shape, input_shapes=input_shapes, weights=weights)
     raise InputError(f"cannot load a {type(model).__name__}: expected an nn.Module, an .onnx path or a model spec")
 
 

@@ -18,12 +18,14 @@ Invariants:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
 
 from graphc.errors import DataError, InputError, IRError, PassError, UnsupportedError
 from graphc.instruments import CostDelta, DumpIR, NumericCheck, PassInstrument, Verify, measure
+from graphc.ir.gc_pause import gc_paused
 from graphc.ir.graph import Graph, Node
 from graphc.pipeline_parse import FixpointStep, PassStep, Pipeline, parse_pipeline
 from graphc.registry import PassContext, PassResult
@@ -82,12 +84,14 @@ class PassManager:
             ctx.source = graph.clone()
         self._io = _io_types(graph)
         self._groups = 0
-        for ins in self.instruments:
-            ins.enter_pipeline(graph, ctx, report)
+        with gc_paused():
+            for ins in self.instruments:
+                ins.enter_pipeline(graph, ctx, report)
         self._steps(self.pipeline.steps, graph, ctx, report, group=None, rnd=None)
         report.seconds = time.perf_counter() - start
-        for ins in self.instruments:
-            ins.exit_pipeline(graph, ctx, report)
+        with gc_paused():
+            for ins in self.instruments:
+                ins.exit_pipeline(graph, ctx, report)
         return report
 
     def _steps(self, steps, graph, ctx, report, group, rnd) -> bool:
@@ -96,7 +100,9 @@ class PassManager:
             if isinstance(step, FixpointStep):
                 changed |= self._fixpoint(step, graph, ctx, report)
             else:
-                changed |= self._pass(step, graph, ctx, report, group, rnd)
+                # A training pass runs for long with the collector on; any other is bulk graph work.
+                with contextlib.nullcontext() if step.instance.needs_data else gc_paused():
+                    changed |= self._pass(step, graph, ctx, report, group, rnd)
         return changed
 
     def _fixpoint(self, step: FixpointStep, graph, ctx, report) -> bool:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from graphc.errors import ParseError
-from graphc.registry import Pass, all_passes, all_presets
+from graphc.registry import Pass, all_passes, all_presets, preset_options_pass
 
 DEFAULT_FIXPOINT_CAP = 20
 _BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
@@ -270,17 +270,32 @@ class _Parser:
             return [self.pass_step(passes[name])]
         presets = all_presets()
         if name in presets:
+            given = None
             if self.peek() == "(":
-                self.fail(f"preset {name!r} takes no options (it expands to {presets[name]})")
+                target = preset_options_pass(name)
+                if target is None or target not in passes:
+                    self.fail(f"preset {name!r} takes no options (it expands to {presets[name]})")
+                given = self.pass_step(passes[target])
             if name in self.expanding:
                 self.fail(f"preset {name!r} expands to itself")
             sub = _Parser(presets[name])
             sub.expanding = self.expanding + [name]
             try:
-                return sub.parse().steps
+                steps = sub.parse().steps
             except ParseError as e:
                 self.fail(f"preset {name!r}: {e}")
+            return steps if given is None else [self.configured(s, given) for s in steps]
         self.fail(f"unknown pass {name!r}{close_names(name, list(passes) + list(presets) + ['fixpoint'])}")
+
+    def configured(self, step, given: PassStep):
+        """``step`` with the options given to its preset merged in, when it is their pass."""
+        if not isinstance(step, PassStep) or step.name != given.name:
+            return step
+        opts = {**step.options, **given.options}
+        try:
+            return PassStep(type(step.instance)(**opts), opts)
+        except (TypeError, ValueError) as e:
+            self.fail(f"pass {step.name!r}: {e}")
 
     def fixpoint(self) -> FixpointStep:
         self.depth += 1

@@ -118,6 +118,7 @@ class PatternPass(Pass):
 
 _PASSES: dict[str, type[Pass]] = {}
 _PRESETS: dict[str, str] = {}
+_PRESET_OPTIONS: dict[str, str] = {}
 _PRESET_DOCS: dict[str, str] = {}
 
 
@@ -170,11 +171,22 @@ def unregister_pass(name: str) -> None:
     _PASSES.pop(name, None)
 
 
-def register_preset(name: str, pipeline: str, doc: str = "") -> None:
+def register_preset(name: str, pipeline: str, doc: str = "", options_to: str | None = None) -> None:
     """A named pipeline; ``doc`` (shown by ``graphc passes NAME``) says what it is for and shows
-    a before/after IR fragment, as a pass's docstring does."""
+    a before/after IR fragment, as a pass's docstring does. ``options_to``: the pass of
+    ``pipeline`` that options given to the preset configure (``edp(target-macs=0.5)`` sets
+    edp-train's); None: the preset takes no options."""
     _PRESETS[name] = pipeline
     _PRESET_DOCS[name] = inspect.cleandoc(doc) if doc else ""
+    if options_to is not None:
+        _PRESET_OPTIONS[name] = options_to
+    else:
+        _PRESET_OPTIONS.pop(name, None)
+
+
+def preset_options_pass(name: str) -> str | None:
+    """The pass options given to preset ``name`` go to, if it takes any."""
+    return _PRESET_OPTIONS.get(name)
 
 
 def preset_doc(name: str) -> str:

@@ -17,7 +17,6 @@ import numpy as np
 
 from graphc.errors import InputError
 from graphc.ir.graph import Graph
-from graphc.ir.types import MAX_DIM
 
 
 
@@ -150,29 +149,18 @@ def ort_session(model, consume: bool = False):
 
 
 def parse_shapes(specs) -> list[tuple[int, ...]] | None:
-    """``["1,3,32,32", "1x10"]`` -> shapes; InputError on anything else."""
-    if not specs:
-        return None
-    shapes = []
-    for s in specs:
-        parts = str(s).strip().replace("x", ",").split(",")
-        try:
-            shape = tuple(int(p) for p in parts)
-        except ValueError:
-            raise InputError(f"bad --input-shape {s!r}: expected comma-separated integers like 1,3,224,224") from None
-        if not shape or any(d < 1 for d in shape):
-            raise InputError(f"bad --input-shape {s!r}: every dimension must be a positive integer")
-        if any(d > MAX_DIM for d in shape):
-            raise InputError(f"bad --input-shape {s!r}: a dimension is past int64")
-        shapes.append(shape)
-    return shapes
+    """``["1,3,32,32", "1x10"]`` -> shapes, None for none; InputError on anything else."""
+    from graphc.frontends.spec import parse_input_shape
+
+    return parse_input_shape([str(s) for s in specs], what="--input-shape") if specs else None
 
 
-def load_source(spec, input_shape=None, example_inputs=None) -> tuple[Graph, Source]:
+def load_source(spec, input_shape=None, example_inputs=None, weights=None) -> tuple[Graph, Source]:
     """The IR graph of a model spec and the source it came from.
 
     Specs: any spec string :mod:`graphc.frontends.spec` resolves (an ``.onnx`` or IR ``.json``
-    file, ``torchvision:NAME``, ``file.py:factory``), an ``nn.Module`` (with ``example_inputs``
+    file, ``torchvision:NAME``, ``timm:NAME``, ``file.py:factory``; ``weights``: a weights file
+    for a torch spec), an ``nn.Module`` (with ``example_inputs``
     or ``input_shape``), an ONNX ModelProto, or a Graph.
     """
     import graphc
@@ -183,7 +171,7 @@ def load_source(spec, input_shape=None, example_inputs=None) -> tuple[Graph, Sou
     if isinstance(spec, (str, os.PathLike)):
         from graphc.frontends.spec import resolve
 
-        ms = resolve(str(spec), shapes)
+        ms = resolve(str(spec), shapes, weights)
         graph = ms.load()
         if ms.kind == "torch":
             return graph, TorchSource(ms.module)

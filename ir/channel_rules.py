@@ -208,8 +208,9 @@ def layer_norm_resize(node, old_in, new_in, new_out) -> None:
 def group_norm(node, t: Ties) -> None:
     same(node, t)
     c = node.inputs[0].shape[1]
-    per = c // int(node.attrs["num_groups"])
-    if per > 1:  # a whole normalisation group goes at once
+    groups = int(node.attrs["num_groups"])
+    per = c // groups
+    if per > 1 and groups > 1:  # a whole normalisation group goes at once
         e = np.arange(c)
         t.tie((OUT, 0, 1), (OUT, 0, 1), e, (e // per) * per)
     for i in range(1, len(node.inputs)):
@@ -217,6 +218,10 @@ def group_norm(node, t: Ties) -> None:
 
 
 def group_norm_resize(node, old_in, new_in, new_out) -> None:
+    # One group (PoolFormer's GroupNorm1) normalises over all channels, like a layer norm over
+    # (C, H, W): its channels go one by one, and it stays one group.
+    if int(node.attrs["num_groups"]) == 1:
+        return
     per = old_in[0][1] // int(node.attrs["num_groups"])
     node.attrs["num_groups"] = new_in[0][1] // per
 
@@ -303,6 +308,10 @@ def _segments(s, t_):
     return segs
 
 
+# Axes this short at the front of a merged run are read as structure (see reshape).
+_STRUCTURAL = 4
+
+
 def reshape(node, t: Ties) -> None:
     """Within a run of axes that a reshape merges, the leading axis carries the channels (a
     channel becomes a block of features: flatten into a linear); within a run it splits, the
@@ -327,10 +336,16 @@ def reshape(node, t: Ties) -> None:
             e = np.arange(s[i_big[0]])
             t.tie((IN, 0, i_big[0]), (OUT, 0, last), e, e % o[last])
         elif len(i_big) > 1 and len(o_big) == 1:
-            first = i_big[0]
-            block = math.prod(s[a] for a in i_big[1:])
             e = np.arange(o[o_big[0]])
-            t.tie((OUT, 0, o_big[0]), (IN, 0, first), e, e // block)
+            first, last = i_big[0], i_big[-1]
+            if s[first] <= _STRUCTURAL and s[last] > s[first]:
+                # A short leading axis (a radix, q/k/v, a few heads) is structure, not channels:
+                # the merge undoes a split (ResNeSt's radix softmax, heads back to features),
+                # and the trailing axis carries the channels, as the split's rule ties them.
+                t.tie((OUT, 0, o_big[0]), (IN, 0, last), e, e % s[last])
+            else:
+                block = math.prod(s[a] for a in i_big[1:])
+                t.tie((OUT, 0, o_big[0]), (IN, 0, first), e, e // block)
 
 
 def reshape_resize(node, old_in, new_in, new_out) -> None:
@@ -381,28 +396,26 @@ def tile(node, t: Ties) -> None:
 def concat(node, t: Ties) -> None:
     r = len(node.outputs[0].shape)
     d = node.attrs["dim"] % r
-    off = 0
-    for i, v in enumerate(node.inputs):
-        n = v.shape[d]
-        for a in range(r):
-            if a != d:
-                t.tie((IN, i, a), (OUT, 0, a))
-        if n:
-            t.tie((IN, i, d), (OUT, 0, d), np.arange(n), off + np.arange(n))
-        off += n
+    _end_to_end(t, IN, [v.shape[d] for v in node.inputs], OUT, r, d)
 
 
 def split(node, t: Ties) -> None:
     r = len(node.inputs[0].shape)
     d = node.attrs["dim"] % r
+    _end_to_end(t, OUT, [v.shape[d] for v in node.outputs], IN, r, d)
+
+
+def _end_to_end(t: Ties, side: int, sizes: list[int], whole: int, r: int, d: int) -> None:
+    """Parts laid end to end along axis ``d`` of one whole tensor (concat's inputs, split's
+    outputs): every other axis of a part tied to the whole's, axis ``d`` element by element
+    to its slice."""
     off = 0
-    for j, v in enumerate(node.outputs):
-        n = v.shape[d]
+    for i, n in enumerate(sizes):
         for a in range(r):
             if a != d:
-                t.tie((OUT, j, a), (IN, 0, a))
+                t.tie((side, i, a), (whole, 0, a))
         if n:
-            t.tie((OUT, j, d), (IN, 0, d), np.arange(n), off + np.arange(n))
+            t.tie((side, i, d), (whole, 0, d), np.arange(n), off + np.arange(n))
         off += n
 
 

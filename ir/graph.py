@@ -252,6 +252,7 @@ class Node:
 
 
 _NAME_OK = re.compile(r"[^A-Za-z0-9_.]")
+_SUFFIX = re.compile(r"(.+)_(\d+)$")
 
 
 def sanitize(name: str) -> str:
@@ -294,23 +295,39 @@ class Graph:
         self._output_names: list[str] | None = None
 
     # -- naming ------------------------------------------------------------------------------
-    def _unique(self, base: str, taken: set[str]) -> str:
+    def _unique(self, base: str, taken: set[str], kind: str) -> str:
         base = sanitize(base)
         if base not in taken:
             taken.add(base)
             return base
-        i = 1
+        # Suffixes are tried from where the last search for this base stopped, not from 1: an
+        # fx trace names its adds add, add_1, add_2... which all scope to "add", and searching
+        # from 1 every time made importing such a graph quadratic in its size.
+        nxt = self.__dict__.setdefault("_next_suffix", {})
+        i = nxt.get((kind, base), 1)
         while f"{base}_{i}" in taken:
             i += 1
         name = f"{base}_{i}"
+        nxt[(kind, base)] = i + 1
         taken.add(name)
         return name
 
+    def _release(self, name: str, kind: str) -> None:
+        """Make ``name`` free again; the next search for its base starts no later than its
+        suffix, so an erased node's name is the first one reused, as if searched from 1."""
+        (self._node_names if kind == "node" else self._value_names).discard(name)
+        m = _SUFFIX.match(name)
+        nxt = self.__dict__.get("_next_suffix")
+        if m and nxt and int(m.group(2)) >= 1:
+            key, k = (kind, m.group(1)), int(m.group(2))
+            if nxt.get(key, 1) > k:
+                nxt[key] = k
+
     def unique_value_name(self, base: str) -> str:
-        return self._unique(base, self._value_names)
+        return self._unique(base, self._value_names, "value")
 
     def unique_node_name(self, base: str) -> str:
-        return self._unique(base, self._node_names)
+        return self._unique(base, self._node_names, "node")
 
     @property
     def input_names(self) -> list[str]:
@@ -418,7 +435,7 @@ class Graph:
                 out_types = node.infer_types()
             except IRError:
                 node.set_inputs([])
-                self._node_names.discard(node.name)
+                self._release(node.name, "node")
                 raise
         base_names = list(out_names or [])
         outs = []
@@ -519,9 +536,9 @@ class Graph:
                 raise IRError(f"cannot erase {node.name}: %{v.name} is still used by {users}")
         node.set_inputs([])
         self._unlink(node)
-        self._node_names.discard(node.name)
+        self._release(node.name, "node")
         for v in node.outputs:
-            self._value_names.discard(v.name)
+            self._release(v.name, "value")
         if self._listener is not None:
             self._listener.on_erase(node)
 
@@ -529,7 +546,7 @@ class Graph:
         if param.value._uses or param.value.is_output:
             raise IRError(f"param %{param.name} is still used")
         del self.params[param.name]
-        self._value_names.discard(param.name)
+        self._release(param.name, "value")
 
     def prune_unused_params(self) -> int:
         unused = [p for p in self.params.values() if not p.value._uses and not p.value.is_output]
@@ -565,7 +582,7 @@ class Graph:
         self._nodes = order
 
     def rename_value(self, value: Value, name: str) -> None:
-        self._value_names.discard(value.name)
+        self._release(value.name, "value")
         old = value.name
         value.name = self.unique_value_name(name)
         if value.param is not None:

@@ -65,6 +65,13 @@ STREAM_INIT = register_meta(MetaKey(
     "approximate it until rebirth retrains them (approx)"))
 
 
+UNIFY = register_meta(MetaKey(
+    "unify", tuple(f"cin{k}{s}" for k in range(2, 65) for s in ("", "-shared") if not (s and k > 12))
+    + ("kernel", "kernel-shared"), ("conv1d", "conv2d", "conv3d", "linear"),
+    "the weight's micro-structured block shape after unify: each block is one value times "
+    "signs, or zero (read by the ONNX block encoding and unify-realize)"))
+
+
 def check_meta(node) -> str | None:
     """Why ``node.meta`` breaks its schema, or None."""
     for k, v in node.meta.items():
@@ -82,4 +89,4 @@ def check_meta(node) -> str | None:
     return None
 
 
-__all__ = ["MetaKey", "NODE_META", "register_meta", "check_meta", "EDP", "RESCONV", "STREAM", "STREAM_INIT"]
+__all__ = ["MetaKey", "NODE_META", "register_meta", "check_meta", "EDP", "RESCONV", "STREAM", "STREAM_INIT", "UNIFY"]

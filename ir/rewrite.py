@@ -146,6 +146,14 @@ class Rewriter:
             self._refusals.append(reason)
         return False
 
+    def outcome(self, node: Node, why: str | None, key: str) -> bool:
+        """The result of a rewrite helper that answers None when it edited the graph, else why
+        it did not: counted under ``key``, or refused with ``why``; returned as the pattern's."""
+        if why is not None:
+            return self.refuse(node, why)
+        self.count(key)
+        return True
+
 
 def replace_output(graph: Graph, node: Node, new: Value) -> None:
     """Make every reader of ``node``'s output read ``new`` and erase ``node``; when the output

@@ -9,6 +9,7 @@ from collections import Counter
 from graphc.errors import IRError, VerifyError
 from graphc.ir.graph import Graph, Node, Use
 from graphc.ir.meta import check_meta
+from graphc.ir.types import dtype_from_numpy
 
 
 def verify(graph: Graph, *, types: bool = True) -> None:
@@ -22,8 +23,6 @@ def verify(graph: Graph, *, types: bool = True) -> None:
             _fail(graph, None, f"param table entry {name!r} does not match its value")
         if tuple(p.data.shape) != p.value.shape:
             _fail(graph, None, f"param %{name}: array shape {tuple(p.data.shape)} != type {p.value.type}")
-        from graphc.ir.types import dtype_from_numpy
-
         if dtype_from_numpy(p.data.dtype) != p.value.dtype:
             _fail(graph, None, f"param %{name}: array dtype {p.data.dtype} != type {p.value.type}")
         if p.mask is not None:

@@ -8,8 +8,10 @@ why no pattern rewrote it).
 
 Invariants the helpers keep, so every pass built on them keeps them too:
 
-- Weight math runs in float64 torch on the numpy arrays and is cast back to the array's own
-  dtype once, so a fold costs one rounding per weight, not one per step.
+- Weights have one representation, the param's numpy array, and fold math stays in it: it
+  reads the arrays as float64 (:func:`f64`) and :func:`set_param` casts the result back to
+  the dtype of the operand it replaces, so a fold costs one rounding per weight, not one per
+  step, and no fold converts to torch and back.
 - A param shared with another node is never edited in place: the rewritten node gets a fresh
   param carrying the same source name, and the other users keep the original.
 - When a removed node produced a graph output, its replacement takes over the output's name,
@@ -21,7 +23,6 @@ import itertools
 import math
 
 import numpy as np
-import torch
 
 from graphc.ir.graph import Graph, Node, Value
 from graphc.ir.ops import ops_with
@@ -128,10 +129,13 @@ def node_macs(node: Node) -> int:
 # -- edits ---------------------------------------------------------------------------------------
 def set_param(graph: Graph, node: Node, index: int, arr: np.ndarray) -> None:
     """Give operand ``index`` of ``node`` the array ``arr``, appending it when the node has
-    fewer operands (a bias added to a conv that had none)."""
-    arr = np.ascontiguousarray(arr)
-    if index < len(node.inputs):
-        v = node.input(index)
+    fewer operands (a bias added to a conv that had none). The array is cast to the dtype of
+    the operand it replaces (an appended one takes the weight's), so folds compute in float64
+    and the graph's types do not change."""
+    v = node.input(index) if index < len(node.inputs) else None
+    like = v if v is not None and v.param is not None else node.input(1)
+    arr = np.ascontiguousarray(arr, dtype=like.param.data.dtype)
+    if v is not None:
         if v.param is not None and len(v.uses()) == 1 and not v.is_output:
             v.param.set_data(arr)
             return
@@ -146,59 +150,59 @@ def set_param(graph: Graph, node: Node, index: int, arr: np.ndarray) -> None:
     node.set_inputs(list(node.inputs) + [nv])
 
 
-def cast_like(arr, like: np.ndarray) -> np.ndarray:
-    if isinstance(arr, torch.Tensor):
-        arr = arr.detach().cpu().numpy()
-    return np.ascontiguousarray(np.asarray(arr).astype(like.dtype))
+def f64(arr: np.ndarray | None) -> np.ndarray | None:
+    """The array in float64, the precision fold math runs in (no copy when it already is)."""
+    return None if arr is None else np.asarray(arr, dtype=np.float64)
 
 
-def t64(arr) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(arr, dtype=np.float64).copy())
+def cast_like(arr: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """``arr`` in ``like``'s dtype, for results written with ``Param.set_data``."""
+    return np.ascontiguousarray(arr, dtype=like.dtype)
 
 
 # -- conv composition ------------------------------------------------------------------------
-def dilate_kernel(w: torch.Tensor, dilation: list[int]) -> torch.Tensor:
+def dilate_kernel(w: np.ndarray, dilation: list[int]) -> np.ndarray:
     """The same taps as a dilation-1 kernel (zeros between taps)."""
     if all(d == 1 for d in dilation):
         return w
     k = w.shape[2:]
-    out = w.new_zeros(*w.shape[:2], *[d * (s - 1) + 1 for s, d in zip(k, dilation)])
+    out = np.zeros((*w.shape[:2], *[d * (s - 1) + 1 for s, d in zip(k, dilation)]), w.dtype)
     out[(slice(None), slice(None)) + tuple(slice(None, None, d) for d in dilation)] = w
     return out
 
 
-def dense_kernel(w: torch.Tensor, groups: int) -> torch.Tensor:
+def dense_kernel(w: np.ndarray, groups: int) -> np.ndarray:
     """A grouped kernel [O, I/g, k..] as the equivalent dense [O, I, k..] (zeros off-block)."""
     if groups == 1:
         return w
     o, ig = w.shape[:2]
     og = o // groups
-    out = w.new_zeros(o, ig * groups, *w.shape[2:])
+    out = np.zeros((o, ig * groups, *w.shape[2:]), w.dtype)
     for g in range(groups):
         out[g * og:(g + 1) * og, g * ig:(g + 1) * ig] = w[g * og:(g + 1) * og]
     return out
 
 
-def compose_taps(w1: torch.Tensor, w2: torch.Tensor, s1: list[int]) -> torch.Tensor:
+def compose_taps(w1: np.ndarray, w2: np.ndarray, s1: list[int]) -> np.ndarray:
     """Kernel of conv(w2, stride s2) after conv(w1, stride s1), both dense and dilation 1:
     W[o,c,u] = sum_{m,j} w2[o,m,j] w1[m,c,u - s1*j]; size k1 + s1*(k2-1) per axis."""
     k1, k2 = w1.shape[2:], w2.shape[2:]
     size = [a + s * (b - 1) for a, b, s in zip(k1, k2, s1)]
-    out = w1.new_zeros(w2.shape[0], w1.shape[1], *size)
+    out = np.zeros((w2.shape[0], w1.shape[1], *size), w1.dtype)
     for j in itertools.product(*[range(k) for k in k2]):
         tap = w2[(slice(None), slice(None)) + j]
         region = tuple(slice(s * jj, s * jj + k) for s, jj, k in zip(s1, j, k1))
-        out[(slice(None), slice(None)) + region] += torch.einsum("om,mc...->oc...", tap, w1)
+        out[(slice(None), slice(None)) + region] += np.tensordot(tap, w1, axes=(1, 0))
     return out
 
 
-def compose_depthwise(w1: torch.Tensor, w2: torch.Tensor, s1: list[int]) -> torch.Tensor:
+def compose_depthwise(w1: np.ndarray, w2: np.ndarray, s1: list[int]) -> np.ndarray:
     """As :func:`compose_taps` when the second conv is depthwise (w2 is [O, 1, k2..]) over the
     first's O output channels: each output channel keeps the first conv's input channels."""
     k1, k2 = w1.shape[2:], w2.shape[2:]
     size = [a + s * (b - 1) for a, b, s in zip(k1, k2, s1)]
-    out = w1.new_zeros(w1.shape[0], w1.shape[1], *size)
-    shape = (-1,) + (1,) * (w1.dim() - 1)
+    out = np.zeros((w1.shape[0], w1.shape[1], *size), w1.dtype)
+    shape = (-1,) + (1,) * (w1.ndim - 1)
     for j in itertools.product(*[range(k) for k in k2]):
         tap = w2[(slice(None), 0) + j].reshape(shape)
         region = tuple(slice(s * jj, s * jj + k) for s, jj, k in zip(s1, j, k1))
@@ -213,8 +217,8 @@ _DENSE_LIMIT = 1 << 28
 
 def compose_convs(w1, b1, a1: dict, w2, b2, a2: dict):
     """Weight, bias and attrs of one conv equal to conv2(conv1(x)), where conv2 reads only
-    conv1's output, has no padding and dilation 1. Returns (w, b, attrs) in float64 torch, or
-    a string saying why the pair cannot be composed."""
+    conv1's output, has no padding and dilation 1. Takes and returns float64 arrays:
+    (w, b, attrs), or a string saying why the pair cannot be composed."""
     g1, g2 = a1["groups"], a2["groups"]
     o1 = w1.shape[0]
     w1 = dilate_kernel(w1, a1["dilation"])
@@ -222,7 +226,7 @@ def compose_convs(w1, b1, a1: dict, w2, b2, a2: dict):
     if g1 == g2:
         og1, og2 = o1 // g1, w2.shape[0] // g2
         parts = [compose_taps(w1[g * og1:(g + 1) * og1], w2[g * og2:(g + 1) * og2], s1) for g in range(g1)]
-        w, groups = torch.cat(parts, 0), g1
+        w, groups = np.concatenate(parts, 0), g1
     elif g2 == o1 and w2.shape[0] == o1:
         w, groups = compose_depthwise(w1, w2, s1), g1
     else:
@@ -240,7 +244,7 @@ def compose_convs(w1, b1, a1: dict, w2, b2, a2: dict):
         taps = w2.reshape(g2, o2 // g2, ig, -1).sum(-1)
         bias = (taps * b1.reshape(g2, 1, ig)).sum(-1).reshape(o2)
     if b2 is not None:
-        bias = b2.clone() if bias is None else bias + b2
+        bias = b2.copy() if bias is None else bias + b2
     attrs = {
         "stride": [x * y for x, y in zip(s1, a2["stride"])],
         "padding": list(a1["padding"]),

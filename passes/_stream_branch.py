@@ -12,12 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from graphc.ir.graph import Graph, Node, Value
 from graphc.ir.rewrite import erase_if_dead, replace_output
 from graphc.passes._rewrite import (CONV_OPS, cast_like, compose_convs, conv_attrs, conv_parts, dense_kernel,
-                                    dilate_kernel, node_macs, sole_user, t64)
+                                    dilate_kernel, f64, node_macs, sole_user)
 from graphc.passes._stream import ACTIVATIONS, POOLS, Plan, _is_exact, _mark, _Planned, out_size
 from graphc.passes.absorb_pool import _ints
 
@@ -27,14 +26,14 @@ __all__ = ["BranchMerge"]
 class _Lin:
     """One branch composed into a conv from the shared input (float64, dense, dilation 1)."""
 
-    w: torch.Tensor | None = None
-    b: torch.Tensor | None = None
+    w: np.ndarray | None = None
+    b: np.ndarray | None = None
     stride: list[int] = field(default_factory=list)
     padding: list[int] = field(default_factory=list)
     exact: bool = True
 
 
-def _then(state: _Lin, w: torch.Tensor, b, stride, padding, exact: bool) -> _Lin | str:
+def _then(state: _Lin, w: np.ndarray, b, stride, padding, exact: bool) -> _Lin | str:
     """``state`` followed by a dense conv (w, b, stride, padding)."""
     if state.w is None:
         return _Lin(w, b, list(stride), list(padding), exact and state.exact)
@@ -55,8 +54,8 @@ def _compose_branch(nodes: list[Node], channels: int) -> _Lin | str:
         if n.op in CONV_OPS:
             a = conv_attrs(n)
             w, b = conv_parts(n)
-            wt = dense_kernel(dilate_kernel(t64(w), a["dilation"]), a["groups"])
-            res = _then(state, wt, None if b is None else t64(b), a["stride"], a["padding"], True)
+            wt = dense_kernel(dilate_kernel(f64(w), a["dilation"]), a["groups"])
+            res = _then(state, wt, f64(b), a["stride"], a["padding"], True)
         elif n.op in POOLS:
             nd = POOLS[n.op]
             k = _ints(n.attrs["kernel_size"], nd)
@@ -68,7 +67,7 @@ def _compose_branch(nodes: list[Node], channels: int) -> _Lin | str:
             if out_size(n.input(0).shape[2:], k, s, p, [1] * nd) != list(n.output.shape[2:]):
                 return f"{n.name}: the pool has a partial (ceil-mode) window"
             c = n.input(0).shape[1]
-            w = torch.zeros(c, c, *k, dtype=torch.float64)
+            w = np.zeros((c, c, *k))
             w[range(c), range(c)] = 1.0 / float(np.prod(k))
             exact = n.op.startswith("avg") and (not any(p) or n.attrs.get("count_include_pad", True)) \
                 and n.attrs.get("divisor_override") is None
@@ -158,8 +157,8 @@ class BranchMerge(_Planned):
         def apply() -> str | None:
             ref = conv_parts(next(n for _, ns in branches for n in ns if n.op in CONV_OPS))[0]
             cout = sum(lin.w.shape[0] for lin in lins)
-            w = torch.zeros(cout, k_out, *kern, dtype=torch.float64)
-            b = torch.zeros(cout, dtype=torch.float64)
+            w = np.zeros((cout, k_out, *kern))
+            b = np.zeros(cout)
             o = 0
             for lin in lins:
                 n_out, _, kh, kw = lin.w.shape

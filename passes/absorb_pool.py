@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import torch
 
 from graphc.ir.graph import Graph, Node
 from graphc.ir.rewrite import RewritePattern, Rewriter
-from graphc.passes._rewrite import (CONV_OPS, PatternPass, cast_like, compose_convs, conv_attrs, conv_parts,
-                                    node_macs, replace_output, set_param, sole_user, t64)
+from graphc.passes._rewrite import (CONV_OPS, PatternPass, compose_convs, conv_attrs, conv_parts, f64, node_macs,
+                                    replace_output, set_param, sole_user)
 from graphc.registry import register_pass
 
 _POOL_RANK = {"avg_pool1d": 1, "avg_pool2d": 2, "adaptive_avg_pool1d": 1, "adaptive_avg_pool2d": 2}
@@ -56,9 +55,9 @@ def compose_avg_pool(w1: np.ndarray, b1: np.ndarray | None, a1: dict, k: list[in
     """:func:`compose_convs` of a conv (weight, bias, attrs) with an average pool of kernel ``k``
     and stride ``s`` that pads nothing, seen as a depthwise conv of constant taps."""
     c = w1.shape[0]
-    w2 = torch.full((c, 1, *k), 1.0 / float(np.prod(k)), dtype=torch.float64)
+    w2 = np.full((c, 1, *k), 1.0 / float(np.prod(k)))
     a2 = {"stride": s, "padding": [0] * len(k), "dilation": [1] * len(k), "groups": c}
-    return compose_convs(t64(w1), None if b1 is None else t64(b1), a1, w2, None, a2)
+    return compose_convs(f64(w1), f64(b1), a1, w2, None, a2)
 
 
 def _absorb(graph: Graph, conv: Node, pool: Node, allow_equal: bool) -> str | None:
@@ -75,9 +74,9 @@ def _absorb(graph: Graph, conv: Node, pool: Node, allow_equal: bool) -> str | No
     after = int(np.prod(pool.output.shape)) * int(np.prod(w.shape[1:]))
     if after > before or (after == before and not allow_equal):
         return f"fused conv costs {after} MACs, not fewer than the conv's {before}"
-    set_param(graph, conv, 1, cast_like(w, w1))
+    set_param(graph, conv, 1, w)
     if bias is not None:
-        set_param(graph, conv, 2, cast_like(bias, w1))
+        set_param(graph, conv, 2, bias)
     conv.attrs.update(attrs)
     conv.retype()
     replace_output(graph, pool, conv.output)
@@ -158,11 +157,7 @@ class PoolIntoConv(RewritePattern):
             return rw.refuse(pool, f"{conv.name} weights are not constants")
         if sole_user(conv.output) is not pool:
             return rw.refuse(pool, f"{conv.name} output has other readers")
-        why = _absorb(rw.graph, conv, pool, self.allow_equal)
-        if why is not None:
-            return rw.refuse(pool, why)
-        rw.count("absorbed")
-        return True
+        return rw.outcome(pool, _absorb(rw.graph, conv, pool, self.allow_equal), "absorbed")
 
 
 class LinearBeforeGlobalPool(RewritePattern):
@@ -173,8 +168,4 @@ class LinearBeforeGlobalPool(RewritePattern):
     def match_and_rewrite(self, pool: Node, rw: Rewriter) -> bool:
         if pool.output.shape[2:] != (1, 1):
             return False
-        why = _swap_head(rw.graph, pool)
-        if why is not None:
-            return rw.refuse(pool, why)
-        rw.count("swapped")
-        return True
+        return rw.outcome(pool, _swap_head(rw.graph, pool), "swapped")

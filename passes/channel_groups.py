@@ -24,7 +24,6 @@ predict (groups are computed on one graph state: recompute them after any change
 from __future__ import annotations
 
 import fnmatch
-import gc
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -32,6 +31,7 @@ import numpy as np
 
 from graphc.errors import PassError
 from graphc.ir.channel_rules import IN, Ties, rule_for
+from graphc.ir.gc_pause import gc_paused
 from graphc.ir.graph import Graph, Value
 
 
@@ -190,15 +190,8 @@ class _Walker:
 def channel_groups(graph: Graph, protect=()) -> list[ChannelGroup]:
     """The channel groups of ``graph``; a group holding the output of a node whose name
     matches a ``protect`` pattern (fnmatch) is not prunable."""
-    # The walk allocates many small objects while the graph holds many more: with the cyclic
-    # collector on, its repeated full traversals make the walk quadratic in graph size.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         return _channel_groups(graph, protect)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _components(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -328,13 +321,8 @@ def remove_channels(graph: Graph, group: ChannelGroup, keep) -> None:
 def prune_groups(graph: Graph, plan) -> int:
     """Apply ``[(group, keep_units), ...]`` (groups from one :func:`channel_groups` call on
     this graph state). Returns the number of units removed."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         return _prune_groups(graph, plan)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _prune_groups(graph: Graph, plan) -> int:

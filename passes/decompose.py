@@ -7,7 +7,8 @@ conv that together compute exactly what the conv did. Exact.
 W (n x c x k x k), read as a matrix n x ck^2, is split as W = A.B with A (n x m) and
 B (m x ck^2): ``init=identity`` takes A = I, B = W (m = n); ``init=svd`` takes the thin SVD
 W = U S V^T, A = U, B = S V^T (m = min(n, ck^2)); ``init=balanced`` splits S evenly,
-A = U S^1/2, B = S^1/2 V^T, so A's column norms rank the basis filters by energy.
+A = U S^1/2, B = S^1/2 V^T, so A's column norms rank the basis filters by energy;
+``init=random`` takes a random orthogonal A (n x n) and B = A^T W.
 
 A linear layer splits the same way into two linear layers (``linear=True``).
 
@@ -74,12 +75,17 @@ def find_pairs(graph: Graph) -> list[Pair]:
     return pairs
 
 
-def split_weight(w: np.ndarray, init: str) -> tuple[np.ndarray, np.ndarray]:
+def split_weight(w: np.ndarray, init: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(A as n x m [x 1 x 1], B as m x c [x k x k]) with A.B == W, computed in float64."""
     n = w.shape[0]
     mat = w.reshape(n, -1).astype(np.float64)
     if init == "identity":
         a, b = np.eye(n), mat
+    elif init == "random":
+        # A random orthogonal A keeps the split exact (B = A^T W) with no ordering by energy.
+        q, r = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, n)))
+        a = q * np.sign(np.diag(r))[None, :]
+        b = a.T @ mat
     else:
         u, s, vt = np.linalg.svd(mat, full_matrices=False)
         if init == "svd":
@@ -97,9 +103,9 @@ def _source(node: Node) -> str:
     return src[: -len(".weight")] if src.endswith(".weight") else src
 
 
-def decompose_node(graph: Graph, node: Node, init: str) -> Pair:
+def decompose_node(graph: Graph, node: Node, init: str, seed: int = 0) -> Pair:
     w = node.input(1).param.data
-    a, b = split_weight(w, init)
+    a, b = split_weight(w, init, seed)
     src = _source(node)
     wb = graph.add_param(b, source=f"{src}{BASIS}.weight", name=f"{node.input(1).name}{BASIS}")
     basis = graph.add_node(node.op, [node.input(0), wb], dict(node.attrs), f"{node.name}{BASIS}", before=node)
@@ -139,7 +145,8 @@ class Decompose(Pass):
 
     Options: ``init`` = svd (A = U, B = S V^T; default: the basis is ordered by energy, so the
     group lasso of edp-train finds the unimportant directions first), balanced (A = U S^1/2,
-    B = S^1/2 V^T) or identity (A = I, B = W); ``layers``: fnmatch patterns of node names to
+    B = S^1/2 V^T), identity (A = I, B = W) or random (A a random orthogonal n x n matrix
+    seeded by the context, B = A^T W: the basis in no particular order); ``layers``: fnmatch patterns of node names to
     split (default: every ungrouped conv2d); ``min_kernel``: leave convs with a smaller kernel
     area alone (default 1: split 1x1 convs too); ``linear``: split linear layers the same way
     (W = A.B as plain matrices; default on, since fully connected layers hold most of the
@@ -149,7 +156,7 @@ class Decompose(Pass):
     name: ClassVar[str] = "decompose"
     exact: ClassVar[bool] = True
 
-    init: Literal["svd", "balanced", "identity"] = "svd"
+    init: Literal["svd", "balanced", "identity", "random"] = "svd"
     layers: tuple[str, ...] = ()
     min_kernel: int = 1
     linear: bool = True
@@ -170,6 +177,6 @@ class Decompose(Pass):
             if why is not None:
                 skipped[node.name] = why
                 continue
-            decompose_node(graph, node, self.init)
+            decompose_node(graph, node, self.init, getattr(ctx, "seed", 0))
             done.append(node.name)
         return PassResult(changed=bool(done), stats={"decomposed": len(done), "layers": done, "skipped": skipped})

@@ -2,6 +2,8 @@
 
     edp = fold-bn, decompose, edp-train(no-data=svd), prune-merge
 
+Options given to the preset configure its ``edp-train`` (``edp(target-macs=0.5)``).
+
 ``fold-bn`` runs first so a conv's output channel is zero exactly when its coefficient row and
 bias are (a BatchNorm after it would turn a zero channel into a constant). With data,
 ``edp-train`` runs the group-lasso stage; without data it runs :func:`svd_truncate` instead
@@ -89,4 +91,4 @@ class SVDTruncate(Pass):
         return svd_truncate(graph, pairs, self.energy, ctx, who=self.name)
 
 
-register_preset("edp", EDP_PIPELINE)
+register_preset("edp", EDP_PIPELINE, options_to="edp-train")

@@ -13,7 +13,7 @@ import numpy as np
 
 from graphc.ir.graph import Graph, Node
 from graphc.ir.rewrite import RewritePattern, Rewriter
-from graphc.passes._rewrite import (CONV_OPS, PatternPass, bn_scale_shift, cast_like, channel_vector, conv_attrs,
+from graphc.passes._rewrite import (CONV_OPS, PatternPass, bn_scale_shift, channel_vector, conv_attrs,
                                     conv_parts, replace_output, set_param, sole_user)
 from graphc.registry import register_pass
 
@@ -56,10 +56,10 @@ def _scale_shift_into(graph: Graph, node: Node, scale, shift) -> None:
     """node(x)*scale + shift per output channel, folded into node's weight and bias."""
     w, b = conv_parts(node)
     s = scale.reshape((-1,) + (1,) * (w.ndim - 1))
-    set_param(graph, node, 1, cast_like(w.astype(np.float64) * s, w))
+    set_param(graph, node, 1, w.astype(np.float64) * s)
     bias = shift if b is None else b.astype(np.float64) * scale + shift
     if b is not None or np.any(bias != 0):
-        set_param(graph, node, 2, cast_like(bias, w))
+        set_param(graph, node, 2, bias)
 
 
 def _affine_operand(node: Node, producer_out) -> np.ndarray | None:
@@ -110,11 +110,7 @@ class BNAfterConv(RewritePattern):
     ops = ("batch_norm",)
 
     def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
-        why = fold_bn_after(rw.graph, node)
-        if why is not None:
-            return rw.refuse(node, why)
-        rw.count("bn_after")
-        return True
+        return rw.outcome(node, fold_bn_after(rw.graph, node), "bn_after")
 
 
 class BNBeforeConv(RewritePattern):
@@ -138,11 +134,7 @@ class AffineIntoConv(RewritePattern):
     def match_and_rewrite(self, node: Node, rw: Rewriter) -> bool:
         if len(node.inputs) != 2:
             return False
-        why = fold_affine(rw.graph, node)
-        if why is not None:
-            return rw.refuse(node, why)
-        rw.count("affine")
-        return True
+        return rw.outcome(node, fold_affine(rw.graph, node), "affine")
 
 
 # conv/linear -> batch_norm
@@ -198,10 +190,10 @@ def fold_bn_before(graph: Graph, bn: Node) -> str | None:
         bshape = idx.shape + (1,) * (w.ndim - 2)
         new_w = w64 * scale[idx].reshape(bshape)
         extra = (w64 * shift[idx].reshape(bshape)).reshape(w.shape[0], -1).sum(1)
-    set_param(graph, conv, 1, cast_like(new_w, w))
+    set_param(graph, conv, 1, new_w)
     bias = extra if b is None else b.astype(np.float64) + extra
     if b is not None or np.any(bias != 0):
-        set_param(graph, conv, 2, cast_like(bias, w))
+        set_param(graph, conv, 2, bias)
     conv.set_input(0, bn.input(0))
     graph.erase(bn)
     return None

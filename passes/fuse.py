@@ -14,14 +14,15 @@ from graphc.ir.rewrite import RewritePattern
 from graphc.registry import PatternPass, get_pass, register_pass
 
 # Member passes, in the order their patterns are tried on a node.
-FUSE_PASSES = ("fold-constants", "drop-identity", "fold-bn", "fuse-resconv", "merge-linear", "absorb-pool", "dce")
+FUSE_PASSES = ("fold-constants", "drop-identity", "fold-bn", "fuse-resconv", "fuse-branches", "merge-linear",
+               "absorb-pool", "dce")
 
 
 @register_pass
 @dataclass(frozen=True)
 class Fuse(PatternPass):
-    """Every exact fusion (fold-constants, drop-identity, fold-bn, fuse-resconv, merge-linear,
-    absorb-pool, dce) as one pattern set run to a fixed point. Exact.
+    """Every exact fusion (fold-constants, drop-identity, fold-bn, fuse-resconv, fuse-branches,
+    merge-linear, absorb-pool, dce) as one pattern set run to a fixed point. Exact.
 
         %c = conv2d(%x, %w)                       %c = conv2d(%x, %w'') {as %c}
         %n = batch_norm(%c, ...)            ==>   (readers of %y read %c)

@@ -15,7 +15,7 @@ import numpy as np
 
 from graphc.ir.graph import Graph, Node, Value
 from graphc.ir.rewrite import RewritePattern, Rewriter
-from graphc.passes._rewrite import (CONV_OPS, PatternPass, bn_scale_shift, cast_like, channel_vector, conv_attrs,
+from graphc.passes._rewrite import (CONV_OPS, PatternPass, bn_scale_shift, channel_vector, conv_attrs,
                                     conv_parts, replace_output, set_param, sole_user)
 from graphc.passes.fold_bn import fold_affine, fold_bn_after
 from graphc.registry import register_pass
@@ -95,10 +95,10 @@ def _fuse_identity(graph: Graph, add: Node, conv: Node, other: Value) -> str | N
     w64 = w.astype(np.float64)
     # Output channel o reads input channel o, which is local channel o % cin_g of its group.
     w64[(o, o % cin_g) + centre] += scale
-    set_param(graph, conv, 1, cast_like(w64, w))
+    set_param(graph, conv, 1, w64)
     bias = shift if b is None else b.astype(np.float64) + shift
     if b is not None or np.any(bias != 0):
-        set_param(graph, conv, 2, cast_like(bias, w))
+        set_param(graph, conv, 2, bias)
     branch = other.producer if other is not x else None
     replace_output(graph, add, conv.output)
     if branch is not None:
@@ -130,10 +130,10 @@ def _fuse_parallel(graph: Graph, add: Node, c1: Node, c2: Node) -> str | None:
     w = wb.astype(np.float64)
     region = tuple(slice((t - s) // 2, (t - s) // 2 + s) for s, t in zip(ws.shape[2:], wb.shape[2:]))
     w[(slice(None), slice(None)) + region] += ws
-    set_param(graph, big, 1, cast_like(w, wb))
+    set_param(graph, big, 1, w)
     if bb is not None or bs is not None:
         bias = np.zeros(wb.shape[0]) + (0 if bb is None else bb.astype(np.float64)) + (0 if bs is None else bs)
-        set_param(graph, big, 2, cast_like(bias, wb))
+        set_param(graph, big, 2, bias)
     replace_output(graph, add, big.output)
     graph.erase(small)
     return None

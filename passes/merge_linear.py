@@ -16,17 +16,17 @@ import numpy as np
 from graphc.ir.graph import Graph, Node
 from graphc.ir.meta import EDP
 from graphc.ir.rewrite import RewritePattern, Rewriter
-from graphc.passes._rewrite import (CONV_OPS, PatternPass, cast_like, compose_convs, conv_attrs, conv_parts,
-                                    node_macs, set_param, sole_user, t64)
+from graphc.passes._rewrite import (CONV_OPS, PatternPass, compose_convs, conv_attrs, conv_parts, f64, node_macs,
+                                    set_param, sole_user)
 from graphc.registry import register_pass
 
 
-def _set_bias(graph: Graph, node: Node, bias, like: np.ndarray) -> None:
+def _set_bias(graph: Graph, node: Node, bias) -> None:
     if bias is None:
         if len(node.inputs) > 2:
             node.set_inputs(list(node.inputs[:2]))
         return
-    set_param(graph, node, 2, cast_like(bias, like))
+    set_param(graph, node, 2, bias)
 
 
 def _merge_linears(graph: Graph, first: Node, second: Node) -> str | None:
@@ -36,15 +36,15 @@ def _merge_linears(graph: Graph, first: Node, second: Node) -> str | None:
     after = rows * w2.shape[0] * w1.shape[1]
     if after > before:
         return f"merged linear costs {after} MACs > {before}"
-    W1, W2 = t64(w1), t64(w2)
-    w = W2 @ W1
+    W2 = f64(w2)
+    w = W2 @ f64(w1)
     bias = None
     if b1 is not None:
-        bias = W2 @ t64(b1)
+        bias = W2 @ f64(b1)
     if b2 is not None:
-        bias = t64(b2) if bias is None else bias + t64(b2)
-    set_param(graph, second, 1, cast_like(w, w2))
-    _set_bias(graph, second, bias, w2)
+        bias = f64(b2) if bias is None else bias + b2
+    set_param(graph, second, 1, w)
+    _set_bias(graph, second, bias)
     second.set_input(0, first.input(0))
     graph.erase(first)
     return None
@@ -65,7 +65,7 @@ def _merge_convs(graph: Graph, first: Node, second: Node) -> str | None:
     pointwise_second = _pointwise(a2, w2)
     # A 1x1 second conv adds no taps either: compose undilated and keep the first's geometry.
     a1c = {**a1, "dilation": [1] * len(a1["dilation"])} if pointwise_second else a1
-    res = compose_convs(t64(w1), None if b1 is None else t64(b1), a1c, t64(w2), None if b2 is None else t64(b2), a2)
+    res = compose_convs(f64(w1), f64(b1), a1c, f64(w2), f64(b2), a2)
     if isinstance(res, str):
         return res
     w, bias, attrs = res
@@ -84,8 +84,8 @@ def _merge_convs(graph: Graph, first: Node, second: Node) -> str | None:
         spatial.append((h + 2 * p - d * (k - 1) - 1) // s + 1)
     if tuple(spatial) != tuple(second.output.shape[2:]) or w.shape[1] * attrs["groups"] != x.shape[1]:
         return "merged conv would change the output shape"
-    set_param(graph, second, 1, cast_like(w, w2))
-    _set_bias(graph, second, bias, w2)
+    set_param(graph, second, 1, w)
+    _set_bias(graph, second, bias)
     second.attrs.update(attrs)
     second.set_input(0, x)
     graph.erase(first)

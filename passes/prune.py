@@ -15,8 +15,8 @@ magnitude summed over the group's weight members), ``bn-scale`` (|gamma| of the 
 group, l1 where a group has none) or ``random`` (seeded by the context); ``min_channels``
 units always stay in a group; kept counts are rounded up to a multiple of ``round_to``;
 ``protect`` (fnmatch patterns of node names) keeps those nodes' output channels;
-``target_macs`` (absolute, or a fraction of the current MACs when <= 1) replaces ``ratio``: the
-ratio is found by bisection on the cost model. ``target_latency`` does the same on the predicted
+``target_macs`` / ``target_params`` (absolute, or a fraction of the current MACs / params when
+<= 1) replace ``ratio``: the smallest ratio meeting them is found by bisection on the cost model. ``target_latency`` does the same on the predicted
 onnxruntime latency of the calibrated cost model (``3ms``, ``0.004s``, or a bare fraction of the
 graph's own predicted latency; ``latency_threads=1`` predicts single-thread CPU time).
 ``importance=latency`` ranks the units of all groups together by l1 magnitude per predicted
@@ -32,13 +32,13 @@ all its units; the pass only removes units (never adds or reorders channels).
 from __future__ import annotations
 
 import dataclasses
-import gc
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
 
 from graphc.errors import PassError
+from graphc.ir.gc_pause import gc_paused
 from graphc.ir.graph import Graph
 
 from graphc.ir.ops import ops_with
@@ -183,15 +183,10 @@ def prune_graph(graph: Graph, *, ratio: float, importance: str = "l1", scope: st
         raise PassError("prune: per-group ratios need scope=local")
     if not any(rs):
         return 0
-    enabled = gc.isenabled()
-    gc.disable()  # see channel_groups: the collector's traversals would dominate on big graphs
-    try:
+    with gc_paused():
         groups = channel_groups(graph, protect=protect) if groups is None else groups
         steps = plan(groups, ratio, importance, scope, min_channels, round_to, np.random.default_rng(seed), cache)
         return prune_groups(graph, steps)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _on_copy(group: ChannelGroup, vmap: dict) -> ChannelGroup:
@@ -203,6 +198,12 @@ def _macs(graph: Graph) -> float:
     from graphc.backends.cost import totals
 
     return float(totals(graph)["macs"])
+
+
+def _params(graph: Graph) -> float:
+    from graphc.backends.cost import totals
+
+    return float(totals(graph)["params"])
 
 
 @register_pass
@@ -219,6 +220,7 @@ class Prune(Pass):
     round_to: int | Literal["simd"] = 1
     protect: tuple[str, ...] = ()
     target_macs: float | None = None
+    target_params: float | None = None
     target_latency: str | None = None
     latency_threads: int | None = None
     search: Literal["none", "ncs", "ncs-released", "random"] = "none"
@@ -241,12 +243,14 @@ class Prune(Pass):
             from graphc.passes.prune_latency import parse_target_latency
 
             parse_target_latency(self.target_latency)
-            if self.target_macs is not None:
-                raise ValueError("give target-macs or target-latency, not both")
+            if self.target_macs is not None or self.target_params is not None:
+                raise ValueError("give target-macs / target-params or target-latency, not both")
         if self.latency_threads is not None and self.latency_threads < 1:
             raise ValueError(f"latency-threads must be >= 1, got {self.latency_threads}")
         if self.target_macs is not None and not self.target_macs > 0:
             raise ValueError(f"target-macs must be > 0 (a fraction up to 1, or a MAC count), got {self.target_macs}")
+        if self.target_params is not None and not self.target_params > 0:
+            raise ValueError(f"target-params must be > 0 (a fraction up to 1, or a count), got {self.target_params}")
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         round_to = self.round_to
@@ -277,6 +281,11 @@ class Prune(Pass):
         if self.target_macs is not None:
             ratio, reached = self._search(graph, opts, groups, cache, _macs, self.target_macs, "MACs")
             stats.update({"prune.ratio": round(ratio, 4), "prune.macs": reached})
+        if self.target_params is not None:
+            # Both targets: the larger ratio meets both (the cost falls as the ratio grows).
+            r, reached = self._search(graph, opts, groups, cache, _params, self.target_params, "params")
+            ratio = max(ratio, r) if self.target_macs is not None else r
+            stats.update({"prune.ratio": round(ratio, 4), "prune.params": reached})
         if self.target_latency is not None:
             from graphc.passes.prune_latency import parse_target_latency, predicted_seconds
 
@@ -288,6 +297,8 @@ class Prune(Pass):
             stats.update({"prune.ratio": round(ratio, 4), "prune.predicted_ms": round(reached * 1e3, 4),
                           "prune.target_ms": round((value if absolute else value * seconds(graph)) * 1e3, 4)})
         if self.search != "none":
+            if self.target_params is not None:
+                raise PassError("prune: search= takes target-macs (or none), not target-params")
             if self.target_latency is not None or self.importance == "latency":
                 raise PassError("prune: search= finds per-group ratios for a MACs target; use it with target-macs "
                                 "and a per-group importance, not target-latency or importance=latency")

@@ -45,7 +45,7 @@ def run(args) -> int:
         raise InputError(f"{out}: directory {out.parent} does not exist")
     if args.check is not None and args.check < 0:
         raise InputError(f"--check wants N >= 0, got {args.check}")
-    graph, source = load_source(args.model, input_shape=args.input_shape)
+    graph, source = load_source(args.model, input_shape=args.input_shape, weights=args.weights)
     res = write_checked(graph, source, out, DEFAULT_CHECK if args.check is None else args.check, args.seed)
     if res is not None:
         print(res.line(), file=sys.stderr)

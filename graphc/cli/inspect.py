@@ -15,9 +15,16 @@ FORMATS = ("text", "json", "dot")
 
 def add_model_arguments(p) -> None:
     """The model spec and its input shape: shared by ``inspect`` and ``convert``."""
-    p.add_argument("model", help="model spec: FILE.onnx, FILE.json, torchvision:NAME or FILE.py:factory")
+    p.add_argument("model", help="model spec: FILE.onnx, FILE.json, torchvision:NAME, timm:NAME or FILE.py:factory")
     p.add_argument("--input-shape", action="append", metavar="1,3,224,224",
                    help="input shape (repeat for several inputs); overrides the model's own")
+    add_weights_argument(p)
+
+
+def add_weights_argument(p) -> None:
+    p.add_argument("--weights", metavar="FILE",
+                   help="trained weights for a torch model spec: .safetensors or a torch.save'd state dict "
+                        "(read weights-only; never unpickles objects)")
 
 
 def register(subparsers) -> None:
@@ -35,7 +42,7 @@ def register(subparsers) -> None:
 def load_graph(args):
     from graphc.frontends.spec import load_spec
 
-    return load_spec(args.model, input_shape=args.input_shape)
+    return load_spec(args.model, input_shape=args.input_shape, weights=args.weights)
 
 
 def render(graph, args) -> str:

@@ -17,11 +17,13 @@ OUTPUT_SUFFIXES = (".onnx", ".pt", ".json")
 
 
 def register(sub) -> None:
+    from graphc.cli.inspect import add_weights_argument
+
     p = sub.add_parser("optimize", help="run a pass pipeline on a model and write the result",
-                       description="Run PIPELINE on MODEL (FILE.onnx, torchvision:NAME, FILE.py:factory, or a "
+                       description="Run PIPELINE on MODEL (FILE.onnx, torchvision:NAME, timm:NAME, FILE.py:factory, or a "
                                    "graphc IR FILE.json), check the result against the source on random "
                                    "inputs, write it (.onnx, .pt or .json by suffix) and print a summary.")
-    p.add_argument("model", help="FILE.onnx | torchvision:NAME | FILE.py:factory | FILE.json")
+    p.add_argument("model", help="FILE.onnx | torchvision:NAME | timm:NAME | FILE.py:factory | FILE.json")
     p.add_argument("--passes", "-p", default="fuse", metavar="PIPELINE",
                    help="pipeline, e.g. 'fold-bn,absorb-pool(allow-equal=true),dce' or a preset (default: fuse)")
     p.add_argument("-o", "--output", metavar="OUT", help="where to write the result (.onnx, .pt, .json)")
@@ -40,6 +42,7 @@ def register(sub) -> None:
     p.add_argument("--data", metavar="SPEC", help="data for passes that train: digits | mnist-idx:DIR | FILE.npz | module:function")
     p.add_argument("--input-shape", action="append", metavar="SHAPE",
                    help="input shape like 1,3,224,224 (repeat for several inputs)")
+    add_weights_argument(p)
     p.add_argument("--dump-ir", metavar="DIR", help="write the IR after every pass (000_input.gir, 001_<pass>.gir, ...) and final.dot")
     p.add_argument("--measure", action="store_true", help="also measure latency before and after")
     p.add_argument("--no-accuracy", action="store_true",
@@ -152,7 +155,7 @@ def run(args) -> int:
     from graphc.source import load_source
 
     pipeline = validate(args)
-    graph, source = load_source(args.model, input_shape=args.input_shape)
+    graph, source = load_source(args.model, input_shape=args.input_shape, weights=args.weights)
     import torch
 
     torch.manual_seed(args.seed)

@@ -25,7 +25,6 @@ their ``state_dict`` key.
 """
 from __future__ import annotations
 
-import gc
 import operator
 import re
 from collections import OrderedDict
@@ -36,6 +35,7 @@ import torch.fx as fx
 
 from graphc.errors import InputError, UnsupportedError
 from graphc.ir import Graph, TensorType, Value
+from graphc.ir.gc_pause import gc_paused
 from graphc.ir.ops.opaque import resolve_target
 from graphc.ir.types import dtype_from_torch
 from graphc.frontends import fx_inplace, fx_ops
@@ -72,6 +72,40 @@ class LayerTracer(fx.Tracer):
 
     def proxy(self, node: fx.Node) -> fx.Proxy:
         return _Proxy(node, self)
+
+    # fx finds the name of a parameter or buffer the traced code reads by scanning every
+    # parameter of the root, once per read: quadratic in model size (most of the import of a
+    # model whose norm layers are traced through, timm's BatchNormAct2d). One identity map per
+    # trace gives the same first name the scan would.
+    def trace(self, root, concrete_args=None):
+        self._param_names, self._buffer_names = {}, {}
+        if isinstance(root, torch.nn.Module):
+            for n, p in root.named_parameters():
+                self._param_names.setdefault(id(p), n)
+            for n, b in root.named_buffers():
+                self._buffer_names.setdefault(id(b), n)
+        return super().trace(root, concrete_args)
+
+    def _name_of(self, a) -> str | None:
+        if isinstance(a, torch.nn.Parameter):
+            return self._param_names.get(id(a))
+        if isinstance(a, torch.Tensor):
+            return self._buffer_names.get(id(a))
+        return None
+
+    def getattr(self, attr, attr_val, parameter_proxy_cache):
+        n = self._name_of(attr_val) if isinstance(attr_val, torch.Tensor) else None
+        if n is None or (not isinstance(attr_val, torch.nn.Parameter) and not self.proxy_buffer_attributes):
+            return super().getattr(attr, attr_val, parameter_proxy_cache)
+        if n not in parameter_proxy_cache:
+            parameter_proxy_cache[n] = self.create_proxy("get_attr", n, (), {})
+        return parameter_proxy_cache[n]
+
+    def create_arg(self, a):
+        n = self._name_of(a) if isinstance(a, torch.Tensor) else None
+        if n is not None:
+            return self.create_node("get_attr", n, (), {})
+        return super().create_arg(a)
 
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
         return fx_ops.is_layer(m)
@@ -129,21 +163,86 @@ class _Traced:
 def _trace(model: torch.nn.Module, example_inputs: tuple):
     """:class:`_Traced` from a symbolic trace; the ``torch.export`` module when that fails."""
     tracer = LayerTracer()
+    attrs_before = set(vars(model))
     try:
         graph = tracer.trace(model)
-        return _Traced(tracer.root, graph)
+        traced = _Traced(tracer.root, graph)
+        _drop_new_constants(model, attrs_before)  # the trace holds its own copies
+        return traced
     except Exception as e:  # any failure inside user code: fall back, then report both
         where = tracer.failed_in or ("", type(model).__name__)
         fx_error = e
+        _drop_new_constants(model, attrs_before)
+    # Control flow over shapes, devices or dtypes: trace again with those known (the import is
+    # at the example's shapes anyway), before the far slower torch.export.
+    from graphc.frontends.fx_concrete import concrete_tracer_class
+
+    concrete = concrete_tracer_class(LayerTracer, _Proxy)(example_inputs)
+    try:
+        graph = concrete.trace(model)
+        traced = _Traced(concrete.root, graph)
+        _drop_new_constants(model, attrs_before)
+        return traced
+    except Exception:  # reported through the plain trace's error if export fails too
+        _drop_new_constants(model, attrs_before)
     try:
         ep = torch.export.export(model, example_inputs, strict=False)
-        return ep.module()
+        gm = ep.module()
     except Exception as e:
         path, cls = where
         loc = f"module '{path}' ({cls})" if path else f"the top-level module ({cls})"
         raise UnsupportedError(
             f"cannot trace {type(model).__name__}: torch.fx failed in {loc}: {_one_line(fx_error)}; "
             f"torch.export failed too: {_one_line(e)}") from e
+    _inline_autocast_off(gm)
+    return gm
+
+
+def _drop_new_constants(model: torch.nn.Module, before: set) -> None:
+    """Remove the ``_tensor_constantN`` attributes a trace left on the model, so the next
+    trace numbers its constants as a first one would (dumps stay deterministic) and the
+    caller's model is left as it came."""
+    for k in set(vars(model)) - before:
+        if k.startswith("_tensor_constant"):
+            delattr(model, k)
+
+
+def _inline_autocast_off(gm: fx.GraphModule) -> None:
+    """Inline the regions torch.export wraps as ``wrap_with_autocast`` with autocast *off*
+    (``with torch.autocast(..., enabled=False)``, used to keep attention in float32). The
+    import records and rewrites float32 code with no autocast active, where turning it off
+    changes nothing: the region's ops are the model's ops. A region that turns autocast on
+    stays as it is (and is refused by name as an op graphc cannot keep)."""
+    hop = getattr(getattr(torch.ops, "higher_order", None), "wrap_with_autocast", None)
+    if hop is None:
+        return
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target is not hop or len(node.args) < 5:
+            continue
+        _device, _dtype, enabled, _cache, sub_node, *operands = node.args
+        if enabled or not isinstance(sub_node, fx.Node) or sub_node.op != "get_attr":
+            continue
+        sub = getattr(gm, sub_node.target)
+        inner = list(sub.graph.nodes)
+        if any(n.op in ("get_attr", "call_module") for n in inner):
+            continue  # the region reads its own attributes: not a plain function of its operands
+        placeholders = [n for n in inner if n.op == "placeholder"]
+        users = list(node.users)
+        if len(placeholders) != len(operands) or not all(
+                u.op == "call_function" and u.target is operator.getitem and isinstance(u.args[1], int) for u in users):
+            continue  # the region's results are read as a whole: leave it
+        with graph.inserting_before(node):
+            out = graph.graph_copy(sub.graph, dict(zip(placeholders, operands)))
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        for u in users:
+            u.replace_all_uses_with(outs[u.args[1]])
+            graph.erase_node(u)
+        graph.erase_node(node)
+        if not sub_node.users:
+            graph.erase_node(sub_node)
+    graph.lint()
+    gm.recompile()
 
 
 def _one_line(e: BaseException) -> str:
@@ -192,15 +291,8 @@ def _normalise_inputs(example_inputs) -> tuple:
 
 def load_module(model: torch.nn.Module, example_inputs=None, input_shape=None, name: str | None = None) -> Graph:
     """Import ``model`` (traced in eval mode) at the shapes of ``example_inputs``."""
-    # The import allocates many small objects that never form cycles worth collecting; the
-    # collector's passes over a large model's heap would cost more than the import itself.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         return _load_module(model, example_inputs, input_shape, name)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _load_module(model: torch.nn.Module, example_inputs, input_shape, name: str | None) -> Graph:
@@ -211,8 +303,11 @@ def _load_module(model: torch.nn.Module, example_inputs, input_shape, name: str 
         shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
         g = torch.Generator().manual_seed(0)
         inputs = tuple(torch.randn(tuple(s), generator=g) for s in shapes)
-    was_training = model.training
-    model.eval()
+    # Traced in eval mode; afterwards every module is back in its own mode (a frozen BN inside
+    # a training model stays frozen). Only modules that were training are walked again.
+    training = [m for m in model.modules() if m.training]
+    if training:
+        model.eval()
     source = model
     if fx_ops.is_layer(model):
         # A bare layer as the whole model: trace it as a leaf inside a container, so it maps
@@ -234,7 +329,8 @@ def _load_module(model: torch.nn.Module, example_inputs, input_shape, name: str 
             gm = _Traced(gm.module, pure, copy=False)
             graph = _Converter(model, gm, results, name or type(source).__name__.lower()).convert(inputs)
     finally:
-        source.train(was_training)
+        for m in training:
+            m.training = True
     if model is not source:
         for p in list(graph.params.values()):
             if p.source.startswith(prefix + "."):
@@ -288,14 +384,20 @@ class _Converter:
         return v
 
     def _reads_weight(self, n: fx.Node, seen: dict) -> bool:
-        """Whether static node ``n`` computes from a model parameter (not only from buffers)."""
+        """Whether static node ``n`` computes a tensor from a model parameter (not only from
+        buffers). A weight's metadata (``w.device``, ``w.dtype``, ``w.shape``) is no tensor: it
+        stays a recorded Python value."""
         if n not in seen:
             seen[n] = False
-            if n.op == "get_attr":
+            if not _has_tensor(self.results.get(n)):
+                pass
+            elif n.op == "get_attr":
                 t = self.results.get(n)
                 seen[n] = isinstance(t, torch.Tensor) and self._named.get(id(t), ("", ""))[1] == "weight"
             elif n.op in ("call_function", "call_method", "call_module"):
                 seen[n] = any(self._reads_weight(a, seen) for a in n.all_input_nodes if a not in self.dynamic)
+                if n.op == "call_module" and not seen[n]:  # a layer reads its own weights
+                    seen[n] = any(True for _ in self.gm.get_submodule(n.target).parameters())
         return seen[n]
 
     def _from_weights(self, origin: fx.Node) -> Value | None:
@@ -326,6 +428,8 @@ class _Converter:
 
         try:
             ok = promote(origin)
+        except UnsupportedError:  # a step no op and no opaque node can keep: fold it instead
+            ok = False
         finally:
             self.node, self.node_name = saved
         if ok and not any(x.op == "opaque" for x in self.graph.nodes[mark:]):

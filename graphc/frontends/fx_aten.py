@@ -68,6 +68,15 @@ ATEN_RULES = {
 }
 
 
+def _register_tensor_rules() -> None:
+    from graphc.frontends import fx_ops_tensor
+
+    ATEN_RULES.update(fx_ops_tensor.ATEN)
+
+
+_register_tensor_rules()
+
+
 def aten_rule(target):
     packet = getattr(target, "overloadpacket", None)
     return ATEN_RULES.get(packet) if packet is not None else None

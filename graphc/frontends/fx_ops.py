@@ -469,8 +469,12 @@ def _getitem(cv, n, args, kwargs):
 
 
 def index_value(cv, x: Value, idx):
-    """``x[idx]`` for ints, slices, None and Ellipsis as select/slice/unsqueeze ops."""
+    """``x[idx]`` for ints, slices, None and Ellipsis as select/slice/unsqueeze ops; one
+    integer index tensor after whole slices (``table[:, idx]``) as an index_select."""
     idx = idx if isinstance(idx, tuple) else (idx,)
+    gathered = _index_by_tensor(cv, x, idx)
+    if gathered is not None:
+        return gathered
     if any(not (i is None or i is Ellipsis or isinstance(i, (int, slice))) or isinstance(i, bool) for i in idx):
         raise NoRule
     real = sum(1 for i in idx if i is not None and i is not Ellipsis)
@@ -497,6 +501,32 @@ def index_value(cv, x: Value, idx):
                             name=f"{cv.node_name}.slice")
             d += 1
     return x
+
+
+def _index_by_tensor(cv, x: Value, idx: tuple):
+    """``x[:, ..., :, t]`` (whole slices, then one constant integer tensor ``t``, then nothing or
+    whole slices): the rows ``t`` names along that axis, shaped like ``t`` (attention-bias
+    tables, ``attention_biases[:, attention_bias_idxs]``). None when ``idx`` is not that."""
+    pos = [i for i, t in enumerate(idx) if isinstance(t, torch.Tensor)]
+    if len(pos) != 1:
+        return None
+    d = pos[0]
+    t = idx[d]
+    full = slice(None)
+    if t.dtype not in (torch.int64, torch.int32) or t.device.type != "cpu" or d >= len(x.shape):
+        return None
+    if any(not (isinstance(s, slice) and s == full) for k, s in enumerate(idx) if k != d):
+        return None
+    flat = t.to(torch.int64).reshape(-1)
+    if flat.numel() and (int(flat.min()) < -x.shape[d] or int(flat.max()) >= x.shape[d]):
+        return None  # torch would raise: leave it to the recorded run's own error path
+    flat = torch.where(flat < 0, flat + x.shape[d], flat)
+    out = cv.emit("index_select", [x, cv.param(flat, name=f"{cv.node_name}.index")], {"dim": d},
+                  name=f"{cv.node_name}.index_select")
+    shape = [*x.shape[:d], *t.shape, *x.shape[d + 1:]]
+    if list(out.shape) != shape:
+        out = cv.emit("reshape", [out], {"shape": shape}, name=f"{cv.node_name}.reshape")
+    return out
 
 
 def _getattr(cv, n, args, kwargs):
@@ -698,3 +728,13 @@ def rule_for(node, gm):
     if node.op == "call_method":
         return METHOD_RULES.get(node.target)
     return None
+
+
+def _register_tensor_rules() -> None:
+    from graphc.frontends import fx_ops_tensor
+
+    FUNCTION_RULES.update(fx_ops_tensor.FUNCTIONS)
+    METHOD_RULES.update(fx_ops_tensor.METHODS)
+
+
+_register_tensor_rules()

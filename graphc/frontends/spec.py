@@ -4,8 +4,16 @@
 - ``path/to/graph.json``: a graphc IR dump saved with :func:`graphc.ir.save_json`;
 - ``torchvision:NAME``: a torchvision classification model with random (seeded) weights, in
   eval mode, at its own input size (224, 299 for inception_v3, ``image_size`` for ViTs);
+- ``timm:NAME``: a timm model (the ``timm`` extra) with random (seeded) weights, in eval mode,
+  at the input size of its default pretrained config;
 - ``path/to/file.py:factory``: ``factory()`` returns a module, or ``(module, example_input)``;
   without an example, ``--input-shape`` gives the shape of a random input.
+
+Trained weights come in separately (``weights=FILE``, the CLI's ``--weights``), for any torch
+spec: a ``.safetensors`` file, or a state dict saved with ``torch.save`` and read with
+``weights_only=True``, so loading weights never unpickles arbitrary objects. The keys must match
+the module's ``state_dict`` exactly (a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper,
+as training scripts save, is unwrapped).
 
 Every failure (missing file, unreadable ONNX, unknown name, a factory that raises) is an
 :class:`~graphc.errors.InputError` with a one-line message naming the problem.
@@ -56,8 +64,9 @@ class ModelSpec:
             raise InputError(f"{self.path} is not a readable ONNX model ({type(e).__name__}: {_first_line(e)})") from None
 
 
-def parse_input_shape(text) -> list[tuple[int, ...]]:
-    """``"1,3,224,224"`` (or a list of such, or of int tuples) -> list of shapes."""
+def parse_input_shape(text, what: str = "input shape") -> list[tuple[int, ...]]:
+    """``"1,3,224,224"`` or ``"1x3x224x224"`` (or a list of such, or of int tuples) -> list of
+    shapes; InputError, naming ``what`` was bad, on anything else (an empty dimension too)."""
     if text is None:
         return []
     items = [text] if isinstance(text, str) or (text and isinstance(text[0], int)) else list(text)
@@ -65,28 +74,44 @@ def parse_input_shape(text) -> list[tuple[int, ...]]:
     for item in items:
         if isinstance(item, str):
             try:
-                shape = tuple(int(p) for p in item.replace("x", ",").split(",") if p.strip())
+                shape = tuple(int(p) for p in item.strip().replace("x", ",").split(","))
             except ValueError:
-                raise InputError(f"bad input shape {item!r}: expected integers like 1,3,224,224") from None
+                raise InputError(f"bad {what} {item!r}: expected comma-separated integers like 1,3,224,224") from None
         else:
             shape = tuple(int(d) for d in item)
         if not shape or any(d < 1 for d in shape):
-            raise InputError(f"bad input shape {item!r}: every dimension must be a positive integer")
+            raise InputError(f"bad {what} {item!r}: every dimension must be a positive integer")
         if any(d > MAX_DIM for d in shape):
-            raise InputError(f"bad input shape {item!r}: a dimension is past int64")
+            raise InputError(f"bad {what} {item!r}: a dimension is past int64")
         shapes.append(shape)
     return shapes
 
 
-def resolve(spec: str, input_shape=None) -> ModelSpec:
-    """Turn a spec string into a :class:`ModelSpec` (builds torch models, checks files)."""
+EXPECTED = "FILE.onnx, FILE.json, torchvision:NAME, timm:NAME or FILE.py:factory"
+
+
+def resolve(spec: str, input_shape=None, weights=None) -> ModelSpec:
+    """Turn a spec string into a :class:`ModelSpec` (builds torch models, checks files);
+    ``weights`` (a file) replaces a torch model's weights (see the module docstring)."""
+    ms = _resolve(spec, input_shape)
+    if weights is not None:
+        if ms.kind != "torch":
+            raise InputError(f"--weights applies to torch model specs (torchvision:, timm:, FILE.py:factory), "
+                             f"not to {spec}: an {ms.kind.upper()} file carries its own weights")
+        load_weights(ms.module, weights)
+    return ms
+
+
+def _resolve(spec: str, input_shape) -> ModelSpec:
     if not spec.strip():
-        raise InputError("no model given (expected FILE.onnx, FILE.json, torchvision:NAME or FILE.py:factory)")
+        raise InputError(f"no model given (expected {EXPECTED})")
     shapes = dict(input_shape) if isinstance(input_shape, dict) else parse_input_shape(input_shape)
     if isinstance(shapes, dict) and not spec.lower().endswith(".onnx"):
         raise InputError("input shapes by name apply to ONNX models only")
     if spec.startswith("torchvision:"):
         return _torchvision(spec, spec.split(":", 1)[1], shapes)
+    if spec.startswith("timm:"):
+        return _timm(spec, spec.split(":", 1)[1], shapes)
     head, sep, fn = spec.rpartition(":")
     if sep and head.endswith(".py"):
         return _factory(spec, Path(head), fn, shapes)
@@ -98,15 +123,13 @@ def resolve(spec: str, input_shape=None) -> ModelSpec:
             _sniff_onnx(path)
         return ModelSpec(spec, "onnx" if suffix == ".onnx" else "ir", path=path, input_shapes=shapes)
     if not path.exists():
-        raise InputError(f"no such model file or spec: {spec} (expected FILE.onnx, FILE.json, "
-                         "torchvision:NAME or FILE.py:factory)")
-    raise InputError(f"{spec}: unknown model format {suffix or '(no suffix)'}; expected .onnx, .json, "
-                     "torchvision:NAME or FILE.py:factory")
+        raise InputError(f"no such model file or spec: {spec} (expected {EXPECTED})")
+    raise InputError(f"{spec}: unknown model format {suffix or '(no suffix)'}; expected {EXPECTED}")
 
 
-def load_spec(spec: str, input_shape=None, input_shapes=None) -> Graph:
+def load_spec(spec: str, input_shape=None, input_shapes=None, weights=None) -> Graph:
     """The graphc Graph of a spec string."""
-    return resolve(spec, input_shape if input_shape is not None else input_shapes).load()
+    return resolve(spec, input_shape if input_shape is not None else input_shapes, weights).load()
 
 
 def _first_line(e: BaseException) -> str:
@@ -155,6 +178,79 @@ def _torchvision(spec: str, name: str, shapes) -> ModelSpec:
         side = getattr(model, "image_size", None) or (299 if name == "inception_v3" else 224)
         shapes = [(1, 3, side, side)]
     return ModelSpec(spec, "torch", module=model, example_inputs=_random(shapes), input_shapes=shapes)
+
+
+def _timm(spec: str, name: str, shapes) -> ModelSpec:
+    import torch
+
+    try:
+        import timm
+    except ImportError:
+        raise InputError("timm is not installed (pip install graphc[timm])") from None
+    names = timm.list_models()
+    if name not in names:
+        # A pretrained tag (``convnext_atto.d2_in1k``) names the same architecture; weights
+        # come from --weights, never from the network.
+        arch = name.split(".", 1)[0]
+        if arch not in names:
+            near = difflib.get_close_matches(name, names, n=3)
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            raise InputError(f"unknown timm model {name!r}{hint}")
+        name = arch
+    torch.manual_seed(0)
+    try:
+        model = timm.create_model(name, pretrained=False).eval()
+    except Exception as e:  # a model timm lists but cannot build without extra options
+        raise InputError(f"{spec}: timm could not build it ({type(e).__name__}: {_first_line(e)})") from None
+    if not shapes:
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        shapes = [(1, *tuple(cfg.get("input_size", (3, 224, 224))))]
+    return ModelSpec(spec, "torch", module=model, example_inputs=_random(shapes), input_shapes=shapes)
+
+
+def load_weights(module, path) -> None:
+    """Load a weights file into ``module`` in place (see the module docstring)."""
+    import torch
+
+    path = Path(path)
+    _check_file(path)
+    if path.suffix.lower() == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise InputError(f"{path}: reading .safetensors needs the safetensors package") from None
+        try:
+            state = load_file(str(path), device="cpu")
+        except Exception as e:
+            raise InputError(f"{path} is not a readable safetensors file ({type(e).__name__}: {_first_line(e)})") from None
+    else:
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:  # a pickle of objects other than tensors is refused here, unrun
+            raise InputError(f"{path} is not a weights-only state dict ({type(e).__name__}: {_first_line(e)}); "
+                             "save one with torch.save(model.state_dict(), FILE) or use .safetensors") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        raise InputError(f"{path} does not fit the model: keys {'; '.join(parts)}")
+    bad = [k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
+    if bad:
+        k = bad[0]
+        raise InputError(f"{path} does not fit the model: {k} is {tuple(state[k].shape)} in the file, "
+                         f"{tuple(own[k].shape)} in the model ({len(bad)} such tensors)")
+    module.load_state_dict(state, strict=True)
 
 
 def _factory(spec: str, path: Path, fn: str, shapes) -> ModelSpec:
@@ -208,6 +304,6 @@ def _random(shapes) -> tuple:
 
 
 def _graph_name(ms: ModelSpec) -> str:
-    if ms.spec.startswith("torchvision:"):
+    if ms.spec.startswith(("torchvision:", "timm:")):
         return ms.spec.split(":", 1)[1]
     return type(ms.module).__name__.lower()

@@ -91,10 +91,16 @@ class Attr:
         return self.default is REQUIRED
 
     def accepts(self, v) -> bool:
-        kinds = self.type.rstrip("?").split("|")
+        kinds = _kinds(self.type)
         if v is None:
             return self.type.endswith("?") or "any" in kinds
         return any(_CHECKS[k](v) for k in kinds)
+
+
+@functools.lru_cache(maxsize=None)
+def _kinds(type_: str) -> tuple[str, ...]:
+    # the verifier asks for every attribute of every node: the type string is parsed once
+    return tuple(type_.rstrip("?").split("|"))
 
 
 def _is_int(v) -> bool:
@@ -178,9 +184,14 @@ class OpDef:
         return out
 
     def operand_range(self) -> tuple[int, float]:
-        """(least, most) operand count the schema allows."""
+        """(least, most) operand count the schema allows (kept while ``operands`` is the same
+        tuple: the verifier asks for every node)."""
+        cached = self.__dict__.get("_range")
+        if cached is not None and cached[0] is self.operands:
+            return cached[1]
         lo = sum(1 for o in self.operands if not o.endswith("?") and not o.startswith("*"))
         hi = float("inf") if any(o[0] in "*+" for o in self.operands) else len(self.operands)
+        self._range = (self.operands, (lo, hi))
         return lo, hi
 
     def check(self, n_inputs: int, attrs: dict) -> str | None:

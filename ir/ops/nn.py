@@ -39,10 +39,25 @@ def _tensor(p) -> torch.Tensor:
 
 def _build_on(weight) -> str:
     """Where to build a layer before it gets the graph's weights: a large one on the meta device
-    (its default initialisation, which the weights overwrite, costs in proportion to its size); a
-    small one on the CPU, where that initialisation costs less than the meta device's fixed
-    overhead."""
+    (no storage to allocate, which the weights replace anyway); a small one on the CPU, where
+    that allocation costs less than the meta device's fixed overhead."""
     return "meta" if weight.data.size >= 16384 else "cpu"
+
+
+_NO_INIT: dict[type, type] = {}
+
+
+def _built(cls, *args, **kwargs) -> nn.Module:
+    """``cls(*args, **kwargs)`` without its default initialisation (``reset_parameters``),
+    which :func:`_set` overwrites with the graph's weights anyway: for a small layer the
+    random init is most of what building it costs. The layer is built as a subclass whose
+    ``reset_parameters`` does nothing, then given ``cls`` back, so it is a plain ``cls``."""
+    sub = _NO_INIT.get(cls)
+    if sub is None:
+        sub = _NO_INIT[cls] = type(cls.__name__, (cls,), {"reset_parameters": lambda self: None})
+    m = sub(*args, **kwargs)
+    m.__class__ = cls
+    return m
 
 
 def _set(m: nn.Module, node, names=("weight", "bias")) -> nn.Module:
@@ -73,12 +88,12 @@ def _conv_module(node):
     groups = int(a["groups"])
     if node.op.startswith("conv_transpose"):
         cls = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d}[nd]
-        m = cls(w.data.shape[0], w.data.shape[1] * groups, tuple(w.data.shape[2:]), a["stride"],
-                a["padding"], a["output_padding"], groups, has_b, a["dilation"], device=_build_on(w))
+        m = _built(cls, w.data.shape[0], w.data.shape[1] * groups, tuple(w.data.shape[2:]), a["stride"],
+                   a["padding"], a["output_padding"], groups, has_b, a["dilation"], device=_build_on(w))
     else:
         cls = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[nd]
-        m = cls(w.data.shape[1] * groups, w.data.shape[0], tuple(w.data.shape[2:]), a["stride"],
-                a["padding"], a["dilation"], groups, has_b, device=_build_on(w))
+        m = _built(cls, w.data.shape[1] * groups, w.data.shape[0], tuple(w.data.shape[2:]), a["stride"],
+                   a["padding"], a["dilation"], groups, has_b, device=_build_on(w))
     return Layer(_set(m, node))
 
 
@@ -86,7 +101,8 @@ def _linear_module(node):
     w = node.params[1]
     if not _owns(node, 1) or w.data.ndim != 2:
         return None
-    return Layer(_set(nn.Linear(w.data.shape[1], w.data.shape[0], bias=len(node.inputs) > 2, device=_build_on(w)), node))
+    return Layer(_set(_built(nn.Linear, w.data.shape[1], w.data.shape[0], bias=len(node.inputs) > 2,
+                             device=_build_on(w)), node))
 
 
 def _bn_module(node):

@@ -201,3 +201,18 @@ def test_attention_and_several_inputs():
 def test_layer(layer):
     g = roundtrip(layer, torch.randn(1, 4, 8, 8))
     assert "opaque" not in ops(g)
+
+
+def test_import_traces_in_eval_mode_and_gives_each_module_its_mode_back():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.BatchNorm2d(4))
+    model.train()
+    model[1].eval()  # a frozen BN inside a training model
+    before = [m.training for m in model.modules()]
+    x = torch.randn(1, 3, 6, 6)
+    g = graphc.load(model, example_inputs=x)
+    assert [m.training for m in model.modules()] == before == [True, True, False, True, True]
+    model.eval()  # the graph computes what the model computes in eval mode
+    with torch.no_grad():
+        torch.testing.assert_close(run_graph(g, [x])[0], model(x), rtol=RTOL, atol=ATOL)
+    graphc.load(model, example_inputs=x)
+    assert not any(m.training for m in model.modules())

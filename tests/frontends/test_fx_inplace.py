@@ -308,6 +308,16 @@ def _residual_relu_inplace(m, x):
     return out
 
 
+def _write_then_split(m, x):
+    """timm's selective kernel: a block's output is written in place (residual add, ReLU),
+    then the next block splits it and reads the parts: the writes came before the split."""
+    out = m.c(x)
+    out += x
+    out = m.act(out)
+    a, b = torch.split(out, 2, 1)
+    return torch.cat([m.act(a * 2.0), b], 1)
+
+
 def _loop_over_batch(m, x):
     """``range(x.shape[0])`` defeats symbolic tracing: this one comes through torch.export,
     whose graph writes with ATen overloads (``aten.sigmoid_``, ``aten.fill_``, ``aten.add_``)."""
@@ -330,7 +340,7 @@ CASES = {f.__name__.lstrip("_"): f for f in [
     _dtype_kept, _broadcast_operand, _view_of_view, _write_base_read_views, _two_writes_same_storage,
     _static_tensor_written, _static_written_by_input, _constant_iadd, _unsqueeze_chain, _clamp_min,
     _inplace_after_output_use,
-    _residual_relu_inplace, _loop_over_batch, _linear_4d_then_inplace,
+    _residual_relu_inplace, _write_then_split, _loop_over_batch, _linear_4d_then_inplace,
 ]}
 
 

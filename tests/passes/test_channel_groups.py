@@ -187,10 +187,12 @@ def test_attention_hidden_dims_are_pruned_consistently(h):
     assert ("k.weight", 0) in members(qk) and qk.prunable
     # the same hidden index of every head goes at once
     assert qk.size == 4 and list(mq.units) == [0, 1, 2, 3, 0, 1, 2, 3]
-    vg, _ = group_of(groups, g.params["v.weight"].value, 0)
+    vg, mv = group_of(groups, g.params["v.weight"].value, 0)
     assert vg is not qk
-    # the head merge ties heads, not hidden dims: the value path stays whole, and says so
-    assert not vg.prunable and "reshape" in vg.reason
+    # two heads are structure: the head merge undoes the split, and the value path prunes the
+    # same hidden index of every head too
+    assert vg.prunable and vg.size == 4 and list(mv.units) == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert ("o.weight", 1) in members(vg)
 
 
 def test_multi_head_attention_is_frozen_with_a_reason_but_the_mlp_is_not(h):

@@ -17,17 +17,17 @@ def run(graph, name, **opts):
     return res
 
 
-@pytest.mark.parametrize("init", ["svd", "balanced", "identity"])
+@pytest.mark.parametrize("init", ["svd", "balanced", "identity", "random"])
 def test_split_weight_reproduces_w(init, rng):
     w = rng.standard_normal((6, 3, 3, 3)).astype(np.float32)
     a, b = split_weight(w, init)
     assert a.shape[2:] == (1, 1) and a.shape[1] == b.shape[0]
     m = a.shape[1]
-    assert m == (6 if init == "identity" else min(6, 27))
+    assert m == (6 if init in ("identity", "random") else min(6, 27))
     np.testing.assert_allclose(a.reshape(6, m) @ b.reshape(m, -1), w.reshape(6, -1), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("init", ["svd", "identity"])
+@pytest.mark.parametrize("init", ["svd", "identity", "random"])
 def test_decompose_lenet_is_exact_and_idempotent(init, lenet_graph, ir_execute):
     torch.manual_seed(0)
     model = build("lenet5", 8).eval()

@@ -213,6 +213,21 @@ def test_target_macs_is_reached_by_bisection(h):
     assert totals(looser)["macs"] > 0.6 * full
 
 
+def test_target_params_is_reached_by_bisection_alone_or_with_macs(h):
+    g = resnet_block(h)
+    full = totals(g)
+    res = Prune(target_params=0.5).run(g, PassContext())
+    assert totals(g)["params"] <= 0.5 * full["params"] and res.stats["prune.params"] == totals(g)["params"]
+    looser = resnet_block(h)
+    prune_graph(looser, ratio=max(0.0, res.stats["prune.ratio"] - 1 / 128))
+    assert totals(looser)["params"] > 0.5 * full["params"]
+    both = resnet_block(h)
+    Prune(target_params=0.9, target_macs=0.4).run(both, PassContext())
+    assert totals(both)["macs"] <= 0.4 * full["macs"] and totals(both)["params"] <= 0.9 * full["params"]
+    with pytest.raises(ValueError, match="target-params"):
+        Prune(target_params=0)
+
+
 def test_inputs_and_outputs_keep_their_channels(h):
     g = resnet_block(h)
     prune_graph(g, ratio=0.9)

@@ -1,0 +1,142 @@
+"""Regenerate docs/results.md: every seed method's bench, one command.
+
+Each entry of :data:`BENCHES` names a bench script of this folder and the arguments of its full
+and ``--quick`` runs; the script's ``main(argv)`` is called in turn (a script not present yet is
+skipped and named). Each bench writes its own ``<!-- bench:KEY -->`` section of
+docs/results.md; this script then writes the ``results-run`` section: the command, each
+bench's wall time and the total.
+
+    python bench/results.py                 # the full regeneration
+    python bench/results.py --quick         # a smoke run of every bench (minutes)
+    python bench/results.py --only edp,olmp
+
+Adding a seed method's bench is one line in BENCHES.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from scaling import write_section  # noqa: E402
+
+DOC = HERE.parent / "docs" / "results.md"
+MNIST = "mnist-idx:../shared/datasets/mnist-t10k"
+
+# (name, script in bench/, argv of the full run, argv of the --quick run). The seed methods still
+# being built elsewhere (layer pruning: resconv, stream merging, unification, latency-aware
+# pruning) are listed already: their script is skipped, with a line saying so, until it lands.
+BENCHES: list[tuple[str, str, list[str], list[str]]] = [
+    # EDP on a 2-CPU machine shared with other jobs: half an epoch of lasso, a quarter of fine-tune
+    # (Torch-Pruning fine-tunes the same three quarters); three seeds on LeNet-5, one on the CNNs.
+    ("edp", "edp.py", ["--data", MNIST, "--models", "lenet5", "--targets", "macs=0.5", "--budget", "3,0.5,0.25"],
+     ["--data", MNIST, "--quick"]),
+    ("edp-25", "edp.py", ["--data", MNIST, "--models", "lenet5", "--targets", "macs=0.25", "--budget", "3,0.5,0.25"],
+     ["--data", MNIST, "--models", "lenet5", "--targets", "macs=0.25", "--seeds", "0", "--budget", "1,0.5,0.25"]),
+    ("edp-params", "edp.py", ["--data", MNIST, "--models", "lenet5", "--targets", "params=0.1", "--budget", "3,0.5,0.25"],
+     ["--data", MNIST, "--models", "lenet5", "--targets", "params=0.1", "--seeds", "0", "--budget", "1,0.5,0.25"]),
+    ("edp-small-resnet", "edp.py",
+     ["--data", MNIST, "--models", "small-resnet", "--targets", "macs=0.5", "--budget", "1,0.5,0.25",
+      "--lr", "0.005"],
+     ["--data", MNIST, "--models", "small-resnet", "--targets", "macs=0.5", "--budget", "0.5,0.25,0.125"]),
+    ("edp-small-vgg", "edp.py",
+     ["--data", MNIST, "--models", "small-vgg", "--targets", "macs=0.5", "--budget", "1,0.5,0.25"],
+     ["--data", MNIST, "--models", "small-vgg", "--targets", "macs=0.5", "--budget", "0.5,0.25,0.125"]),
+    ("edp-ablations", "edp_ablations.py", ["--data", MNIST, "--budget", "3,0.5,0.25"],
+     ["--data", MNIST, "--quick", "--budget", "1,0.5,0.25"]),
+    ("olmp", "olmp.py", ["--data", MNIST, "--quick"],
+     ["--data", MNIST, "--quick", "--models", "lenet5", "--prune-models", ""]),
+    # the budgets the sections in docs/results.md record (cut to fit the loaded machine)
+    ("resconv", "resconv.py", ["--data", MNIST, "--src-epochs", "0.5", "--resnet-epochs", "0.4", "--train-epochs",
+                               "0.15", "--finetune-epochs", "0.08", "--lr", "0.0003", "--repeats", "10"],
+     ["--data", MNIST, "--models", "plain20"]),
+    ("stream", "stream.py", ["--data", MNIST], ["--data", MNIST, "--models", "lenet5"]),
+    ("unify", "unify.py", ["--data", MNIST, "--jobs", "1"], ["--data", MNIST, "--models", "lenet5"]),
+    ("latency-prune", "latency_prune.py", ["--data", MNIST],
+     ["--data", MNIST, "--no-zoo", "--mnist-models", "small-vgg"]),
+]
+
+
+def load_main(path: Path):
+    """The ``main`` of the bench script at ``path`` (imported under its own module name)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    if not callable(getattr(mod, "main", None)):
+        raise SystemExit(f"{path.name} has no main(argv)")
+    return mod.main
+
+
+def run(benches, quick: bool, bench_dir: Path, doc: Path, write: bool) -> list[tuple[str, str, float]]:
+    """Run each bench; (name, outcome, seconds) per entry."""
+    done = []
+    for name, script, full, fast in benches:
+        path = bench_dir / script
+        if not path.exists():
+            print(f"== {name}: {script} not present, skipped", flush=True)
+            done.append((name, "not present", 0.0))
+            continue
+        argv = list(fast if quick else full) + ([] if write else ["--no-write"])
+        print(f"== {name}: {script} {' '.join(argv)}", flush=True)
+        t0 = time.perf_counter()
+        cwd = os.getcwd()
+        try:
+            # Data specs in the argv are relative to the repository root.
+            os.chdir(bench_dir.parent)
+            rc = load_main(path)(argv)
+        except SystemExit as e:  # a bench's own argument check: the rest still run
+            if not isinstance(e.code, int):
+                print(f"{script}: {e.code}", file=sys.stderr)
+            rc = e.code if isinstance(e.code, int) else 2
+        except Exception:  # one broken bench must not cost the hour the others took
+            traceback.print_exc()
+            rc = "error"
+        finally:
+            os.chdir(cwd)
+        dt = time.perf_counter() - t0
+        outcome = "ok" if not rc else (rc if isinstance(rc, str) else f"exit {rc}")
+        done.append((name, outcome, dt))
+        print(f"== {name}: {outcome} in {dt / 60:.1f} min", flush=True)
+    return done
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="every bench's quick mode (a smoke run)")
+    ap.add_argument("--only", default="", help="comma list of bench names (default: all)")
+    ap.add_argument("--bench-dir", default=str(HERE), help=argparse.SUPPRESS)
+    ap.add_argument("--doc", default=str(DOC), help=argparse.SUPPRESS)
+    ap.add_argument("--no-write", action="store_true", help="print the tables, leave docs/results.md alone")
+    args = ap.parse_args(argv)
+    names = [n for n in args.only.split(",") if n]
+    known = [b[0] for b in BENCHES]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        print(f"results.py: unknown bench {', '.join(unknown)} (known: {', '.join(known)})", file=sys.stderr)
+        return 2
+    benches = [b for b in BENCHES if not names or b[0] in names]
+    t0 = time.perf_counter()
+    done = run(benches, args.quick, Path(args.bench_dir), Path(args.doc), not args.no_write)
+    total = time.perf_counter() - t0
+    lines = [f"| {n} | {o} | {s / 60:.1f} |" for n, o, s in done]
+    body = ("## How this file was made (bench/results.py)\n\n"
+            f"`python bench/results.py{' --quick' if args.quick else ''}"
+            f"{' --only ' + args.only if args.only else ''}` regenerated the sections below in "
+            f"{total / 60:.1f} min on {platform.machine()} ({os.cpu_count()} CPUs, shared with other jobs).\n\n"
+            "| bench | outcome | min |\n|---|---|---|\n" + "\n".join(lines) + "\n")
+    print(body)
+    if not args.no_write:
+        write_section("results-run", body, Path(args.doc))
+    return 0 if all(o in ("ok", "not present") for _, o, _ in done) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
