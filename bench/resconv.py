@@ -135,7 +135,7 @@ def body(args, data, claim1, main_table, nr_table, seconds, done) -> str:
         + ("" if done else "**Partial: the run had not finished when this was written; only the rows "
                            "shown were measured.**\n\n")
         + f"Command: `python bench/resconv.py {' '.join(sys.argv[1:])}` (budgets cut from the defaults "
-        "so the whole run fits 30 minutes on the loaded machine).\n\n"
+        "so the whole run fits 25 minutes on the loaded machine).\n\n"
         + f"Data: `{args.data}`, {data.split} (accuracy: top-1 on that validation part, the exported "
         f"ONNX model under onnxruntime). One run, one seed ({args.seed}) for every row, headline rows "
         f"included (three seeds did not fit the time budget), {seconds / 60:.1f} min on "
@@ -150,8 +150,15 @@ def body(args, data, claim1, main_table, nr_table, seconds, done) -> str:
         f"of one core, so the sources are far from converged); `resconv-train(epochs={T:g}, lr={args.lr:g}, "
         f"target-macs={min(LEVELS)})` once per model; `layer-prune(target-macs=L)` then "
         f"`finetune(epochs={F:g})`; the channel-pruning baselines get the same {T + F:g} epochs "
-        f"of fine-tune at lr {args.lr:g} (Torch-Pruning {torch_pruning.__version__} `MagnitudePruner`, "
-        "L1, classifier kept, at the least ratio reaching at most the layer-pruned MACs). Everything "
+        f"of fine-tune at lr {args.lr:g}; every graphc fine-tune and `resconv-train` first re-estimates "
+        f"the BN statistics on {args.recalibrate} training batches (`recalibrate={args.recalibrate}`; "
+        "graphc trains BN with frozen statistics), the Torch-Pruning fine-tune runs BN in train mode "
+        f"(Torch-Pruning {torch_pruning.__version__} `MagnitudePruner`, "
+        "L1, classifier kept, at the least ratio reaching at most the layer-pruned MACs). A block that a "
+        "target forces out with its scale not zero becomes its shortcut with the scale moved onto it "
+        "(beta + alpha). Both channel pruners start from the unfused trained module (BN kept); "
+        "plain20's layer pruning starts from its fused graph, which has no BN left, so the "
+        "recalibration changes nothing there. Everything "
         "is fused (`fuse`) before measuring, so only standard convs are left. ms: median onnxruntime "
         f"latency at batch 1 ({args.repeats} runs) and 32; mem b32: resident memory onnxruntime adds "
         "while running batch 32 (VmHWM after minus VmRSS before, fresh process); act b32: the cost "
@@ -173,6 +180,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=0.01,
                     help="resconv-train and every fine-tune (graphc trains with BN statistics frozen, which "
                          "diverges at high lr from a briefly trained source)")
+    ap.add_argument("--recalibrate", type=int, default=20,
+                    help="BN recalibration batches before resconv-train and before every graphc fine-tune "
+                         "(0: off); Torch-Pruning fine-tunes with BN in train mode instead")
     ap.add_argument("--models", default="plain20,resnet56")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=20)
@@ -191,6 +201,7 @@ def main(argv=None) -> int:
     data = load_data(args.data)
     tmp = Path(tempfile.mkdtemp(prefix="resconv-bench-"))
     T, F = args.train_epochs, args.finetune_epochs
+    R = args.recalibrate
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     claim1: list = []
     rows: list = []
@@ -244,7 +255,8 @@ def main(argv=None) -> int:
         rows.append(row(name, "source (ResConv-trained, fused)" if name == "plain20" else "source", "0", src, src))
         flush()
         say(f"2. resconv on {name}")
-        gt, st = pipeline(g0, f"resconv-wrap,resconv-train(epochs={T:g},lr={args.lr},target-macs={min(LEVELS)})",
+        gt, st = pipeline(g0, f"resconv-wrap,resconv-train(epochs={T:g},lr={args.lr},target-macs={min(LEVELS)},"
+                          f"recalibrate={R})",
                           data, args.seed, args.quiet)
         blocks = st["resconv-train"]["blocks"]
         zero = st["resconv-train"]["zero_scales"]
@@ -257,7 +269,7 @@ def main(argv=None) -> int:
             flush()
         at_half = None
         for lv in LEVELS:
-            g, s = pipeline(gt, f"layer-prune(target-macs={lv}),finetune(epochs={F:g},lr={args.lr}),fuse", data,
+            g, s = pipeline(gt, f"layer-prune(target-macs={lv}),finetune(epochs={F:g},lr={args.lr},recalibrate={R}),fuse", data,
                             args.seed, args.quiet)
             m = measure(g, data, tmp, f"{name}-{lv}", args.repeats)
             rows.append(row(name, f"resconv, target-macs={lv}", f"{s['layer-prune']['removed']}/{blocks}", m, src))
@@ -267,7 +279,9 @@ def main(argv=None) -> int:
         # 3. channel pruning at the same MACs and the same training budget (T + F epochs).
         target = at_half[1]["macs"]
         say(f"3. channel pruning at {target:,} MACs")
-        g, _ = pipeline(g0, f"prune(target-macs={target}),finetune(epochs={T + F:g},lr={args.lr}),fuse", data,
+        # graphc's channel pruning starts, like Torch-Pruning, from the unfused module (BN kept,
+        # so its fine-tune's BN recalibration has statistics to re-estimate).
+        g, _ = pipeline(graphc.load(module, example_inputs=x1), f"prune(target-macs={target}),finetune(epochs={T + F:g},lr={args.lr},recalibrate={R}),fuse", data,
                         args.seed, args.quiet)
         rows.append(row(name, f"graphc prune(target-macs) + finetune {T + F:g} ep", "0",
                         measure(g, data, tmp, f"{name}-prune", args.repeats), src))

@@ -8,6 +8,10 @@ are how graphc compares compression methods. The graph's structure is untouched.
   copy, ``ctx.source``, because this pass declares ``wants_source``); the loss is cross-entropy
   plus ``distill_weight * T^2 * KL(teacher_T || student_T)`` at temperature ``temperature``
   (Hinton et al., 2015). The teacher must have the same inputs and the same output shape.
+- ``recalibrate=N`` (default 0, off): before training, re-estimate every BatchNorm's running
+  statistics on N training batches (:func:`graphc.training.recalibrate_bn`). graphc trains BN in
+  its inference form, so statistics made stale by pruning stay stale without it; the accuracy
+  right after the recalibration is in the stats (``acc_recalibrated``).
 - ``hold_zeros`` (default on): weights that are exactly zero before the fine-tune stay zero
   (weight masks of ``dns``/``olmp`` and the zeros any pruning left), so the fine-tune never
   undoes the sparsity a pipeline made; off, every weight trains.
@@ -41,7 +45,8 @@ class Finetune(Pass):
 
     Defaults: ``epochs=2``, SGD ``lr=0.01`` with ``momentum=0.9``, ``batch_size=64``,
     ``weight_decay=0``, a cosine learning-rate decay (``cosine=true``); ``distill=none``;
-    ``temperature=4`` and ``distill_weight=1`` when distilling; ``hold_zeros=true``.
+    ``temperature=4`` and ``distill_weight=1`` when distilling; ``hold_zeros=true``;
+    ``recalibrate=0`` (N > 0: BN statistics re-estimated on N training batches first).
     """
 
     name: ClassVar[str] = "finetune"
@@ -60,6 +65,7 @@ class Finetune(Pass):
     temperature: float = 4.0
     distill_weight: float = 1.0
     hold_zeros: bool = True
+    recalibrate: int = 0
     device: str = "auto"
 
     @property
@@ -72,7 +78,8 @@ class Finetune(Pass):
                                                           ("temperature", self.temperature)) if not v > 0]
         bad += [f"{k} must be >= 0, got {v}" for k, v in (("distill_weight", self.distill_weight),
                                                            ("weight_decay", self.weight_decay),
-                                                           ("max_steps", self.max_steps)) if not v >= 0]
+                                                           ("max_steps", self.max_steps),
+                                                           ("recalibrate", self.recalibrate)) if not v >= 0]
         if bad:
             raise PassError(f"{self.name}: {'; '.join(bad)}")
 
@@ -117,6 +124,12 @@ class Finetune(Pass):
                         w.mul_(m)
                 hooks.append(Projection(hold))
         before = evaluate(module, data)
+        recal = {}
+        if self.recalibrate > 0:
+            from graphc.training import recalibrate_bn
+
+            r = recalibrate_bn(module, data, self.recalibrate, batch_size=self.batch_size, seed=ctx.seed)
+            recal = {"recalibrated_bn": r["bn"], "acc_recalibrated": round(evaluate(module, data), 4)}
         res = train(module, data, epochs=self.epochs, lr=self.lr, optimizer=self.optimizer, momentum=self.momentum,
                     weight_decay=self.weight_decay, batch_size=self.batch_size, hooks=hooks, seed=ctx.seed,
                     quiet=ctx.quiet, max_steps=self.max_steps or None, desc=self.name)
@@ -125,4 +138,4 @@ class Finetune(Pass):
         return PassResult(changed=res.steps > 0, stats={
             "steps": res.steps, "epochs": self.epochs, "data": str(data), "split": data.split, "device": str(device),
             "distill": self.distill, "zeros_held": held, "acc_before": round(before, 4),
-            "acc_after": round(res.val_acc, 4)})
+            "acc_after": round(res.val_acc, 4), **recal})

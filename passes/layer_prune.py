@@ -11,8 +11,12 @@ nodes only the block read) goes. What is left must be standard ops, so:
 - a ReLU reading a ReLU's output after the removal is dropped (relu(relu(z)) = relu(z)).
 
 Bookkeeping: a block with alpha exactly 0 computes its shortcut alone, so removing it is exact
-(up to rounding of the folded factor); one with alpha != 0 loses alpha * branch, and the
-stats list every removed block with its alpha, beta, MACs and params. A block is refused, with
+(up to rounding of the folded factor). A layer block with alpha != 0 (a target forced it out)
+becomes its shortcut with the scale moved onto it, ``(beta + alpha) * x``: the branch is
+replaced by the identity it is measured against, the limit of the prox step of
+``resconv-train`` (which hands the shortcut whatever the scale loses); a residual block with
+alpha != 0 loses ``alpha * branch``. The stats list every removed block with its alpha, beta
+(before the move), MACs and params. A block is refused, with
 the reason, when its removal would change a graph output's shape or make the graph return its
 own input, when its structure was broken by another pass, or when its shortcut factor cannot be
 folded away.
@@ -174,6 +178,12 @@ def remove_block(graph: Graph, block: Block) -> str | None:
         # goes and a negative factor is a zero one.
         clamp = (x.producer is not None and x.producer.op == "relu" and bool(readers)
                  and all(u.node.op == "relu" for u in readers))
+        alpha = float(block.alpha.param.data.reshape(-1)[0])
+        if alpha != 0.0:
+            # A live branch goes: its scale moves onto the shortcut (beta_eff = beta + alpha), the
+            # limit of the prox step, which hands the shortcut whatever the scale loses. Without
+            # it a block trained to alpha ~ 1, beta ~ 0 would leave relu(~0 * x), a closed path.
+            beta = beta + alpha
         s = max(beta, 0.0) if clamp else beta
         inside = set(branch_nodes(graph, block))
         others = [u for u in x.uses() if u.node not in inside and u.node is not block.shortcut]
@@ -234,7 +244,8 @@ class LayerPrune(Pass):
     < 1). ``target_macs``: the same until the graph has at most that many MACs (a fraction of
     its MACs when <= 1). A target overrides the threshold. ``finetune`` epochs of training after
     the removal (the ``finetune`` pass at ``finetune_lr``; needs data), with the validation accuracy
-    before and after in the stats. Refused blocks are in ``stats["refused"]`` (name -> why).
+    before and after in the stats; ``recalibrate=N`` re-estimates the BN statistics on N training
+    batches first (alone when ``finetune=0``). Refused blocks are in ``stats["refused"]`` (name -> why).
     """
 
     name: ClassVar[str] = "layer-prune"
@@ -244,6 +255,7 @@ class LayerPrune(Pass):
     target_macs: float | None = None
     finetune: float = 0.0
     finetune_lr: float = 0.01
+    recalibrate: int = 0
     batch_size: int = 64
     device: str = "auto"
 
@@ -256,14 +268,17 @@ class LayerPrune(Pass):
             raise ValueError(f"target-macs must be > 0, got {self.target_macs}")
         if not self.finetune >= 0:
             raise ValueError(f"finetune must be >= 0 epochs, got {self.finetune}")
+        if not self.recalibrate >= 0:
+            raise ValueError(f"recalibrate must be >= 0 batches, got {self.recalibrate}")
 
     @property
     def exact(self) -> bool:
-        return self.threshold == 0 and self.target_layers is None and self.target_macs is None and self.finetune == 0
+        return self.threshold == 0 and self.target_layers is None and self.target_macs is None and \
+            self.finetune == 0 and self.recalibrate == 0
 
     @property
     def needs_data(self) -> bool:
-        return self.finetune > 0
+        return self.finetune > 0 or self.recalibrate > 0
 
     def _plan(self, graph: Graph, blocks: list[Block]) -> tuple[list[Block], int | None, int]:
         """Candidates in removal order, the MACs to reach (or None) and the layers to remove."""
@@ -317,7 +332,7 @@ class LayerPrune(Pass):
                  "params_after": after["params"], "layers": removed, "refused": refused}
         if goal is not None and after["macs"] > goal:
             stats["target_missed"] = f"{after['macs']:,} MACs left, target {goal:,} (blocks refused or none left)"
-        if self.finetune > 0 and removed:
+        if (self.finetune > 0 or self.recalibrate > 0) and removed:
             stats.update(self._finetune(graph, ctx))
         ctx.info(f"{self.name}: removed {len(removed)}/{len(blocks)} blocks "
                  f"({stats['exact_removals']} with a zero scale); MACs {before['macs']:,} -> {after['macs']:,}"
@@ -327,10 +342,22 @@ class LayerPrune(Pass):
     def _finetune(self, graph: Graph, ctx: PassContext) -> dict:
         from graphc.passes.finetune import Finetune
 
-        st = Finetune(epochs=self.finetune, lr=self.finetune_lr, batch_size=self.batch_size,
+        if self.finetune == 0:  # BN recalibration alone
+            from graphc.data import resolve_data
+            from graphc.passes.resconv_train import graph_module_on
+            from graphc.training import evaluate, recalibrate_bn
+
+            data = resolve_data(ctx, self.name)
+            module = graph_module_on(graph, self.device)
+            before = evaluate(module, data)
+            r = recalibrate_bn(module, data, self.recalibrate, batch_size=self.batch_size, seed=ctx.seed)
+            return {"recalibrated_bn": r["bn"], "acc_before_recalibrate": round(before, 4),
+                    "acc_recalibrated": round(evaluate(module, data), 4), "data": str(data)}
+        st = Finetune(recalibrate=self.recalibrate, epochs=self.finetune, lr=self.finetune_lr, batch_size=self.batch_size,
                       device=self.device).run(graph, ctx).stats
         return {"finetune_steps": st["steps"], "acc_before_finetune": st["acc_before"],
-                "acc_after_finetune": st["acc_after"], "data": st["data"]}
+                "acc_after_finetune": st["acc_after"], "data": st["data"],
+                **{k: st[k] for k in ("recalibrated_bn", "acc_recalibrated") if k in st}}
 
 
 # ResConv layer pruning end to end: blocks in, L1 on their scales, zero-scale blocks out, the

@@ -25,7 +25,7 @@ and after is in the stats, with the scales per block.
 BN runs with its frozen running statistics (the graph's inference form), as in every graphc
 training pass: from a briefly trained source, whose statistics lag its weights, SGD at the
 default lr can diverge (on the reference nets after half an epoch of MNIST it does at 0.003 and
-not at 0.0003); lower ``lr`` then.
+not at 0.0003); lower ``lr`` then, or re-estimate the statistics first (``recalibrate=N``).
 """
 from __future__ import annotations
 
@@ -107,7 +107,8 @@ class ResConvTrain(Pass):
     MNIST-sized data in an epoch or two): ``lambda=0.05``, ``epochs=2``, SGD ``lr=0.01`` with
     ``momentum=0.9``, cosine decay, ``batch_size=64``, ``weight_decay=0`` (decay would shrink
     the scales on top of the L1). ``target_macs``: adapt lambda towards that many MACs left
-    (fraction when <= 1) every ``adapt_every`` steps. ``device``: ``auto`` (CUDA when present),
+    (fraction when <= 1) every ``adapt_every`` steps. ``recalibrate=N``: re-estimate the BN
+    statistics on N training batches before training (off by default). ``device``: ``auto`` (CUDA when present),
     ``cpu`` or ``cuda``.
     """
 
@@ -124,6 +125,7 @@ class ResConvTrain(Pass):
     max_steps: int = 0
     target_macs: float | None = None
     adapt_every: int = 5
+    recalibrate: int = 0
     device: str = "auto"
 
     def __post_init__(self):
@@ -133,8 +135,8 @@ class ResConvTrain(Pass):
             raise ValueError(f"epochs and lr must be > 0, got epochs={self.epochs}, lr={self.lr}")
         if self.target_macs is not None and not self.target_macs > 0:
             raise ValueError(f"target-macs must be > 0, got {self.target_macs}")
-        if self.adapt_every < 1 or self.max_steps < 0:
-            raise ValueError("adapt-every must be >= 1 and max-steps >= 0")
+        if self.adapt_every < 1 or self.max_steps < 0 or self.recalibrate < 0:
+            raise ValueError("adapt-every must be >= 1, max-steps and recalibrate >= 0")
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         blocks, _ = find_blocks(graph)
@@ -157,6 +159,12 @@ class ResConvTrain(Pass):
             goal = int(self.target_macs * total) if self.target_macs <= 1 else int(self.target_macs)
         prox = _L1Prox(scales, shortcuts, self.lambda_, costs, goal, total, self.adapt_every)
         before = evaluate(module, data)
+        recal = {}
+        if self.recalibrate > 0:
+            from graphc.training import recalibrate_bn
+
+            recalibrate_bn(module, data, self.recalibrate, batch_size=self.batch_size, seed=ctx.seed)
+            recal = {"acc_recalibrated": round(evaluate(module, data), 4)}
         res = train(module, data, epochs=self.epochs, lr=self.lr, momentum=self.momentum,
                     weight_decay=self.weight_decay, batch_size=self.batch_size, hooks=[prox, CosineLR()],
                     seed=ctx.seed, quiet=ctx.quiet, max_steps=self.max_steps or None, desc=self.name)
@@ -170,4 +178,4 @@ class ResConvTrain(Pass):
             "blocks": len(blocks), "steps": res.steps, "data": str(data), "split": data.split,
             "device": str(next(module.parameters()).device), "acc_before": round(before, 4),
             "acc_after": round(res.val_acc, 4), "zero_scales": len(zero), "macs_left_if_removed": left,
-            "lambda_final": prox.lam, "scales": alphas})
+            "lambda_final": prox.lam, "scales": alphas, **recal})

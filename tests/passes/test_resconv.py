@@ -208,6 +208,7 @@ def test_resconv_preset_from_onnx(tmp_path):
     ("layer-prune(threshold=-1)", "threshold must be >= 0"),
     ("layer-prune(target-macs=0)", "target-macs must be > 0"),
     ("resconv-train(lambda=-1)", "lambda must be >= 0"),
+    ("layer-prune(recalibrate=-1)", "recalibrate must be >= 0"),
 ])
 def test_bad_options_are_one_line(spec, words, tmp_path, capsys):
     assert main(["optimize", "torchvision:resnet18", "--passes", spec, "-o", str(tmp_path / "o.onnx")]) == 2
@@ -220,3 +221,44 @@ def test_resconv_train_without_data_says_so(tmp_path, capsys):
     torch.onnx.export(build("plain20", size=8).eval(), torch.randn(1, 1, 8, 8), str(src), dynamo=False)
     assert main(["optimize", str(src), "--passes", "resconv", "-o", str(tmp_path / "o.onnx")]) == 2
     assert "needs data" in capsys.readouterr().err
+
+
+def test_forced_removal_moves_the_scale_onto_the_shortcut(x):
+    # A target forces out a block with alpha != 0: it becomes relu((beta + alpha) * x), the
+    # identity-like shortcut the prox step moves towards, not the nearly closed relu(beta * x).
+    torch.manual_seed(0)
+    model = _randomise_bn(build("plain20", size=8))
+    g = graphc.load(model, example_inputs=x[:1])
+    run_pipeline(g, "resconv-wrap")
+    blocks = {b.name: b for b in find_blocks(g)[0]}
+    for b in blocks.values():
+        b.alpha.param.set_data(np.full((1, 1, 1, 1), 1.0, np.float32))
+    blocks["features.3.0"].alpha.param.set_data(np.full((1, 1, 1, 1), 0.75, np.float32))
+    blocks["features.3.0"].beta.param.set_data(np.full((1, 1, 1, 1), 0.05, np.float32))
+    rep = run_pipeline(g, "layer-prune(target-layers=1)")
+    st = rep.passes[0].stats
+    assert not rep.exact and st["removed"] == 1 and st["exact_removals"] == 0
+    assert st["layers"]["features.3.0"]["alpha"] == 0.75 and st["layers"]["features.3.0"]["beta"] == pytest.approx(0.05)
+    expected = build("plain20", size=8)
+    expected.load_state_dict(model.state_dict())
+    expected.features[3] = _Shortcut(0.8)
+    expected.eval()
+    run_pipeline(g, "fuse")
+    with torch.no_grad():
+        _close(run_graph(g, [x[:1]])[0], expected(x[:1]))
+
+
+def test_layer_prune_recalibrates_the_bn_statistics_alone():
+    # recalibrate=N without a fine-tune: only BN statistics change, and they become the data's
+    torch.manual_seed(0)
+    model = _randomise_bn(build("resnet20", size=8))
+    g = graphc.load(model, example_inputs=torch.randn(1, 1, 8, 8))
+    run_pipeline(g, "resconv-wrap")
+    weights = {k: p.data.copy() for k, p in g.params.items()}
+    rep = run_pipeline(g, "layer-prune(target-layers=2,recalibrate=3)", PassContext(data="digits", quiet=True))
+    st = rep.passes[0].stats
+    assert st["removed"] == 2 and st["recalibrated_bn"] > 10 and "finetune_steps" not in st
+    assert 0 <= st["acc_before_recalibrate"] <= 1 and 0 <= st["acc_recalibrated"] <= 1
+    changed = [k for k, d in weights.items() if k in g.params and not np.array_equal(g.params[k].data, d)]
+    bn_stats = {n.input(i).name for n in g.find("batch_norm") for i in (3, 4)}
+    assert changed and set(changed) <= bn_stats
