@@ -28,6 +28,7 @@ from graphc.data import resolve_data
 from graphc.errors import PassError
 from graphc.ir.graph import Graph
 from graphc.registry import Pass, PassContext, PassResult, register_pass
+from graphc.training.graph_module import device_for
 from graphc.training.graph_module import GraphModule
 from graphc.training.hooks import Hook
 
@@ -83,12 +84,6 @@ def dns_rule_(w_abs: torch.Tensor, mask: torch.Tensor, t: float) -> torch.Tensor
     cut = torch.le(w_abs, 0.9 * t, out=torch.empty_like(mask))
     back = torch.gt(w_abs, 1.1 * t, out=torch.empty_like(mask))
     return torch.maximum(mask.addcmul_(mask, cut, value=-1), back, out=mask)
-
-
-def device_for(requested: str = "auto") -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
 
 
 class _StraightThrough(torch.autograd.Function):

@@ -102,12 +102,11 @@ class Finetune(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         self._check()
         data = resolve_data(ctx, self.name)
-        from graphc.passes.dns import device_for
         from graphc.training import CosineLR, Distill, Projection, evaluate, train
-        from graphc.training.graph_module import GraphModule
+        from graphc.training.graph_module import device_for, graph_module_on
 
         device = device_for(self.device)
-        module = GraphModule(graph).to(device)
+        module = graph_module_on(graph, device)
         hooks = []
         if self.cosine:
             hooks.append(CosineLR())

@@ -344,8 +344,8 @@ class LayerPrune(Pass):
 
         if self.finetune == 0:  # BN recalibration alone
             from graphc.data import resolve_data
-            from graphc.passes.resconv_train import graph_module_on
             from graphc.training import evaluate, recalibrate_bn
+            from graphc.training.graph_module import graph_module_on
 
             data = resolve_data(ctx, self.name)
             module = graph_module_on(graph, self.device)

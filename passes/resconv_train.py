@@ -30,7 +30,7 @@ not at 0.0003); lower ``lr`` then, or re-estimate the statistics first (``recali
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 
@@ -38,21 +38,10 @@ from graphc.data import resolve_data
 from graphc.ir.graph import Graph
 from graphc.passes.resconv_wrap import find_blocks
 from graphc.registry import Pass, PassContext, PassResult, register_pass
+from graphc.training.graph_module import graph_module_on
 from graphc.training.hooks import Hook
 
-__all__ = ["ResConvTrain", "graph_module_on", "l1_prox"]
-
-
-def graph_module_on(graph: Graph, device: str = "auto"):
-    """A trainable :class:`GraphModule` of ``graph`` with its weights and constants on ``device``
-    (``auto``: CUDA when present)."""
-    from graphc.passes.dns import device_for
-    from graphc.training.graph_module import GraphModule
-
-    dev = device_for(device)
-    module = GraphModule(graph).to(dev)
-    module._fixed = {k: v.to(dev) for k, v in module._fixed.items()}
-    return module
+__all__ = ["ResConvTrain", "l1_prox"]
 
 
 @torch.no_grad()

@@ -224,7 +224,7 @@ class Unify(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         from graphc.training import CosineLR, Projection, evaluate, train
-        from graphc.training.graph_module import GraphModule
+        from graphc.training.graph_module import graph_module_on
 
         data = resolve_data(ctx, self.name) if self.needs_data or ctx.data is not None else None
         block = parse_block(self.block)
@@ -233,8 +233,7 @@ class Unify(Pass):
         if not layers:
             return PassResult(changed=False, stats={"layers": 0, "skipped": skipped})
         device = device_for(self.device)
-        module = GraphModule(graph).to(device)
-        module._fixed = {k: v.to(device) for k, v in module._fixed.items()}
+        module = graph_module_on(graph, device)
         weights = [module.param(L.weight) for L in layers]
         common = dict(momentum=self.momentum, weight_decay=self.weight_decay, batch_size=self.batch_size,
                       quiet=ctx.quiet)

@@ -87,3 +87,17 @@ class GraphModule(nn.Module):
         for name, w in zip(self.names, self.weights):
             p = graph.params[name]
             p.set_data(w.detach().cpu().numpy().astype(p.data.dtype, copy=True))
+
+
+def device_for(requested: str = "auto") -> torch.device:
+    """The torch device a training pass runs on: ``auto`` is CUDA when present, else the CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def graph_module_on(graph: Graph, device: str | torch.device = "auto") -> "GraphModule":
+    """A trainable :class:`GraphModule` of ``graph`` with its weights and fixed tensors on
+    ``device`` (a name as :func:`device_for` reads it, or a torch device)."""
+    dev = device if isinstance(device, torch.device) else device_for(device)
+    return GraphModule(graph).to(dev)
