@@ -57,6 +57,7 @@ from graphc.ir.graph import Graph
 from graphc.passes.decompose import Pair, find_pairs
 from graphc.passes.edp_groups import cost_after, group_costs, zero_groups
 from graphc.registry import Pass, PassContext, PassResult, register_pass
+from graphc.training.graph_module import graph_module_on
 from graphc.training.hooks import Hook
 
 __all__ = ["EDPTrain", "group_shrink", "pair_sparsity"]
@@ -195,12 +196,6 @@ class _Hold(Hook):
             t.mul_(mask)
 
 
-def _module(graph: Graph, dev: torch.device):
-    from graphc.training.graph_module import GraphModule
-
-    return GraphModule(graph).to(dev)
-
-
 def _coef_tensors(module, pairs):
     out = []
     for p in pairs:
@@ -317,7 +312,7 @@ class EDPTrain(Pass):
 
         dev = device_for(self.device)
         weights = self._weights(graph, pairs)
-        before = evaluate(_module(graph, dev), data)
+        before = evaluate(graph_module_on(graph, dev), data)
         stats: dict = {}
         if self.targets:
             found, search = self._search(graph, weights, data, ctx, dev)
@@ -334,7 +329,7 @@ class EDPTrain(Pass):
             s, acc = self._finetune(graph, data, ctx, dev)
             steps += s
         if acc is None:
-            acc = evaluate(_module(graph, dev), data)
+            acc = evaluate(graph_module_on(graph, dev), data)
         return PassResult(changed=True, stats={**self._report(graph, ctx, data, steps, before, acc, bounded), **stats})
 
     def _weights(self, graph: Graph, pairs: list[Pair]) -> list[tuple[float, float]]:
@@ -375,7 +370,7 @@ class EDPTrain(Pass):
         ``epochs`` (default ``self.epochs``), shrinking only until ``ratio(cost) <= 1`` when
         ``ratio`` is given; (steps, {pair: what the guard bounded}, validation accuracy)."""
         pairs = find_pairs(graph)
-        module = _module(graph, dev)
+        module = graph_module_on(graph, dev)
         groups = _coef_tensors(module, pairs)
         per_epoch = math.ceil(len(data.y_train) / self.batch_size) if data.tensors else len(data.train_loader)
         measure = land = None
@@ -412,7 +407,7 @@ class EDPTrain(Pass):
         """Fine-tune with the zero groups held at zero: recovers the lasso's shrinkage bias on
         the surviving weights without bringing pruned groups back."""
         pairs = find_pairs(graph)
-        module = _module(graph, dev)
+        module = graph_module_on(graph, dev)
         groups = _coef_tensors(module, pairs)
         hold = _Hold([t for g in groups for t in g if t is not None])
         res = self._train(module, data, ctx, [hold], epochs=self.finetune, lr=self.lr * self.finetune_lr,

@@ -160,7 +160,7 @@ class Rebirth(Pass):
         data = resolve_data(ctx, self.name)
         from graphc.passes.dns import device_for
         from graphc.training import evaluate
-        from graphc.training.graph_module import GraphModule
+        from graphc.training.graph_module import graph_module_on
 
         device = device_for(self.device)
         merged = [n for n in graph.nodes if STREAM.name in n.meta
@@ -181,9 +181,7 @@ class Rebirth(Pass):
                     blocks.append(b)
 
         def accuracy() -> float:
-            m = GraphModule(graph).to(device)
-            m._fixed = {k: t.to(device) for k, t in m._fixed.items()}
-            return evaluate(m, data)
+            return evaluate(graph_module_on(graph, device), data)
 
         acc_merged = accuracy()
         stats: dict = {"layers": len(blocks), "skipped": skipped, "data": str(data), "split": data.split,
