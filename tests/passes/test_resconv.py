@@ -262,3 +262,13 @@ def test_layer_prune_recalibrates_the_bn_statistics_alone():
     changed = [k for k, d in weights.items() if k in g.params and not np.array_equal(g.params[k].data, d)]
     bn_stats = {n.input(i).name for n in g.find("batch_norm") for i in (3, 4)}
     assert changed and set(changed) <= bn_stats
+
+
+def test_resconv_train_under_torchrun_keeps_replicas_equal(tmp_path, blobs, torchrun):
+    from pathlib import Path
+
+    torchrun(Path(__file__).with_name("resconv_ddp_worker.py"), blobs, tmp_path / "rank")
+    r0, r1 = np.load(tmp_path / "rank0.npz"), np.load(tmp_path / "rank1.npz")
+    assert int(r0["world"]) == 2 and int(r0["steps"]) > 0 and int(r0["zero"]) > 0
+    for k in r0.files:
+        np.testing.assert_array_equal(r0[k], r1[k])
