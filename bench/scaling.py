@@ -24,11 +24,14 @@ One run per size and part; prints the tables and writes them to the ``scaling`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import hashlib
 import os
 import platform
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,14 +45,33 @@ def write_section(name: str, body: str, path: Path = DOC) -> Path:
     when missing), leaving the rest of the file alone; written to a temp file, then moved."""
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     block = f"{start}\n{body.rstrip()}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pat = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-    text = pat.sub(lambda _: block, text) if pat.search(text) else text.rstrip() + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with _doc_lock(path):  # benches run side by side (bench/results.py --jobs) write one file
+        text = path.read_text() if path.exists() else "# Benchmarks\n"
+        pat = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+        text = pat.sub(lambda _: block, text) if pat.search(text) else text.rstrip() + "\n\n" + block + "\n"
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
     return path
+
+
+@contextlib.contextmanager
+def _doc_lock(path: Path):
+    """An exclusive lock on ``path``'s read-modify-write, held in a file of the temp folder
+    (the doc itself is replaced, so it cannot carry the lock)."""
+    key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"bench-doc-{key}.lock", "a") as f:
+        try:
+            import fcntl
+        except ImportError:  # no POSIX locks: benches there run one at a time
+            yield
+            return
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def synthetic_cnn(n_nodes: int, width: int = 16, side: int = 8, seed: int = 0):
