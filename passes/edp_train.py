@@ -13,7 +13,11 @@ other (the overlapping column/row penalty has no closed-form proximal operator).
 norm falls under the threshold become exact zeros, which ``prune-merge`` then removes exactly.
 ``w_col``/``w_row`` are 1 (``weighting=uniform``) or what the group costs over the mean
 group's: MACs (``macs``), weights (``params``) or the mean of both ratios (``cost``; see
-:mod:`graphc.passes.edp_groups`); rows that cannot be removed
+:mod:`graphc.passes.edp_groups`). The default, ``auto``, is ``params`` under a params target
+alone (each group is then shrunk in proportion to the weights it frees, so the search spends
+the lasso where the weights are instead of on MACs-heavy convs whose weights are few) and
+``cost`` otherwise (under a MACs target, MACs-only weighting was not better on LeNet-5:
+docs/edp_ablations.md); rows that cannot be removed
 (a frozen channel group: the classifier's outputs) carry no penalty either way.
 
 Collapse guard: a shrink that would leave a pair with fewer than ``min_rank`` nonzero columns
@@ -65,6 +69,16 @@ __all__ = ["EDPTrain", "group_shrink", "pair_sparsity"]
 # With a target, a lasso run measures its cost this many times per epoch (a copy pruned and
 # merged, then the cost model) and stops shrinking once the target is met.
 CHECKS_PER_EPOCH = 16
+# Steps between the checks that the coefficients are still finite (a diverged run stops early).
+FINITE_EVERY = 8
+
+
+class _Diverged(PassError):
+    """A lasso run whose weights went non-finite (its steps kept for the stats)."""
+
+    def __init__(self, msg: str, steps: int):
+        super().__init__(msg)
+        self.steps = steps
 
 
 def _spare(scale: torch.Tensor, norms: torch.Tensor, k: int) -> tuple[torch.Tensor, bool]:
@@ -142,6 +156,7 @@ class _Prox(Hook):
         self.stopped_at: int | None = None
         self.landed_from: float | None = None  # the cost ratio a land started from
         self.snapshot = self._tensors_copy() if measure is not None else None
+        self.describe = ""
 
     def _tensors(self):
         return [t for g in self.groups for t in g if t is not None]
@@ -154,6 +169,8 @@ class _Prox(Hook):
             self.hold.after_step(model, step, lr)
             return
         self._shrink(step, lr)
+        if step % FINITE_EVERY == 0 and not all(bool(torch.isfinite(t).all()) for t in self._tensors()):
+            raise _Diverged(f"training diverged (non-finite weights after {step} steps at {self.describe})", step)
         if self.measure is not None and step % self.check_every == 0:
             self.check(step)
 
@@ -222,8 +239,9 @@ class EDPTrain(Pass):
     ``finetune=2`` epochs at ``finetune_lr=0.25`` x ``lr`` with the zero groups held at zero
     recover the accuracy the shrinkage cost (0 turns the fine-tune off).
     ``weighting``: each group's penalty in proportion to what removing it saves: ``macs``,
-    ``params``, or ``cost`` (the mean of the two, each over its mean group; default), or
-    ``uniform`` (the plain group lasso). ``warmup``: epochs over which the lambdas rise
+    ``params``, or ``cost`` (the mean of the two, each over its mean group), or ``uniform``
+    (the plain group lasso); ``auto`` (default): ``params`` for a params target alone, ``cost``
+    otherwise. ``warmup``: epochs over which the lambdas rise
     linearly from 0 (0: constant). ``min_rank`` / ``min_channels``: the collapse guard, the
     fewest nonzero columns / rows a pair keeps (0 lets a layer vanish).
     ``target_macs`` / ``target_params``: a cost to reach instead of guessing the lambdas (a
@@ -255,7 +273,7 @@ class EDPTrain(Pass):
     finetune_lr: float = 0.25
     no_data: Literal["error", "svd"] = "error"
     energy: float = 0.95
-    weighting: Literal["cost", "macs", "params", "uniform"] = "cost"
+    weighting: Literal["auto", "cost", "macs", "params", "uniform"] = "auto"
     warmup: float = 0.0
     min_rank: int = 1
     min_channels: int = 1
@@ -285,14 +303,21 @@ class EDPTrain(Pass):
                 raise ValueError(f"{key.replace('_', '-')} must be > 0 (a fraction up to 1, or a count), got {v}")
         if not 0 < self.tolerance < 1:
             raise ValueError(f"tolerance must be in (0, 1), got {self.tolerance}")
-        if self.weighting not in ("cost", "macs", "params", "uniform"):
-            raise ValueError(f"weighting must be cost, macs, params or uniform, got {self.weighting!r}")
+        if self.weighting not in ("auto", "cost", "macs", "params", "uniform"):
+            raise ValueError(f"weighting must be auto, cost, macs, params or uniform, got {self.weighting!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
     @property
     def targets(self) -> dict[str, float]:
         return {k: v for k, v in (("macs", self.target_macs), ("params", self.target_params)) if v is not None}
+
+    @property
+    def resolved_weighting(self) -> str:
+        """The weighting ``auto`` stands for: ``params`` under a params target alone, else ``cost``."""
+        if self.weighting != "auto":
+            return self.weighting
+        return "params" if set(self.targets) == {"params"} else "cost"
 
     @property
     def needs_data(self) -> bool:  # the data-free variant lets the manager run it without data
@@ -311,6 +336,7 @@ class EDPTrain(Pass):
         from graphc.training import evaluate
 
         dev = device_for(self.device)
+        object.__setattr__(self, "_state", {"lr": self.lr, "backoffs": 0})  # per run, not an option
         weights = self._weights(graph, pairs)
         before = evaluate(graph_module_on(graph, dev), data)
         stats: dict = {}
@@ -330,14 +356,16 @@ class EDPTrain(Pass):
             steps += s
         if acc is None:
             acc = evaluate(graph_module_on(graph, dev), data)
-        return PassResult(changed=True, stats={**self._report(graph, ctx, data, steps, before, acc, bounded), **stats})
+        return PassResult(changed=True, stats={**self._report(graph, ctx, data, steps, before, acc, bounded), "weighting": self.resolved_weighting,
+                                                **({"lr": self._state["lr"], "lr_backoffs": self._state["backoffs"]}
+                                                   if self._state["backoffs"] else {}), **stats})
 
     def _weights(self, graph: Graph, pairs: list[Pair]) -> list[tuple[float, float]]:
         """(w_col, w_row) per pair: see the module docstring."""
         costs = group_costs(graph, pairs)
         if self.weighting == "uniform":
             return [(1.0, 1.0 if c.rows_removable else 0.0) for c in costs]
-        kinds = {"macs": ("macs",), "params": ("params",), "cost": ("macs", "params")}[self.weighting]
+        kinds = {"macs": ("macs",), "params": ("params",), "cost": ("macs", "params")}[self.resolved_weighting]
         w = [[0.0, 0.0] for _ in pairs]
         for kind in kinds:
             n_groups = total = 0.0
@@ -368,7 +396,26 @@ class EDPTrain(Pass):
                ratio=None):
         """Group-lasso training of ``graph`` in place with both lambdas times ``scale`` for
         ``epochs`` (default ``self.epochs``), shrinking only until ``ratio(cost) <= 1`` when
-        ``ratio`` is given; (steps, {pair: what the guard bounded}, validation accuracy)."""
+        ``ratio`` is given; (steps, {pair: what the guard bounded}, validation accuracy, where a
+        landing started). A run whose weights go non-finite is retried at a quarter of the
+        learning rate (down to ``lr / 64``; the rate reached is kept for the rest of the pass):
+        the proximal step only shrinks groups, so a blow-up is the gradient step's, and folded
+        BatchNorms can leave a residual network's weights at scales the default rate overshoots."""
+        wasted = 0
+        while True:
+            lr = self._state["lr"]
+            try:
+                steps, *rest = self._lasso_once(graph, weights, data, ctx, dev, scale, epochs, ratio, lr)
+                return (steps + wasted, *rest)
+            except _Diverged as e:
+                wasted += e.steps
+                if lr / 4 < self.lr / 64:
+                    raise
+                self._state["lr"] = lr / 4
+                self._state["backoffs"] += 1
+                ctx.info(f"{self.name}: training diverged at lr={lr:g} (lambda x{scale:.3g}); retrying at lr={lr / 4:g}")
+
+    def _lasso_once(self, graph: Graph, weights, data, ctx, dev, scale, epochs, ratio, lr):
         pairs = find_pairs(graph)
         module = graph_module_on(graph, dev)
         groups = _coef_tensors(module, pairs)
@@ -393,12 +440,13 @@ class EDPTrain(Pass):
                      self.warmup * per_epoch, self.min_rank, self.min_channels, measure,
                      check_every=math.ceil(per_epoch / CHECKS_PER_EPOCH), tolerance=self.tolerance, land=land)
         desc = self.name if scale == 1.0 else f"{self.name} λ x{scale:.3g}"
-        res = self._train(module, data, ctx, [prox], epochs=epochs or self.epochs, lr=self.lr, seed=ctx.seed, desc=desc,
+        prox.describe = f"lr={lr:g}, lambda x{scale:.3g}"
+        res = self._train(module, data, ctx, [prox], epochs=epochs or self.epochs, lr=lr, seed=ctx.seed, desc=desc,
                           params=self._params(module, pairs, groups))
         if not all(bool(torch.isfinite(t).all()) for t in module.parameters()):
             # A diverged run's NaN groups would read as pruned: a "result" of a collapsed network.
-            raise PassError(f"{self.name}: training diverged (non-finite weights after {res.steps} steps at "
-                            f"lr={self.lr:g}, lambda x{scale:.3g}); try a lower lr")
+            raise _Diverged(f"{self.name}: training diverged (non-finite weights after {res.steps} steps at "
+                            f"{prox.describe}); try a lower lr", res.steps)
         prox.check(res.steps)
         module.write_back(graph)
         return res.steps, {k: sorted(v) for k, v in prox.bounded.items()}, res.val_acc, prox.landed_from
@@ -410,7 +458,7 @@ class EDPTrain(Pass):
         module = graph_module_on(graph, dev)
         groups = _coef_tensors(module, pairs)
         hold = _Hold([t for g in groups for t in g if t is not None])
-        res = self._train(module, data, ctx, [hold], epochs=self.finetune, lr=self.lr * self.finetune_lr,
+        res = self._train(module, data, ctx, [hold], epochs=self.finetune, lr=self._state["lr"] * self.finetune_lr,
                           seed=ctx.seed + 1, desc=f"{self.name} fine-tune", params=self._params(module, pairs, groups))
         module.write_back(graph)
         return res.steps, res.val_acc
@@ -435,7 +483,18 @@ class EDPTrain(Pass):
         s = 1.0
         for _ in range(self.search_evals):
             g = graph.clone()
-            steps, bounded, _acc, landed = self._lasso(g, weights, data, ctx, dev, s, self.search_epochs or None, ratio)
+            try:
+                steps, bounded, _acc, landed = self._lasso(g, weights, data, ctx, dev, s, self.search_epochs or None,
+                                                           ratio)
+            except _Diverged as e:
+                # A strength so large that training blew up is too strong: search below it.
+                stats["evaluations"] += 1
+                stats["steps"] += e.steps
+                stats["history"].append({"lambda_scale": round(s, 4), "diverged": True})
+                ctx.info(f"{self.name}: lambda x{s:.3g} diverged; searching below it")
+                hi = s if hi is None else min(hi, s)
+                s = s / 4 if lo is None else math.sqrt(lo * hi)
+                continue
             stats["evaluations"] += 1
             stats["steps"] += steps
             stats["history"].append({"lambda_scale": round(s, 4), "cost_ratio": round(ratio(cost_after(g)), 4),
@@ -454,6 +513,10 @@ class EDPTrain(Pass):
                     best_out = (r, s, g, bounded)
                 lo = s if lo is None else max(lo, s)
             s = s * 4 if hi is None else s / 4 if lo is None else math.sqrt(lo * hi)
+        if best_in is None and best_out is None:
+            raise PassError(f"{self.name}: every lasso run of the target search diverged (lr down to "
+                            f"{self._state['lr']:g}, lambda "
+                            f"scales {', '.join(str(h['lambda_scale']) for h in stats['history'])}); try a lower lr")
         if best_in is not None and (best_in[0] >= 1 - self.tolerance or best_out is None):
             r, s, g, bounded = best_in
             stats["mode"] = "lambda"

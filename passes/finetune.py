@@ -106,32 +106,49 @@ class Finetune(Pass):
         from graphc.training.graph_module import device_for, graph_module_on
 
         device = device_for(self.device)
-        module = graph_module_on(graph, device)
-        hooks = []
-        if self.cosine:
-            hooks.append(CosineLR())
-        if self.distill == "source":
-            hooks.append(Distill(self._teacher(graph, ctx, device), self.temperature, self.distill_weight))
-        held = 0
-        if self.hold_zeros:
-            masks = [(w, (w != 0).to(w.dtype)) for w in module.weights]
-            masks = [(w, m) for w, m in masks if not bool(m.all())]
-            held = sum(int(m.numel() - m.sum()) for _, m in masks)
-            if masks:
-                def hold(_m, _lr):
-                    for w, m in masks:
-                        w.mul_(m)
-                hooks.append(Projection(hold))
-        before = evaluate(module, data)
-        recal = {}
-        if self.recalibrate > 0:
-            from graphc.training import recalibrate_bn
+        teacher = self._teacher(graph, ctx, device) if self.distill == "source" else None
+        lr, backoffs, wasted = self.lr, 0, 0
+        while True:
+            # A run whose weights go non-finite is retried from the graph's weights at a quarter
+            # of the rate (three times at most): a diverged run's NaN model scores chance, which
+            # would otherwise be written back as the "fine-tuned" model.
+            module = graph_module_on(graph, device)
+            hooks = []
+            if self.cosine:
+                hooks.append(CosineLR())
+            if teacher is not None:
+                hooks.append(Distill(teacher, self.temperature, self.distill_weight))
+            held = 0
+            if self.hold_zeros:
+                masks = [(w, (w != 0).to(w.dtype)) for w in module.weights]
+                masks = [(w, m) for w, m in masks if not bool(m.all())]
+                held = sum(int(m.numel() - m.sum()) for _, m in masks)
+                if masks:
+                    def hold(_m, _lr, masks=masks):
+                        for w, m in masks:
+                            w.mul_(m)
+                    hooks.append(Projection(hold))
+            if backoffs == 0:
+                before = evaluate(module, data)
+            recal = {}
+            if self.recalibrate > 0:
+                from graphc.training import recalibrate_bn
 
-            r = recalibrate_bn(module, data, self.recalibrate, batch_size=self.batch_size, seed=ctx.seed)
-            recal = {"recalibrated_bn": r["bn"], "acc_recalibrated": round(evaluate(module, data), 4)}
-        res = train(module, data, epochs=self.epochs, lr=self.lr, optimizer=self.optimizer, momentum=self.momentum,
-                    weight_decay=self.weight_decay, batch_size=self.batch_size, hooks=hooks, seed=ctx.seed,
-                    quiet=ctx.quiet, max_steps=self.max_steps or None, desc=self.name)
+                r = recalibrate_bn(module, data, self.recalibrate, batch_size=self.batch_size, seed=ctx.seed)
+                recal = {"recalibrated_bn": r["bn"], "acc_recalibrated": round(evaluate(module, data), 4)}
+            res = train(module, data, epochs=self.epochs, lr=lr, optimizer=self.optimizer, momentum=self.momentum,
+                        weight_decay=self.weight_decay, batch_size=self.batch_size, hooks=hooks, seed=ctx.seed,
+                        quiet=ctx.quiet, max_steps=self.max_steps or None, desc=self.name)
+            if all(bool(torch.isfinite(t).all()) for t in module.parameters()):
+                break
+            wasted += res.steps
+            if backoffs == 3:
+                raise PassError(f"{self.name}: training diverged (non-finite weights) at lr={self.lr:g} and at "
+                                f"each retry down to lr={lr:g}; try a lower lr")
+            ctx.info(f"{self.name}: training diverged at lr={lr:g}; retrying at lr={lr / 4:g}")
+            lr, backoffs = lr / 4, backoffs + 1
+        if backoffs:
+            recal = {**recal, "lr": lr, "lr_backoffs": backoffs, "steps_diverged": wasted}
         module.write_back(graph)
         ctx.info(f"{self.name}: {res.steps} steps on {data}; val acc {before:.4f} -> {res.val_acc:.4f}")
         return PassResult(changed=res.steps > 0, stats={

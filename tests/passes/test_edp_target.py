@@ -1,5 +1,6 @@
 """edp-train's collapse guard and its one-number targets, on LeNet-5 over digits (tiny budgets:
 a few dozen steps per lasso run)."""
+import numpy as np
 import pytest
 import torch
 
@@ -102,3 +103,32 @@ def test_a_diverged_run_is_an_error_not_a_pruned_model(lenet_graph):
     with pytest.raises(PassError, match="diverged"):
         all_passes()["edp-train"](target_macs=0.5, lr=1e12, max_steps=4, finetune=0, search_evals=1).run(
             g, PassContext(data="digits", quiet=True))
+
+
+def test_auto_weighting_follows_the_target(lenet_graph):
+    edp = all_passes()["edp-train"]
+    assert edp().resolved_weighting == "cost"
+    assert edp(target_macs=0.5).resolved_weighting == "cost"
+    assert edp(target_params=0.1).resolved_weighting == "params"
+    assert edp(target_macs=0.5, target_params=0.1).resolved_weighting == "cost"
+    assert edp(target_params=0.1, weighting="macs").resolved_weighting == "macs"
+    # Under a params target the penalties are the params weights: a column of fc1 weighs more
+    # than one of conv2 by the ratio of their weight counts (basis filter + coefficient column).
+    g = decomposed_lenet(lenet_graph)
+    pairs = find_pairs(g)
+    col_params = {p.name: p.basis.input(1).param.data[0].size + p.coef.input(1).shape[0] for p in pairs}
+    by_name = {p.name: w for p, w in zip(pairs, edp(target_params=0.1)._weights(g, pairs))}
+    cost = {p.name: w for p, w in zip(pairs, edp(target_macs=0.5)._weights(g, pairs))}
+    assert by_name["fc1"][0] / by_name["conv2"][0] == pytest.approx(col_params["fc1"] / col_params["conv2"])
+    assert by_name["fc1"][0] / by_name["conv2"][0] > cost["fc1"][0] / cost["conv2"][0]
+    res = edp(target_params=0.3, max_steps=25, finetune=0, search_evals=3).run(g, PassContext(data="digits", quiet=True))
+    assert res.stats["weighting"] == "params"
+
+
+def test_a_diverging_rate_is_backed_off_in_the_lasso_and_its_search(lenet_graph):
+    edp = all_passes()["edp-train"]
+    g = decomposed_lenet(lenet_graph)
+    res = edp(lr=50.0, max_steps=25, finetune=5, search_evals=2, target_macs=0.5).run(
+        g, PassContext(data="digits", quiet=True))
+    assert res.stats["lr_backoffs"] >= 1 and res.stats["lr"] == 50.0 / 4 ** res.stats["lr_backoffs"]
+    assert all(np.isfinite(p.data).all() for p in g.params.values())

@@ -93,3 +93,17 @@ def test_finetune_refuses_bad_options_and_missing_data(digits):
         get_pass("finetune")(distill="source").run(g, PassContext(data=digits, quiet=True))
     with pytest.raises(DataError):
         get_pass("finetune")().run(g, PassContext(quiet=True))
+
+
+def test_a_diverging_rate_is_backed_off_never_written_back(digits):
+    # lr=1e4 blows LeNet's weights up within a few steps; the pass retries from the graph's own
+    # weights at a quarter of the rate (three times at most) or refuses, and in neither case is a
+    # non-finite model written back.
+    g = _lenet(digits)
+    before = {k: p.data.copy() for k, p in g.params.items()}
+    with pytest.raises(PassError, match="diverged"):
+        get_pass("finetune")(epochs=0.5, lr=1e4).run(g, PassContext(data=digits, quiet=True))
+    assert all(np.array_equal(g.params[k].data, v) for k, v in before.items())
+    res = get_pass("finetune")(epochs=0.5, lr=20.0).run(g, PassContext(data=digits, quiet=True))
+    assert res.stats["lr_backoffs"] >= 1 and res.stats["lr"] == 20.0 / 4 ** res.stats["lr_backoffs"]
+    assert all(np.isfinite(p.data).all() for p in g.params.values())
