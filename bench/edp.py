@@ -84,13 +84,15 @@ def measure(graph, data, repeats: int) -> dict:
 
 
 def edp_pipeline(target: str, epochs: float, finetune: float, lr: float = LR) -> str:
-    """The pipeline for a target ``macs=0.5`` / ``params=0.1`` or hand-set lambdas ``C/R``."""
+    """The pipeline for a target ``macs=0.5`` / ``params=0.1`` (``macs=0.5@params``: with that
+    ``weighting``) or hand-set lambdas ``C/R``."""
     if "=" in target:
+        target, _, weighting = target.partition("@")
         kind, frac = target.split("=")
         # warmup: the lambdas rise over the whole lasso run (docs/edp_ablations.md: constant
         # lambdas lost 1.2 pt at half the MACs on LeNet-5, the ramp 0.05 pt)
         opts = (f"target-{kind}={frac},search-evals={SEARCH_EVALS},search-epochs={SEARCH_SHARE * epochs:g},"
-                f"warmup={epochs:g}")
+                f"warmup={epochs:g}" + (f",weighting={weighting}" if weighting else ""))
     else:
         col, row = target.split("/")
         opts = f"lambda-col={col},lambda-row={row}"
@@ -241,7 +243,7 @@ def section_key(data, args) -> str:
     models = args.models.split(",")
     key = f"edp-{data.name.split(':')[0]}" + ("" if args.models == DEFAULT_MODELS else "-" + "-".join(models))
     if not args.lambdas and args.targets != DEFAULT_TARGETS:
-        key += "-" + "-".join(t.replace("=", "") for t in args.targets.split(","))
+        key += "-" + "-".join(t.replace("=", "").replace("@", "-w") for t in args.targets.split(","))
     return key + ("-quick" if args.quick else "")
 
 
@@ -261,6 +263,7 @@ def run_model(name, data, spec, args, src_epochs, ep, ft) -> list[list[str]]:
     for target in targets:
         metric = target.split("=")[0] if "=" in target else "macs"
         label = f"EDP target-{target}" if "=" in target else f"EDP λ={target}"
+        label = label.replace("@", ", weighting=")
         ems, tms, ratios = [], [], []
         for seed in seeds:
             g, _st = edp(graph, data, target, ep, ft, seed, args.lr)
@@ -281,7 +284,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", action="append", help=f"data spec (repeat); default {MNIST}")
     ap.add_argument("--models", default=DEFAULT_MODELS)
-    ap.add_argument("--targets", default=DEFAULT_TARGETS, help="comma list of macs=F / params=F (fractions)")
+    ap.add_argument("--targets", default=DEFAULT_TARGETS, help="comma list of macs=F / params=F (fractions); "
+                    "macs=F@W runs edp-train with weighting=W")
     ap.add_argument("--lambdas", default="", help="comma list of lambda-col/lambda-row instead of targets")
     ap.add_argument("--seeds", default="0,1,2", help="seeds of the headline models' rows")
     ap.add_argument("--headline", default="lenet5", help="models run with every seed (others: the first)")

@@ -45,7 +45,8 @@ VARIANTS = [
     ("weighting", "MACs-weighted", "", "weighting=macs", None),
     ("weighting", "params-weighted", "", "weighting=params", None),
     ("weighting", "MACs+params (cost) weighted", "", "weighting=cost", None),
-    ("schedule", "cost, lambda warm-up over the first half epoch", "", "weighting=cost,warmup=0.5", None),
+    ("schedule", "cost, lambda warm-up over the whole lasso run", "", "weighting=cost,warmup=E", None),
+    ("schedule", "params-weighted, lambda warm-up over the whole lasso run", "", "weighting=params,warmup=E", None),
     ("init", "cost, random orthogonal basis", "init=random", "weighting=cost", None),
     ("prox step", "cost, lr 0.05 (x2.5 the step of the gradient and the shrink)", "", "weighting=cost,lr=0.05", None),
     ("fine-tune", "cost, no fine-tune", "", "weighting=cost", "E,0"),
@@ -71,7 +72,7 @@ def run_edp(graph, data, target: float, dec: str, opts: str, e: float, f: float,
     g = graph.clone()
     ctx = PassContext(data=data, seed=seed, quiet=True)
     edp_opts = ",".join(o for o in (f"target-macs={target},{search}" if target else "", f"epochs={e:g}",
-                                    f"finetune={f:g}", opts) if o)
+                                    f"finetune={f:g}", opts.replace("warmup=E", f"warmup={e:g}")) if o)
     dec_s = f"decompose({dec})" if dec else "decompose"
     res = graphc.run_pipeline(g, f"fold-bn,{dec_s},edp-train({edp_opts})", ctx)
     stats = res.passes[-1].stats
