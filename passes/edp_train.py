@@ -356,9 +356,9 @@ class EDPTrain(Pass):
             steps += s
         if acc is None:
             acc = evaluate(graph_module_on(graph, dev), data)
-        return PassResult(changed=True, stats={**self._report(graph, ctx, data, steps, before, acc, bounded), "weighting": self.resolved_weighting,
-                                                **({"lr": self._state["lr"], "lr_backoffs": self._state["backoffs"]}
-                                                   if self._state["backoffs"] else {}), **stats})
+        backoff = {"lr": self._state["lr"], "lr_backoffs": self._state["backoffs"]} if self._state["backoffs"] else {}
+        return PassResult(changed=True, stats={**self._report(graph, ctx, data, steps, before, acc, bounded),
+                                                "weighting": self.resolved_weighting, **backoff, **stats})
 
     def _weights(self, graph: Graph, pairs: list[Pair]) -> list[tuple[float, float]]:
         """(w_col, w_row) per pair: see the module docstring."""
@@ -413,7 +413,8 @@ class EDPTrain(Pass):
                     raise
                 self._state["lr"] = lr / 4
                 self._state["backoffs"] += 1
-                ctx.info(f"{self.name}: training diverged at lr={lr:g} (lambda x{scale:.3g}); retrying at lr={lr / 4:g}")
+                ctx.info(f"{self.name}: training diverged at lr={lr:g} (lambda x{scale:.3g}); "
+                         f"retrying at lr={lr / 4:g}")
 
     def _lasso_once(self, graph: Graph, weights, data, ctx, dev, scale, epochs, ratio, lr):
         pairs = find_pairs(graph)

@@ -121,7 +121,8 @@ def test_auto_weighting_follows_the_target(lenet_graph):
     cost = {p.name: w for p, w in zip(pairs, edp(target_macs=0.5)._weights(g, pairs))}
     assert by_name["fc1"][0] / by_name["conv2"][0] == pytest.approx(col_params["fc1"] / col_params["conv2"])
     assert by_name["fc1"][0] / by_name["conv2"][0] > cost["fc1"][0] / cost["conv2"][0]
-    res = edp(target_params=0.3, max_steps=25, finetune=0, search_evals=3).run(g, PassContext(data="digits", quiet=True))
+    res = edp(target_params=0.3, max_steps=25, finetune=0, search_evals=3).run(
+        g, PassContext(data="digits", quiet=True))
     assert res.stats["weighting"] == "params"
 
 
