@@ -93,10 +93,12 @@ def run_one(bench, quick: bool, bench_dir: Path, write: bool) -> tuple[str, floa
     path = bench_dir / script
     argv = list(fast if quick else full) + ([] if write else ["--no-write"])
     t0 = time.perf_counter()
-    cwd = os.getcwd()
+    cwd, saved_argv = os.getcwd(), sys.argv
     try:
-        # Data specs in the argv are relative to the repository root.
+        # Data specs in the argv are relative to the repository root; a bench that records its
+        # command line reads it from sys.argv, as when it is run on its own.
         os.chdir(bench_dir.parent)
+        sys.argv = [f"bench/{script}"] + argv
         rc = load_main(path)(argv)
     except SystemExit as e:  # a bench's own argument check: the rest still run
         if not isinstance(e.code, int):
@@ -107,6 +109,7 @@ def run_one(bench, quick: bool, bench_dir: Path, write: bool) -> tuple[str, floa
         rc = "error"
     finally:
         os.chdir(cwd)
+        sys.argv = saved_argv
     dt = time.perf_counter() - t0
     return ("ok" if not rc else (rc if isinstance(rc, str) else f"exit {rc}")), dt
 

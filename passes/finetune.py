@@ -109,9 +109,9 @@ class Finetune(Pass):
         teacher = self._teacher(graph, ctx, device) if self.distill == "source" else None
         lr, backoffs, wasted = self.lr, 0, 0
         while True:
-            # A run whose weights go non-finite is retried from the graph's weights at a quarter
-            # of the rate (three times at most): a diverged run's NaN model scores chance, which
-            # would otherwise be written back as the "fine-tuned" model.
+            # A diverged run (see _diverged) is retried from the graph's weights at a quarter of
+            # the rate (three times at most): its model scores about chance, and would otherwise
+            # be written back as the "fine-tuned" model.
             module = graph_module_on(graph, device)
             hooks = []
             if self.cosine:
@@ -139,13 +139,14 @@ class Finetune(Pass):
             res = train(module, data, epochs=self.epochs, lr=lr, optimizer=self.optimizer, momentum=self.momentum,
                         weight_decay=self.weight_decay, batch_size=self.batch_size, hooks=hooks, seed=ctx.seed,
                         quiet=ctx.quiet, max_steps=self.max_steps or None, desc=self.name)
-            if all(bool(torch.isfinite(t).all()) for t in module.parameters()):
+            why = _diverged(module, before, res.val_acc, graph.outputs[0].shape[-1])
+            if why is None:
                 break
             wasted += res.steps
             if backoffs == 3:
-                raise PassError(f"{self.name}: training diverged (non-finite weights) at lr={self.lr:g} and at "
-                                f"each retry down to lr={lr:g}; try a lower lr")
-            ctx.info(f"{self.name}: training diverged at lr={lr:g}; retrying at lr={lr / 4:g}")
+                raise PassError(f"{self.name}: training diverged ({why}) at lr={self.lr:g} and at each retry down "
+                                f"to lr={lr:g}; try a lower lr")
+            ctx.info(f"{self.name}: training diverged at lr={lr:g} ({why}); retrying at lr={lr / 4:g}")
             lr, backoffs = lr / 4, backoffs + 1
         if backoffs:
             recal = {**recal, "lr": lr, "lr_backoffs": backoffs, "steps_diverged": wasted}
@@ -155,3 +156,18 @@ class Finetune(Pass):
             "steps": res.steps, "epochs": self.epochs, "data": str(data), "split": data.split, "device": str(device),
             "distill": self.distill, "zeros_held": held, "acc_before": round(before, 4),
             "acc_after": round(res.val_acc, 4), **recal})
+
+
+def _diverged(module, before: float, after: float, classes) -> str | None:
+    """Why a fine-tune run counts as diverged, or None: its weights went non-finite, or its
+    validation accuracy ended with less than half of the margin over chance (1 / classes) that
+    it started from. A rate that suits the model lowers the training loss; one that overshoots
+    drives the network to a constant output (chance accuracy, finite weights when the ReLUs
+    die) or to NaN. The test is on the held-out split the pass reports anyway, and a starting
+    model at chance (nothing to lose) never trips it."""
+    if not all(bool(torch.isfinite(t).all()) for t in module.parameters()):
+        return "non-finite weights"
+    chance = 1.0 / classes if isinstance(classes, int) and classes > 1 else 0.0
+    if before - chance > 0.05 and after - chance < 0.5 * (before - chance):
+        return f"validation accuracy {before:.4f} -> {after:.4f}, chance {chance:.4f}"
+    return None

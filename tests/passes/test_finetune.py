@@ -107,3 +107,15 @@ def test_a_diverging_rate_is_backed_off_never_written_back(digits):
     res = get_pass("finetune")(epochs=0.5, lr=20.0).run(g, PassContext(data=digits, quiet=True))
     assert res.stats["lr_backoffs"] >= 1 and res.stats["lr"] == 20.0 / 4 ** res.stats["lr_backoffs"]
     assert all(np.isfinite(p.data).all() for p in g.params.values())
+
+
+def test_a_run_that_ends_at_chance_counts_as_diverged():
+    from graphc.passes.finetune import _diverged
+
+    m = torch.nn.Linear(2, 2)
+    assert "accuracy" in _diverged(m, 0.90, 0.115, 10)  # a working model driven to chance
+    assert _diverged(m, 0.90, 0.85, 10) is None  # a fine-tune that lost a little
+    assert _diverged(m, 0.10, 0.08, 10) is None  # nothing to lose: a model at chance
+    with torch.no_grad():
+        m.weight[0, 0] = float("nan")
+    assert _diverged(m, 0.90, 0.90, 10) == "non-finite weights"
