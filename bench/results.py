@@ -196,7 +196,7 @@ def main(argv=None) -> int:
     lines = [f"| {n} | {o} | {s / 60:.1f} |" for n, o, s in done]
     body = ("## How this file was made (bench/results.py)\n\n"
             f"`python bench/results.py{' --quick' if args.quick else ''}"
-            f"{' --only ' + args.only if args.only else ''}` regenerated the sections below in "
+            f"{' --only ' + args.only if args.only else ''}` regenerated the sections of this file in "
             f"{total / 60:.1f} min on {machine()}, {args.jobs} bench(es) at a time.\n\n"
             "| bench | outcome | min |\n|---|---|---|\n" + "\n".join(lines) + "\n")
     print(body)
