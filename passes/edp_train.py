@@ -61,6 +61,7 @@ from graphc.ir.graph import Graph
 from graphc.passes.decompose import Pair, find_pairs
 from graphc.passes.edp_groups import cost_after, group_costs, zero_groups
 from graphc.registry import Pass, PassContext, PassResult, register_pass
+from graphc.training.backoff import Backoff, Diverged, finite
 from graphc.training.graph_module import graph_module_on
 from graphc.training.hooks import Hook
 
@@ -71,14 +72,6 @@ __all__ = ["EDPTrain", "group_shrink", "pair_sparsity"]
 CHECKS_PER_EPOCH = 16
 # Steps between the checks that the coefficients are still finite (a diverged run stops early).
 FINITE_EVERY = 8
-
-
-class _Diverged(PassError):
-    """A lasso run whose weights went non-finite (its steps kept for the stats)."""
-
-    def __init__(self, msg: str, steps: int):
-        super().__init__(msg)
-        self.steps = steps
 
 
 def _spare(scale: torch.Tensor, norms: torch.Tensor, k: int) -> tuple[torch.Tensor, bool]:
@@ -156,7 +149,6 @@ class _Prox(Hook):
         self.stopped_at: int | None = None
         self.landed_from: float | None = None  # the cost ratio a land started from
         self.snapshot = self._tensors_copy() if measure is not None else None
-        self.describe = ""
 
     def _tensors(self):
         return [t for g in self.groups for t in g if t is not None]
@@ -169,8 +161,8 @@ class _Prox(Hook):
             self.hold.after_step(model, step, lr)
             return
         self._shrink(step, lr)
-        if step % FINITE_EVERY == 0 and not all(bool(torch.isfinite(t).all()) for t in self._tensors()):
-            raise _Diverged(f"training diverged (non-finite weights after {step} steps at {self.describe})", step)
+        if step % FINITE_EVERY == 0 and not finite(self._tensors()):
+            raise Diverged(f"non-finite weights after {step} steps", step)
         if self.measure is not None and step % self.check_every == 0:
             self.check(step)
 
@@ -336,12 +328,12 @@ class EDPTrain(Pass):
         from graphc.training import evaluate
 
         dev = device_for(self.device)
-        object.__setattr__(self, "_state", {"lr": self.lr, "backoffs": 0})  # per run, not an option
+        backoff = Backoff(self.name, self.lr, ctx.info)  # the lr of every training run of this pass
         weights = self._weights(graph, pairs)
         before = evaluate(graph_module_on(graph, dev), data)
         stats: dict = {}
         if self.targets:
-            found, search = self._search(graph, weights, data, ctx, dev)
+            found, search = self._search(graph, weights, data, ctx, dev, backoff)
             stats["search"] = search
             if found is None:
                 return PassResult(changed=False, stats={"pairs": len(pairs), "acc_before": round(before, 4),
@@ -350,15 +342,14 @@ class EDPTrain(Pass):
                 graph.params[name].set_data(p.data)
             steps, bounded, acc = search["steps"], search["bounded"], None
         else:
-            steps, bounded, acc, _ = self._lasso(graph, weights, data, ctx, dev, 1.0)
+            steps, bounded, acc, _ = self._lasso(graph, weights, data, ctx, dev, backoff, 1.0)
         if self.finetune > 0:
-            s, acc = self._finetune(graph, data, ctx, dev)
+            s, acc = self._finetune(graph, data, ctx, dev, backoff.lr)
             steps += s
         if acc is None:
             acc = evaluate(graph_module_on(graph, dev), data)
-        backoff = {"lr": self._state["lr"], "lr_backoffs": self._state["backoffs"]} if self._state["backoffs"] else {}
         return PassResult(changed=True, stats={**self._report(graph, ctx, data, steps, before, acc, bounded),
-                                                "weighting": self.resolved_weighting, **backoff, **stats})
+                                                "weighting": self.resolved_weighting, **backoff.stats(), **stats})
 
     def _weights(self, graph: Graph, pairs: list[Pair]) -> list[tuple[float, float]]:
         """(w_col, w_row) per pair: see the module docstring."""
@@ -392,29 +383,20 @@ class EDPTrain(Pass):
             return None
         return [t for g in groups for t in g if t is not None] + [module.param(p.basis.input(1).name) for p in pairs]
 
-    def _lasso(self, graph: Graph, weights, data, ctx, dev, scale: float, epochs: float | None = None,
-               ratio=None):
+    def _lasso(self, graph: Graph, weights, data, ctx, dev, backoff: Backoff, scale: float,
+               epochs: float | None = None, ratio=None):
         """Group-lasso training of ``graph`` in place with both lambdas times ``scale`` for
         ``epochs`` (default ``self.epochs``), shrinking only until ``ratio(cost) <= 1`` when
         ``ratio`` is given; (steps, {pair: what the guard bounded}, validation accuracy, where a
-        landing started). A run whose weights go non-finite is retried at a quarter of the
-        learning rate (down to ``lr / 64``; the rate reached is kept for the rest of the pass):
-        the proximal step only shrinks groups, so a blow-up is the gradient step's, and folded
-        BatchNorms can leave a residual network's weights at scales the default rate overshoots."""
-        wasted = 0
-        while True:
-            lr = self._state["lr"]
-            try:
-                steps, *rest = self._lasso_once(graph, weights, data, ctx, dev, scale, epochs, ratio, lr)
-                return (steps + wasted, *rest)
-            except _Diverged as e:
-                wasted += e.steps
-                if lr / 4 < self.lr / 64:
-                    raise
-                self._state["lr"] = lr / 4
-                self._state["backoffs"] += 1
-                ctx.info(f"{self.name}: training diverged at lr={lr:g} (lambda x{scale:.3g}); "
-                         f"retrying at lr={lr / 4:g}")
+        landing started). A run whose weights go non-finite is retried by ``backoff`` at a
+        quarter of the learning rate (see :mod:`graphc.training.backoff`): the proximal step
+        only shrinks groups, so a blow-up is the gradient step's, and folded BatchNorms can
+        leave a residual network's weights at scales the default rate overshoots."""
+        wasted = backoff.steps_diverged
+        steps, *rest = backoff.run(
+            lambda lr: self._lasso_once(graph, weights, data, ctx, dev, scale, epochs, ratio, lr),
+            what=f" (lambda x{scale:.3g})")
+        return (steps + backoff.steps_diverged - wasted, *rest)
 
     def _lasso_once(self, graph: Graph, weights, data, ctx, dev, scale, epochs, ratio, lr):
         pairs = find_pairs(graph)
@@ -441,31 +423,30 @@ class EDPTrain(Pass):
                      self.warmup * per_epoch, self.min_rank, self.min_channels, measure,
                      check_every=math.ceil(per_epoch / CHECKS_PER_EPOCH), tolerance=self.tolerance, land=land)
         desc = self.name if scale == 1.0 else f"{self.name} λ x{scale:.3g}"
-        prox.describe = f"lr={lr:g}, lambda x{scale:.3g}"
         res = self._train(module, data, ctx, [prox], epochs=epochs or self.epochs, lr=lr, seed=ctx.seed, desc=desc,
                           params=self._params(module, pairs, groups))
-        if not all(bool(torch.isfinite(t).all()) for t in module.parameters()):
+        if not finite(module.parameters()):
             # A diverged run's NaN groups would read as pruned: a "result" of a collapsed network.
-            raise _Diverged(f"{self.name}: training diverged (non-finite weights after {res.steps} steps at "
-                            f"{prox.describe}); try a lower lr", res.steps)
+            return None, f"non-finite weights after {res.steps} steps", res.steps
         prox.check(res.steps)
         module.write_back(graph)
-        return res.steps, {k: sorted(v) for k, v in prox.bounded.items()}, res.val_acc, prox.landed_from
+        return (res.steps, {k: sorted(v) for k, v in prox.bounded.items()}, res.val_acc, prox.landed_from), None, \
+            res.steps
 
-    def _finetune(self, graph: Graph, data, ctx, dev):
+    def _finetune(self, graph: Graph, data, ctx, dev, lr: float):
         """Fine-tune with the zero groups held at zero: recovers the lasso's shrinkage bias on
         the surviving weights without bringing pruned groups back."""
         pairs = find_pairs(graph)
         module = graph_module_on(graph, dev)
         groups = _coef_tensors(module, pairs)
         hold = _Hold([t for g in groups for t in g if t is not None])
-        res = self._train(module, data, ctx, [hold], epochs=self.finetune, lr=self._state["lr"] * self.finetune_lr,
+        res = self._train(module, data, ctx, [hold], epochs=self.finetune, lr=lr * self.finetune_lr,
                           seed=ctx.seed + 1, desc=f"{self.name} fine-tune", params=self._params(module, pairs, groups))
         module.write_back(graph)
         return res.steps, res.val_acc
 
     # -- the target search ------------------------------------------------------------------
-    def _search(self, graph: Graph, weights, data, ctx, dev):
+    def _search(self, graph: Graph, weights, data, ctx, dev, backoff: Backoff):
         """(the trained copy that meets the targets or None when the model already does, stats)."""
         ref = cost_after(graph)
         targets = {k: v * ref[k] if v <= 1 else v for k, v in self.targets.items()}
@@ -485,9 +466,9 @@ class EDPTrain(Pass):
         for _ in range(self.search_evals):
             g = graph.clone()
             try:
-                steps, bounded, _acc, landed = self._lasso(g, weights, data, ctx, dev, s, self.search_epochs or None,
-                                                           ratio)
-            except _Diverged as e:
+                steps, bounded, _acc, landed = self._lasso(g, weights, data, ctx, dev, backoff, s,
+                                                           self.search_epochs or None, ratio)
+            except Diverged as e:
                 # A strength so large that training blew up is too strong: search below it.
                 stats["evaluations"] += 1
                 stats["steps"] += e.steps
@@ -516,7 +497,7 @@ class EDPTrain(Pass):
             s = s * 4 if hi is None else s / 4 if lo is None else math.sqrt(lo * hi)
         if best_in is None and best_out is None:
             raise PassError(f"{self.name}: every lasso run of the target search diverged (lr down to "
-                            f"{self._state['lr']:g}, lambda "
+                            f"{backoff.lr:g}, lambda "
                             f"scales {', '.join(str(h['lambda_scale']) for h in stats['history'])}); try a lower lr")
         if best_in is not None and (best_in[0] >= 1 - self.tolerance or best_out is None):
             r, s, g, bounded = best_in
@@ -528,7 +509,7 @@ class EDPTrain(Pass):
         if self.search_epochs and self.search_epochs != self.epochs:
             # The search ran short; the kept scale trains for the full epochs, then lands.
             g = graph.clone()
-            steps, bounded, _acc, landed = self._lasso(g, weights, data, ctx, dev, s, None, ratio)
+            steps, bounded, _acc, landed = self._lasso(g, weights, data, ctx, dev, backoff, s, None, ratio)
             stats["steps"] += steps
             if landed is not None:
                 stats["landed_from"] = round(landed, 4)

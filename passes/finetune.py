@@ -31,6 +31,7 @@ from graphc.data import resolve_data
 from graphc.errors import PassError
 from graphc.ir.graph import Graph
 from graphc.registry import Pass, PassContext, PassResult, register_pass
+from graphc.training.backoff import Backoff, finite
 
 __all__ = ["Finetune"]
 
@@ -107,11 +108,12 @@ class Finetune(Pass):
 
         device = device_for(self.device)
         teacher = self._teacher(graph, ctx, device) if self.distill == "source" else None
-        lr, backoffs, wasted = self.lr, 0, 0
-        while True:
-            # A diverged run (see _diverged) is retried from the graph's weights at a quarter of
-            # the rate (three times at most): its model scores about chance, and would otherwise
-            # be written back as the "fine-tuned" model.
+        before = evaluate(graph_module_on(graph, device), data)
+        classes = graph.outputs[0].shape[-1]
+
+        def attempt(lr):
+            # Each try starts from the graph's weights: a diverged run (see _diverged) scores
+            # about chance and would otherwise be written back as the "fine-tuned" model.
             module = graph_module_on(graph, device)
             hooks = []
             if self.cosine:
@@ -124,12 +126,10 @@ class Finetune(Pass):
                 masks = [(w, m) for w, m in masks if not bool(m.all())]
                 held = sum(int(m.numel() - m.sum()) for _, m in masks)
                 if masks:
-                    def hold(_m, _lr, masks=masks):
+                    def hold(_m, _lr):
                         for w, m in masks:
                             w.mul_(m)
                     hooks.append(Projection(hold))
-            if backoffs == 0:
-                before = evaluate(module, data)
             recal = {}
             if self.recalibrate > 0:
                 from graphc.training import recalibrate_bn
@@ -139,17 +139,11 @@ class Finetune(Pass):
             res = train(module, data, epochs=self.epochs, lr=lr, optimizer=self.optimizer, momentum=self.momentum,
                         weight_decay=self.weight_decay, batch_size=self.batch_size, hooks=hooks, seed=ctx.seed,
                         quiet=ctx.quiet, max_steps=self.max_steps or None, desc=self.name)
-            why = _diverged(module, before, res.val_acc, graph.outputs[0].shape[-1])
-            if why is None:
-                break
-            wasted += res.steps
-            if backoffs == 3:
-                raise PassError(f"{self.name}: training diverged ({why}) at lr={self.lr:g} and at each retry down "
-                                f"to lr={lr:g}; try a lower lr")
-            ctx.info(f"{self.name}: training diverged at lr={lr:g} ({why}); retrying at lr={lr / 4:g}")
-            lr, backoffs = lr / 4, backoffs + 1
-        if backoffs:
-            recal = {**recal, "lr": lr, "lr_backoffs": backoffs, "steps_diverged": wasted}
+            return (module, res, held, recal), _diverged(module, before, res.val_acc, classes), res.steps
+
+        backoff = Backoff(self.name, self.lr, ctx.info)
+        module, res, held, recal = backoff.run(attempt)
+        recal = {**recal, **backoff.stats()}
         module.write_back(graph)
         ctx.info(f"{self.name}: {res.steps} steps on {data}; val acc {before:.4f} -> {res.val_acc:.4f}")
         return PassResult(changed=res.steps > 0, stats={
@@ -165,7 +159,7 @@ def _diverged(module, before: float, after: float, classes) -> str | None:
     drives the network to a constant output (chance accuracy, finite weights when the ReLUs
     die) or to NaN. The test is on the held-out split the pass reports anyway, and a starting
     model at chance (nothing to lose) never trips it."""
-    if not all(bool(torch.isfinite(t).all()) for t in module.parameters()):
+    if not finite(module.parameters()):
         return "non-finite weights"
     chance = 1.0 / classes if isinstance(classes, int) and classes > 1 else 0.0
     if before - chance > 0.05 and after - chance < 0.5 * (before - chance):
